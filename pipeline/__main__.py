@@ -1,0 +1,5 @@
+"""`python -m pipeline` runs the `prep` CLI."""
+
+from pipeline.cli.app import main
+
+main()

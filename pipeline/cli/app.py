@@ -1,0 +1,62 @@
+"""The `prep` typer app and its entry point. Commands live one per module in this package.
+
+Exit codes: 0 ok, 1 failure (a PrepError), 2 usage error (bad arguments), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from pipeline import __version__
+from pipeline.cli.output import Output
+from pipeline.errors import PrepError
+
+app = typer.Typer(
+    name="prep",
+    help="Take a language model from Hugging Face to a working LLM canister on the Internet Computer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"prep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Take a language model from Hugging Face to a working LLM canister on the Internet Computer."""
+
+
+def _register_commands() -> None:
+    # Each command module registers itself on `app`; importing them here keeps app.py free of logic.
+    # One import per line, so that adding a command is a one-line change.
+    import pipeline.cli.version  # noqa: F401
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app and maps failures to exit codes.
+
+    Typer's standalone mode already turns usage errors into exit code 2 and Ctrl-C into "Aborted!";
+    a PrepError becomes its message on stderr (and an error event with --json) and exit code 1.
+    """
+    wants_json = "--json" in (sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=argv, prog_name="prep")
+    except PrepError as err:
+        Output(json=wants_json).error(str(err))
+        sys.exit(err.exit_code)
