@@ -1,0 +1,270 @@
+"""Candid values as plain Python, and service interfaces from .did text, over icp_candid.
+
+Types are written as Candid text ("record { filename : text; chunk : blob }") or given as icp_candid
+types. Values: records are dicts (tuples are lists), variants `{"Tag": value}` (None for a null
+payload), opt is the value or None, blobs are `bytes`, principals are their text form.
+Blobs are handed to icp_candid as `bytes`: its fast path skips per-byte encoding only for those.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from _ic_candid_core import _ic_candid_core as did_parser
+from icp_candid import candid as _ic
+
+from pipeline.errors import PrepError
+
+CandidType = _ic.Type
+TypeLike = str | CandidType
+
+_PRIMITIVES: dict[str, CandidType] = {
+    "nat": _ic.Types.Nat, "int": _ic.Types.Int, "text": _ic.Types.Text, "bool": _ic.Types.Bool,
+    "null": _ic.Types.Null, "float32": _ic.Types.Float32, "float64": _ic.Types.Float64,
+    "nat8": _ic.Types.Nat8, "nat16": _ic.Types.Nat16, "nat32": _ic.Types.Nat32, "nat64": _ic.Types.Nat64,
+    "int8": _ic.Types.Int8, "int16": _ic.Types.Int16, "int32": _ic.Types.Int32, "int64": _ic.Types.Int64,
+    "principal": _ic.Types.Principal, "reserved": _ic.Types.Reserved, "empty": _ic.Types.Empty,
+}  # fmt: skip
+
+
+class CandidError(PrepError):
+    """A value or a .did that does not fit Candid or the expected type."""
+
+
+@dataclass(frozen=True)
+class MethodType:
+    name: str
+    args: tuple[CandidType, ...]
+    rets: tuple[CandidType, ...]
+    modes: tuple[str, ...]
+    signature: str  # canonical text: equal strings mean the same wire types
+
+    @property
+    def is_query(self) -> bool:
+        return "query" in self.modes or "composite_query" in self.modes
+
+
+@dataclass(frozen=True)
+class ServiceInterface:
+    methods: dict[str, MethodType]
+    source: str
+
+
+def parse_service(did_text: str, source: str = "<did>") -> ServiceInterface:
+    """The methods of a .did's service, with icp_candid types and canonical signatures."""
+    ast = _parse_did(did_text, source)
+    env = {entry["name"]: entry["datatype"] for entry in ast.get("env") or []}
+    methods_ast = list((ast.get("actor") or {}).get("methods") or [])
+    if not methods_ast:
+        services = [node for node in env.values() if node.get("type") == "Service"]
+        methods_ast = list(services[-1].get("value") or []) if services else []
+    builder = _TypeBuilder(env)
+    methods = {}
+    for m in methods_ast:
+        modes = tuple(sorted("composite_query" if x == "compositequery" else x for x in m.get("modes") or []))
+        args = [builder.build(node) for node in m.get("args") or []]
+        rets = [builder.build(node) for node in m.get("rets") or []]
+        canon_args = ", ".join(_canonical(node, env, ()) for node in m.get("args") or [])
+        canon_rets = ", ".join(_canonical(node, env, ()) for node in m.get("rets") or [])
+        signature = f"({canon_args}) -> ({canon_rets}){''.join(' ' + x for x in modes)}"
+        methods[m["name"]] = MethodType(m["name"], tuple(args), tuple(rets), modes, signature)
+    return ServiceInterface(methods, source)
+
+
+def service_mismatches(required: ServiceInterface, live: ServiceInterface) -> list[str]:
+    """What `live` lacks of `required`: each required method must exist with the same signature."""
+    problems = []
+    for name, wanted in sorted(required.methods.items()):
+        have = live.methods.get(name)
+        if have is None:
+            problems.append(f"method {name} is missing")
+        elif have.signature != wanted.signature:
+            problems.append(f"method {name}: expected {wanted.signature}, canister has {have.signature}")
+    return problems
+
+
+@lru_cache(maxsize=512)
+def parse_type(text: str) -> CandidType:
+    """One Candid type from its text, e.g. "variant { Ok : nat64; Err : text }"."""
+    ast = _parse_did(f"type __prep_t = {text};\nservice : {{}}", f"type '{text}'")
+    env = {entry["name"]: entry["datatype"] for entry in ast.get("env") or []}
+    return _TypeBuilder(env).build(env["__prep_t"])
+
+
+def encode(types: list[TypeLike] | tuple[TypeLike, ...], values: list[Any] | tuple[Any, ...]) -> bytes:
+    if len(types) != len(values):
+        raise CandidError(f"candid: {len(types)} types but {len(values)} values")
+    resolved = [_resolve(t) for t in types]
+    try:
+        params = [{"type": t, "value": _to_icp(t, v)} for t, v in zip(resolved, values, strict=True)]
+        return _ic.encode(params)
+    except CandidError:
+        raise
+    except Exception as err:
+        raise CandidError(
+            f"candid: cannot encode {_short(values)} as {[t.name for t in resolved]}: {err}"
+        ) from None
+
+
+def decode(data: bytes, types: list[TypeLike] | tuple[TypeLike, ...] | None = None) -> list[Any]:
+    """Decode a reply. Without `types`, field and tag names are Candid hashes and opt stays [] / [x]."""
+    resolved = [_resolve(t) for t in types] if types else None
+    try:
+        decoded = _ic.decode(bytes(data), resolved)
+    except Exception as err:
+        raise CandidError(f"candid: cannot decode reply ({len(data)} bytes): {err}") from None
+    if resolved is None:
+        return [_from_icp(None, item["value"]) for item in decoded]
+    return [_from_icp(t, item["value"]) for t, item in zip(resolved, decoded, strict=True)]
+
+
+def _parse_did(text: str, source: str) -> dict[str, Any]:
+    try:
+        return json.loads(did_parser.parse_did(text))
+    except ValueError as err:
+        raise CandidError(f"{source}: not valid Candid: {err}") from None
+
+
+def _resolve(t: TypeLike) -> CandidType:
+    return parse_type(t) if isinstance(t, str) else t
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _TypeBuilder:
+    """Builds icp_candid types from the parser's JSON; named types become shared (recursive) nodes."""
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        self._env = env
+        self._named: dict[str, CandidType] = {}
+
+    def build(self, node: Any) -> CandidType:
+        kind = node["type"]
+        value = node.get("value")
+        if kind == "Prim":
+            if value not in _PRIMITIVES:
+                raise CandidError(f"candid: unknown primitive type '{value}'")
+            return _PRIMITIVES[value]
+        if kind == "Principal":
+            return _ic.Types.Principal
+        if kind == "Opt":
+            return _ic.Types.Opt(self.build(value))
+        if kind == "Vec":
+            return _ic.Types.Vec(self.build(value))
+        if kind == "Record":
+            return _ic.Types.Record({_label(k): self.build(v) for k, v in value})
+        if kind == "Variant":
+            return _ic.Types.Variant({_label(k): self.build(v) if v else _ic.Types.Null for k, v in value})
+        if kind == "Id":
+            return self._named_type(value)
+        if kind == "Func":
+            return _ic.Types.Func(
+                [self.build(x) for x in value["args"]], [self.build(x) for x in value["rets"]], value["modes"]
+            )
+        if kind == "Service":
+            return _ic.Types.Service({})
+        raise CandidError(f"candid: unsupported type node '{kind}'")
+
+    def _named_type(self, name: str) -> CandidType:
+        if name not in self._env:
+            raise CandidError(f"candid: type '{name}' is used but not defined")
+        if name not in self._named:
+            placeholder = _ic.Types.Rec()
+            self._named[name] = placeholder
+            placeholder.fill(self.build(self._env[name]))
+        return self._named[name]
+
+
+def _label(key: str) -> str | int:
+    return int(key) if key.isdigit() else key
+
+
+def _label_hash(key: str) -> int:
+    return int(key) if key.isdigit() else _ic.idl_hash(key)
+
+
+def _canonical(node: Any, env: dict[str, Any], stack: tuple[str, ...]) -> str:
+    """Type text independent of type names, field order and blob/vec nat8 spelling."""
+    kind = node["type"]
+    value = node.get("value")
+    if kind == "Prim":
+        return value
+    if kind == "Principal":
+        return "principal"
+    if kind in ("Opt", "Vec"):
+        return f"{kind.lower()} {_canonical(value, env, stack)}"
+    if kind in ("Record", "Variant"):
+        fields = sorted((_label_hash(k), k, v) for k, v in value)
+        inner = "; ".join(f"{k} : {_canonical(v, env, stack)}" if v else k for _, k, v in fields)
+        return f"{kind.lower()} {{ {inner} }}"
+    if kind == "Id":
+        if value in stack:
+            return f"rec#{stack.index(value)}"
+        return _canonical(env[value], env, (*stack, value))
+    if kind == "Func":
+        args = ", ".join(_canonical(x, env, stack) for x in value["args"])
+        rets = ", ".join(_canonical(x, env, stack) for x in value["rets"])
+        return f"func ({args}) -> ({rets}){''.join(' ' + m for m in sorted(value['modes']))}"
+    if kind == "Service":
+        return "service"
+    return kind
+
+
+def _base(t: CandidType) -> CandidType:
+    return t.get_type() if isinstance(t, _ic.RecClass) else t
+
+
+def _to_icp(t: CandidType, value: Any) -> Any:
+    """Our plain values to what icp_candid's encoder takes."""
+    t = _base(t)
+    if isinstance(t, _ic.OptClass):
+        return [] if value is None else [_to_icp(t._type, value)]
+    if isinstance(t, _ic.VecClass):
+        if t._is_blob and isinstance(value, (bytes, bytearray, memoryview)):
+            return value if isinstance(value, bytes) else bytes(value)
+        return [_to_icp(t._type, v) for v in value]
+    if isinstance(t, _ic.RecordClass):
+        fields = t._field_map.values()
+        if isinstance(value, (list, tuple)):
+            return {name: _to_icp(ft, value[int(name)]) for name, ft in fields}
+        missing = [name for name, _ in fields if name not in value]
+        if missing:
+            raise CandidError(f"candid: record {_short(value)} lacks field(s) {', '.join(missing)}")
+        return {name: _to_icp(ft, value[name]) for name, ft in fields}
+    if isinstance(t, _ic.VariantClass):
+        if not isinstance(value, dict) or len(value) != 1:
+            raise CandidError(f"candid: a variant is a one-key dict {{'Tag': value}}, got {_short(value)}")
+        ((tag, payload),) = value.items()
+        matching = [ft for name, ft in t._field_map.values() if str(name) == str(tag)]
+        if not matching:
+            raise CandidError(f"candid: variant has no tag '{tag}'")
+        return {tag: _to_icp(matching[0], payload)}
+    return value
+
+
+def _from_icp(t: CandidType | None, value: Any) -> Any:
+    """icp_candid's decoded values to plain Python (cbor-free, opt unwrapped when the type is known)."""
+    t = _base(t) if t is not None else None
+    if isinstance(t, _ic.OptClass):
+        return _from_icp(t._type, value[0]) if value else None
+    if isinstance(value, (bytes, str, bool, int, float)) or value is None:
+        return value
+    if isinstance(value, list):
+        if isinstance(t, _ic.VecClass):
+            return [_from_icp(t._type, v) for v in value]
+        if isinstance(t, _ic.RecordClass):
+            types_by_name = {name: ft for name, ft in t._field_map.values()}
+            return [_from_icp(types_by_name.get(str(i)), v) for i, v in enumerate(value)]
+        return [_from_icp(None, v) for v in value]
+    if isinstance(value, dict):
+        field_types = {str(name): ft for name, ft in t._field_map.values()} if t is not None else {}
+        return {str(k): _from_icp(field_types.get(str(k)), v) for k, v in value.items()}
+    if hasattr(value, "to_str"):
+        return value.to_str()
+    return value

@@ -1,0 +1,135 @@
+"""Who signs: dfx identities, PEM files, or the anonymous principal. Secrets never reach output."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from icp_identity import Identity
+
+from pipeline.errors import PrepError, UsageError
+
+PEM_ENV = "PREP_PEM"
+_EXPORT_HINT = (
+    "export a plaintext PEM with `dfx identity export {name} > identity.pem`, then pass --pem identity.pem"
+)
+
+
+@dataclass(frozen=True)
+class IcIdentity:
+    """A signer and what it is. `signer` is icp-py-core's Identity (its repr prints the key: kept out)."""
+
+    principal: str
+    key_type: str  # "ed25519" | "secp256k1" | "p256" | "anonymous"
+    source: str  # e.g. "PEM file /x/id.pem", "dfx identity 'default'", "anonymous"
+    signer: Identity = field(repr=False, compare=False)
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.key_type == "anonymous"
+
+
+def anonymous_identity() -> IcIdentity:
+    return IcIdentity(
+        principal="2vxsx-fae", key_type="anonymous", source="anonymous", signer=Identity(anonymous=True)
+    )
+
+
+def load_identity(
+    pem: Path | str | None = None, identity: str | None = None, anonymous: bool = False
+) -> IcIdentity:
+    """The identity the user chose: --anonymous, --pem, --identity, $PREP_PEM, else dfx's default."""
+    chosen = [
+        name
+        for name, value in (("--pem", pem), ("--identity", identity), ("--anonymous", anonymous))
+        if value
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one of {', '.join(chosen)}", hint="they all say who signs the calls")
+    if anonymous:
+        return anonymous_identity()
+    if pem:
+        return identity_from_pem_file(Path(pem).expanduser())
+    if identity:
+        return dfx_identity(identity)
+    if os.environ.get(PEM_ENV):
+        return identity_from_pem_file(Path(os.environ[PEM_ENV]).expanduser(), origin=f"${PEM_ENV}")
+    return dfx_identity(_dfx_default_identity_name())
+
+
+def identity_from_pem_file(
+    path: Path, *, origin: str = "PEM file", dfx_name: str | None = None
+) -> IcIdentity:
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise PrepError(
+            f"{origin} {path} does not exist", hint="pass --pem PATH to an identity PEM file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PrepError(f"cannot read {origin} {path}: {type(err).__name__}") from None
+    return identity_from_pem_text(text, f"{origin} {path}", dfx_name=dfx_name)
+
+
+def identity_from_pem_text(text: str, source: str, *, dfx_name: str | None = None) -> IcIdentity:
+    if "ENCRYPTED" in text:
+        raise PrepError(f"{source} is encrypted", hint=_EXPORT_HINT.format(name=dfx_name or "NAME"))
+    if "PRIVATE KEY" not in text:
+        raise PrepError(f"{source} holds no private key", hint="expected a PEM written by dfx or openssl")
+    try:
+        signer = Identity.from_pem(text)
+    except Exception:  # ecdsa raises assorted errors; their text is not useful and must not echo key bytes
+        raise PrepError(
+            f"{source} is not an Ed25519, secp256k1 or P-256 private key PEM",
+            hint="dfx writes these; other key types cannot sign IC calls",
+        ) from None
+    return IcIdentity(
+        principal=signer.sender().to_str(), key_type=signer.key_type, source=source, signer=signer
+    )
+
+
+def dfx_identity_root() -> Path:
+    """dfx keeps identities in $DFX_CONFIG_ROOT/.config/dfx/identity ($DFX_CONFIG_ROOT defaults to $HOME)."""
+    base = Path(os.environ.get("DFX_CONFIG_ROOT") or Path.home())
+    return base / ".config" / "dfx" / "identity"
+
+
+def dfx_identity(name: str) -> IcIdentity:
+    if name == "anonymous":
+        return anonymous_identity()
+    folder = dfx_identity_root() / name
+    pem = folder / "identity.pem"
+    if pem.is_file():
+        return identity_from_pem_file(pem, origin=f"dfx identity '{name}'", dfx_name=name)
+    if (folder / "identity.pem.encrypted").is_file():
+        raise PrepError(f"dfx identity '{name}' is encrypted ({folder})", hint=_EXPORT_HINT.format(name=name))
+    if (folder / "identity.json").is_file():
+        raise PrepError(
+            f"dfx identity '{name}' keeps its key in the system keyring ({folder / 'identity.json'})",
+            hint=_EXPORT_HINT.format(name=name),
+        )
+    known = (
+        sorted(p.name for p in dfx_identity_root().iterdir() if p.is_dir())
+        if dfx_identity_root().is_dir()
+        else []
+    )
+    raise PrepError(
+        f"no dfx identity '{name}' in {dfx_identity_root()}"
+        + (f" (found: {', '.join(known)})" if known else " (no identities there)"),
+        hint="pass --identity NAME, --pem PATH or --anonymous; DFX_CONFIG_ROOT moves the dfx store",
+    )
+
+
+def _dfx_default_identity_name() -> str:
+    settings = dfx_identity_root().parent / "identity.json"
+    if not settings.is_file():
+        raise PrepError(
+            "no identity given and no dfx identity store found",
+            hint=f"pass --pem PATH, --identity NAME or --anonymous (or set ${PEM_ENV})",
+        )
+    try:
+        return str(json.loads(settings.read_text())["default"])
+    except (ValueError, KeyError, OSError):
+        return "default"
