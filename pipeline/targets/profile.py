@@ -1,0 +1,268 @@
+"""Canister kind profiles: canisters/<kind>/profile.toml + service.did, loaded and checked.
+
+A profile says how to put files into one kind of canister: chunk size, addressing (`offset` or `append`),
+per file role the upload / resume / reset / read-back calls, the steps after the bytes, limits and the
+access check. Call arguments are templates (see pipeline.targets.calls); the Candid types come from the
+kind's service.did, so a canister that speaks an existing protocol with other method names is a new
+folder, not new code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PrepError
+from pipeline.targets.did import ServiceInterface, parse_service
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_MAX_CHUNK_SIZE = 1_900_000
+# The IC refuses ingress messages over 2 MiB, envelope included; keep room for the ~300 B envelope.
+HARD_MAX_CHUNK_SIZE = 2 * 1024 * 1024 - 4096
+ADDRESSING = ("offset", "append")
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """One canister call: method, argument template, and what to read from the reply."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    value: str | None = None  # dotted path into the reply (after unwrapping Ok) giving the answer
+    exists: str | None = None  # dotted path to a bool telling whether the remote file exists
+    error_when_some: bool = False  # replies of type `opt text` where a text means failure
+    probe: bool = False  # a readiness check: safe to repeat, run even when nothing was uploaded
+
+
+@dataclass(frozen=True)
+class RoleProfile:
+    """How one file role (e.g. "model", "tokenizer") is uploaded."""
+
+    name: str
+    remote: str  # default remote name (a file path for offset kinds, the role for append kinds)
+    upload: CallSpec
+    size: CallSpec | None = None  # offset kinds: remote file size (and existence)
+    read: CallSpec | None = None  # offset kinds: read a range back
+    running_sha: CallSpec | None = None  # offset kinds: the canister's own sha256 of in-order uploads
+    length: CallSpec | None = None  # append kinds: bytes received so far (the resume point)
+    reset: CallSpec | None = None  # append kinds: start the file over
+    after: tuple[CallSpec, ...] = ()  # steps once this role's bytes are in, in order
+    max_bytes: int | None = None
+    format: str | None = None  # "gguf" enables the architecture check
+    architectures: tuple[str, ...] = ()
+    limit_hint: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """Who may upload: controllers (when `controllers`), or whoever `check` approves."""
+
+    controllers: bool = True
+    check: CallSpec | None = None
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    kind: str
+    description: str
+    directory: Path
+    addressing: str
+    max_chunk_size: int
+    roles: tuple[RoleProfile, ...]
+    steps: tuple[CallSpec, ...]
+    access: AccessRule
+    defaults: dict[str, Any] = field(default_factory=dict)
+    service: ServiceInterface | None = None
+
+    def role(self, name: str) -> RoleProfile:
+        for role in self.roles:
+            if role.name == name:
+                return role
+        raise PrepError(
+            f"canister kind {self.kind} has no file role {name!r}",
+            hint=f"roles of {self.kind}: {', '.join(r.name for r in self.roles)}",
+        )
+
+    def calls(self) -> list[CallSpec]:
+        """Every call this profile may make (the ones the live interface must match)."""
+        specs: list[CallSpec] = [*self.steps]
+        if self.access.check:
+            specs.append(self.access.check)
+        for role in self.roles:
+            specs += [role.upload, *role.after]
+            specs += [s for s in (role.size, role.read, role.running_sha, role.length, role.reset) if s]
+        return specs
+
+    def methods_used(self) -> list[str]:
+        return sorted({spec.method for spec in self.calls()})
+
+    def is_query(self, method: str) -> bool:
+        assert self.service is not None
+        return self.service.methods[method].query
+
+
+def canisters_dir() -> Path:
+    """Where kind folders live: $PREP_CANISTERS_DIR, else the repository's canisters/."""
+    env = os.environ.get("PREP_CANISTERS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "canisters"
+
+
+def known_kinds() -> list[str]:
+    root = canisters_dir()
+    return sorted(p.name for p in root.iterdir() if (p / "profile.toml").is_file()) if root.is_dir() else []
+
+
+def load_profile(kind_or_dir: str | Path) -> TargetProfile:
+    """Loads a kind by name (canisters/<kind>/) or from a folder holding profile.toml and service.did."""
+    directory = Path(kind_or_dir)
+    if not (directory / "profile.toml").is_file():
+        directory = canisters_dir() / str(kind_or_dir)
+    path = directory / "profile.toml"
+    if not path.is_file():
+        raise PrepError(
+            f"unknown canister kind {str(kind_or_dir)!r}: no {path}",
+            hint=f"known kinds: {', '.join(known_kinds())}; or a folder with profile.toml and service.did",
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise PrepError(f"{path}: invalid TOML: {err}") from err
+    did_path = directory / "service.did"
+    if not did_path.is_file():
+        raise PrepError(f"{did_path} is missing", hint="each canister kind folder needs the Candid it calls")
+    service = parse_service(did_path.read_text(), source=str(did_path))
+    profile = _Reader(path, data).profile(directory, service)
+    _check_methods(profile, path)
+    return profile
+
+
+class _Reader:
+    """Turns the TOML tables into dataclasses, naming the file and key on every error."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    def fail(self, key: str, expected: str) -> PrepError:
+        return PrepError(f"{self.path}: key {key!r}: expected {expected}")
+
+    def profile(self, directory: Path, service: ServiceInterface) -> TargetProfile:
+        data = self.data
+        known = {
+            "kind",
+            "description",
+            "addressing",
+            "max_chunk_size",
+            "roles",
+            "steps",
+            "access",
+            "defaults",
+        }
+        self._no_unknown(data, known, "")
+        addressing = data.get("addressing")
+        if addressing not in ADDRESSING:
+            raise self.fail("addressing", " or ".join(ADDRESSING))
+        chunk = data.get("max_chunk_size", DEFAULT_MAX_CHUNK_SIZE)
+        if not isinstance(chunk, int) or not 1 <= chunk <= HARD_MAX_CHUNK_SIZE:
+            raise self.fail(
+                "max_chunk_size", f"an integer from 1 to {HARD_MAX_CHUNK_SIZE} (2 MiB message limit)"
+            )
+        roles_data = data.get("roles")
+        if not isinstance(roles_data, list) or not roles_data:
+            raise self.fail("roles", "at least one [[roles]] table")
+        roles = tuple(self.role(r, f"roles[{i}]", addressing) for i, r in enumerate(roles_data))
+        access_data = data.get("access", {})
+        self._no_unknown(access_data, {"controllers", "check"}, "access.")
+        access = AccessRule(
+            controllers=bool(access_data.get("controllers", True)),
+            check=self.call(access_data["check"], "access.check") if "check" in access_data else None,
+        )
+        return TargetProfile(
+            kind=str(data.get("kind") or directory.name),
+            description=str(data.get("description", "")),
+            directory=directory,
+            addressing=addressing,
+            max_chunk_size=chunk,
+            roles=roles,
+            steps=tuple(self.call(s, f"steps[{i}]") for i, s in enumerate(data.get("steps", []))),
+            access=access,
+            defaults=dict(data.get("defaults", {})),
+            service=service,
+        )
+
+    def role(self, data: Any, key: str, addressing: str) -> RoleProfile:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise self.fail(f"{key}.name", "a role name")
+        calls = ("upload", "size", "read", "running_sha", "length", "reset")
+        self._no_unknown(
+            data,
+            {"name", "remote", "after", "max_bytes", "format", "architectures", "limit_hint", *calls},
+            f"{key}.",
+        )
+        if "upload" not in data:
+            raise self.fail(f"{key}.upload", "an upload call table")
+        if addressing == "offset" and not all(k in data for k in ("size", "read")):
+            raise self.fail(
+                f"{key}.size / {key}.read", "size and read calls (offset addressing verifies by reading back)"
+            )
+        if addressing == "append" and "length" not in data and "reset" not in data:
+            raise self.fail(
+                f"{key}.length / {key}.reset", "a length query or a reset call (append addressing)"
+            )
+        parsed = {c: self.call(data[c], f"{key}.{c}") for c in calls if c in data}
+        return RoleProfile(
+            name=data["name"],
+            remote=str(data.get("remote", data["name"])),
+            after=tuple(self.call(s, f"{key}.after[{i}]") for i, s in enumerate(data.get("after", []))),
+            max_bytes=data.get("max_bytes"),
+            format=data.get("format"),
+            architectures=tuple(data.get("architectures", ())),
+            limit_hint=data.get("limit_hint"),
+            **parsed,
+        )
+
+    def call(self, data: Any, key: str) -> CallSpec:
+        if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+            raise self.fail(f"{key}.method", "a method name")
+        self._no_unknown(data, {"method", "args", "value", "exists", "error_when_some", "probe"}, f"{key}.")
+        args = data.get("args", [])
+        if not isinstance(args, list):
+            raise self.fail(f"{key}.args", "a list of argument templates")
+        return CallSpec(
+            method=data["method"],
+            args=tuple(args),
+            value=data.get("value"),
+            exists=data.get("exists"),
+            error_when_some=bool(data.get("error_when_some", False)),
+            probe=bool(data.get("probe", False)),
+        )
+
+    def _no_unknown(self, data: dict[str, Any], known: set[str], prefix: str) -> None:
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise self.fail(prefix + unknown[0], f"one of {', '.join(sorted(known))} (unknown key)")
+
+
+def _check_methods(profile: TargetProfile, path: Path) -> None:
+    assert profile.service is not None
+    methods = profile.service.methods
+    for spec in profile.calls():
+        if spec.method not in methods:
+            raise PrepError(f"{path}: method {spec.method!r} is not in {profile.directory / 'service.did'}")
+        if len(spec.args) != len(methods[spec.method].args):
+            raise PrepError(
+                f"{path}: method {spec.method!r} takes {len(methods[spec.method].args)} argument(s), "
+                f"the profile gives {len(spec.args)}"
+            )
+    for role in profile.roles:
+        if profile.is_query(role.upload.method):
+            raise PrepError(
+                f"{path}: upload method {role.upload.method!r} is a query; uploads must be updates"
+            )
