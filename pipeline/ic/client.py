@@ -1,0 +1,448 @@
+"""`IcClient`: signed query, call and read_state over one pooled, thread-safe HTTP client.
+
+icp-py-core signs and builds requests (`sign_request`, its request-id hash, its Identity); this
+module owns the transport and the retry rules. Its `Agent` is not used: it opens a new HTTP client per
+request, signs a fresh request on every `update` (a retry could execute twice) and verifies
+certificates against the mainnet key only. Here a call is signed once; retries resend those bytes.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import cbor2
+import httpx
+from icp_agent.agent import sign_request, to_request_id
+from icp_certificate.certificate import IC_ROOT_KEY, Certificate
+from icp_principal import Principal
+
+from pipeline.ic.certificate import DEFAULT_MAX_AGE_NS, plain, verify_certificate
+from pipeline.ic.errors import CallRejected, PermanentIcError, TransientIcError
+from pipeline.ic.identity import IcIdentity
+from pipeline.ic.network import Network
+
+CBOR_SELF_DESCRIBE = b"\xd9\xd9\xf7"
+DEFAULT_INGRESS_EXPIRY_S = 240.0  # the IC accepts at most 5 minutes ahead
+TERMINAL_STATUSES = ("replied", "rejected", "done")
+_HINTS_BY_ERROR_CODE = {
+    "IC0207": "the canister is out of cycles: top it up",
+    "IC0301": "no such canister on this network: check --canister and --network",
+    "IC0302": "the canister has no such method: is it the canister kind you think?",
+    "IC0406": "the identity is not allowed to call this: use a controller identity",
+    "IC0503": "the canister trapped: its message says why",
+    "IC0504": "the canister is out of memory or over a limit",
+    "IC0512": "the identity is not allowed to call this: use a controller identity",
+    "IC0536": "the canister has no such method: is it the canister kind you think?",
+}
+
+
+@dataclass(frozen=True)
+class SignedCall:
+    """One signed update call. Resending `envelope` is the only exactly-once retry."""
+
+    canister_id: str
+    method: str
+    request_id: bytes
+    envelope: bytes
+    expiry_ns: int
+
+
+@dataclass(frozen=True)
+class CallResult:
+    status: str  # "replied" | "rejected"
+    reply: bytes | None = None
+    reject_code: int | None = None
+    reject_message: str | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestStatus:
+    status: str  # "unknown" | "received" | "processing" | "replied" | "rejected" | "done"
+    reply: bytes | None = None
+    reject_code: int | None = None
+    reject_message: str | None = None
+    error_code: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter; `query_attempts` bounds retries of idempotent reads."""
+
+    first_delay_s: float = 0.05
+    max_delay_s: float = 2.0
+    multiplier: float = 2.0
+    query_attempts: int = 4
+    poll_first_delay_s: float = 0.01
+    poll_max_delay_s: float = 1.0
+    resubmit_after_s: float = 5.0
+
+    def delays(self, first: float, cap: float):
+        delay = first
+        while True:
+            yield random.uniform(delay / 2, delay)
+            delay = min(delay * self.multiplier, cap)
+
+
+@lru_cache(maxsize=1024)
+def principal_bytes(text: str) -> bytes:
+    try:
+        return Principal.from_str(text).bytes
+    except ValueError as err:
+        raise PermanentIcError(f"'{text}' is not a valid principal: {err}") from None
+
+
+class IcClient:
+    """Thread-safe client for one network and identity; certificate verification is always on."""
+
+    def __init__(
+        self,
+        network: Network,
+        identity: IcIdentity,
+        timeout: float = 60.0,
+        *,
+        root_key: bytes | None = None,
+        ingress_expiry_s: float = DEFAULT_INGRESS_EXPIRY_S,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 32,
+        certificate_max_age_ns: int = DEFAULT_MAX_AGE_NS,
+    ) -> None:
+        self.network = network
+        self.identity = identity
+        self.ingress_expiry_s = ingress_expiry_s
+        self.retry = retry or RetryPolicy()
+        self._root_key = IC_ROOT_KEY if network.is_mainnet and root_key is None else root_key
+        self._root_key_lock = threading.Lock()
+        self._certificate_max_age_ns = certificate_max_age_ns
+        self._sender = principal_bytes(identity.principal)
+        self._http = httpx.Client(
+            base_url=network.url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"Content-Type": "application/cbor"},
+        )
+
+    @property
+    def principal(self) -> str:
+        return self.identity.principal
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> IcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- root key -------------------------------------------------------------------------------
+
+    @property
+    def root_key(self) -> bytes:
+        """DER root key: mainnet's built-in one, else fetched once from /api/v2/status."""
+        if self._root_key is None:
+            with self._root_key_lock:
+                if self._root_key is None:
+                    self._root_key = self._fetch_root_key()
+        return self._root_key
+
+    def _fetch_root_key(self) -> bytes:
+        status = self._read_cbor("GET", "/api/v2/status", None, attempts=self.retry.query_attempts)
+        key = status.get("root_key") if isinstance(status, dict) else None
+        if not isinstance(key, bytes):
+            raise PermanentIcError(
+                f"{self.network.url}/api/v2/status has no root_key; is this an IC replica?"
+            )
+        return key
+
+    # ---- query ----------------------------------------------------------------------------------
+
+    def query(self, canister_id: str, method: str, arg: bytes) -> bytes:
+        content = self._content("query", canister_id, method, arg)
+        _, envelope = self._sign(content)
+        answer = self._read_cbor(
+            "POST", f"/api/v3/canister/{canister_id}/query", envelope, attempts=self.retry.query_attempts
+        )
+        status = answer.get("status")
+        if status == "replied":
+            return bytes(answer["reply"]["arg"])
+        if status == "rejected":
+            raise self._rejected(canister_id, method, CallResult("rejected", **_reject_fields(answer)))
+        raise PermanentIcError(f"query {method} on {canister_id}: unexpected answer status {status!r}")
+
+    # ---- update calls ---------------------------------------------------------------------------
+
+    def prepare_call(self, canister_id: str, method: str, arg: bytes) -> SignedCall:
+        content = self._content("call", canister_id, method, arg)
+        request_id, envelope = self._sign(content)
+        return SignedCall(canister_id, method, request_id, envelope, content["ingress_expiry"])
+
+    def submit(self, call: SignedCall) -> CallResult | None:
+        """POST the signed envelope once. A CallResult when the outcome is certified, else None."""
+        response = self._post(f"/api/v4/canister/{call.canister_id}/call", call.envelope)
+        if response.status_code == 202 or not response.content:
+            return None
+        answer = _decode_cbor(response.content, self.network.url)
+        status = answer.get("status")
+        if status == "replied":
+            certificate = self._verified(answer["certificate"], call.canister_id)
+            found = _status_from_certificate(certificate, call.request_id)
+            if found.status in ("replied", "rejected"):
+                return CallResult(
+                    found.status, found.reply, found.reject_code, found.reject_message, found.error_code
+                )
+            return None
+        if status == "non_replicated_rejection":
+            return CallResult("rejected", **_reject_fields(answer))
+        if status == "accepted":
+            return None
+        raise PermanentIcError(
+            f"call {call.method} on {call.canister_id}: unexpected answer status {status!r}"
+        )
+
+    def request_status(self, call: SignedCall) -> RequestStatus:
+        paths = [[b"request_status", call.request_id]]
+        certificate = self._read_state(call.canister_id, paths)
+        return _status_from_certificate(certificate, call.request_id)
+
+    def call(self, canister_id: str, method: str, arg: bytes) -> bytes:
+        """Sign once, then submit / poll until terminal; transient failures resend the same bytes."""
+        return self.settle(self.prepare_call(canister_id, method, arg))
+
+    def settle(self, call: SignedCall) -> bytes:
+        """The reply of a prepared call, resending its envelope on transient failures until expiry."""
+        result = self._settle(call)
+        if result.status == "rejected":
+            raise self._rejected(call.canister_id, call.method, result)
+        if result.status == "done":
+            raise PermanentIcError(
+                f"call {call.method} on {call.canister_id} executed, but its reply has been pruned",
+                hint="the replica keeps replies only for a few minutes; check the canister's state",
+            )
+        return result.reply or b""
+
+    def _settle(self, call: SignedCall) -> RequestStatus:
+        backoff = self.retry.delays(self.retry.first_delay_s, self.retry.max_delay_s)
+        last_error: TransientIcError | None = None
+        while time.time_ns() < call.expiry_ns:
+            try:
+                result = self.submit(call)
+                if result is not None:
+                    return RequestStatus(**vars(result))
+                # Accepted: "unknown" is normal until the message is in a block, so give it a while.
+                found = self._poll(call, unknown_grace_s=self.retry.resubmit_after_s)
+                if found.is_terminal:
+                    return found
+            except TransientIcError as err:
+                last_error = err
+                found = self._status_after_error(call)
+                if found is not None and found.is_terminal:
+                    return found
+            time.sleep(next(backoff))
+        raise TransientIcError(
+            f"call {call.method} on {call.canister_id} did not complete before it expired"
+            + (f"; last error: {last_error}" if last_error else ""),
+            hint="its request id was never executed; it is safe to prepare and send a new call",
+        )
+
+    def _poll(self, call: SignedCall, *, unknown_grace_s: float) -> RequestStatus:
+        """Poll until terminal, expiry, or "unknown" for longer than the grace period."""
+        delays = self.retry.delays(self.retry.poll_first_delay_s, self.retry.poll_max_delay_s)
+        give_up_unknown = time.monotonic() + unknown_grace_s
+        while True:
+            found = self.request_status(call)
+            if found.is_terminal or time.time_ns() >= call.expiry_ns:
+                return found
+            if found.status == "unknown" and time.monotonic() >= give_up_unknown:
+                return found
+            time.sleep(next(delays))
+
+    def _status_after_error(self, call: SignedCall) -> RequestStatus | None:
+        """After a failed submit the call may still have landed (e.g. the reply was lost): ask."""
+        try:
+            return self._poll(call, unknown_grace_s=0.0)
+        except TransientIcError:
+            return None
+
+    # ---- canister state -------------------------------------------------------------------------
+
+    def module_hash(self, canister_id: str) -> bytes | None:
+        return self._canister_field(canister_id, b"module_hash")
+
+    def controllers(self, canister_id: str) -> list[str] | None:
+        raw = self._canister_field(canister_id, b"controllers")
+        if raw is None:
+            return None
+        return [Principal(bytes(p)).to_str() for p in plain(cbor2.loads(raw))]
+
+    def metadata(self, canister_id: str, name: str) -> bytes | None:
+        """A public metadata section (e.g. "candid:service"), None when the canister has none by that name."""
+        return self._canister_field(canister_id, b"metadata", name.encode())
+
+    def _canister_field(self, canister_id: str, *path: bytes) -> bytes | None:
+        full = [b"canister", principal_bytes(canister_id), *path]
+        value = self._read_state(canister_id, [full]).lookup(full)
+        return None if value is None else bytes(value)
+
+    def _read_state(self, canister_id: str, paths: Sequence[Sequence[bytes]]) -> Certificate:
+        content = {
+            "request_type": "read_state",
+            "sender": self._sender,
+            "paths": [list(p) for p in paths],
+            "ingress_expiry": self._expiry_ns(),
+        }
+        _, envelope = self._sign(content)
+        answer = self._read_cbor(
+            "POST", f"/api/v3/canister/{canister_id}/read_state", envelope, attempts=self.retry.query_attempts
+        )
+        if "certificate" not in answer:
+            raise PermanentIcError(f"read_state on {canister_id}: answer has no certificate")
+        return self._verified(answer["certificate"], canister_id)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def _verified(self, certificate_cbor: Any, canister_id: str) -> Certificate:
+        return verify_certificate(
+            bytes(certificate_cbor),
+            principal_bytes(canister_id),
+            self.root_key,
+            max_age_ns=self._certificate_max_age_ns,
+        )
+
+    def _expiry_ns(self) -> int:
+        return time.time_ns() + int(self.ingress_expiry_s * 1e9)
+
+    def _content(self, request_type: str, canister_id: str, method: str, arg: bytes) -> dict[str, Any]:
+        return {
+            "request_type": request_type,
+            "sender": self._sender,
+            "canister_id": principal_bytes(canister_id),
+            "method_name": method,
+            # icp-py-core's candid fast path and request-id hash want `bytes`; a memoryview is ~150x slower.
+            "arg": arg if type(arg) is bytes else bytes(arg),
+            "ingress_expiry": self._expiry_ns(),
+            "nonce": secrets.token_bytes(8),
+        }
+
+    def _sign(self, content: dict[str, Any]) -> tuple[bytes, bytes]:
+        if self.identity.is_anonymous:  # icp-py-core would add null key and signature fields
+            return to_request_id(content), CBOR_SELF_DESCRIBE + cbor2.dumps({"content": content})
+        request_id, envelope = sign_request(content, self.identity.signer)
+        return request_id, CBOR_SELF_DESCRIBE + envelope
+
+    def _read_cbor(self, verb: str, path: str, body: bytes | None, *, attempts: int) -> dict[str, Any]:
+        """An idempotent request (status, query, read_state), retried on transient failures."""
+        delays = self.retry.delays(self.retry.first_delay_s, self.retry.max_delay_s)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._send(verb, path, body)
+                return _decode_cbor(response.content, self.network.url)
+            except TransientIcError:
+                if attempt == attempts:
+                    raise
+            time.sleep(next(delays))
+        raise AssertionError("unreachable")
+
+    def _post(self, path: str, body: bytes) -> httpx.Response:
+        return self._send("POST", path, body)
+
+    def _send(self, verb: str, path: str, body: bytes | None) -> httpx.Response:
+        try:
+            response = self._http.request(verb, path, content=body)
+        except httpx.ConnectError as err:
+            raise TransientIcError(
+                f"cannot reach {self.network.url}: is the replica running?", hint=f"connection failed: {err}"
+            ) from None
+        except httpx.TimeoutException:
+            raise TransientIcError(f"{self.network.url}{path}: no answer within the timeout") from None
+        except httpx.TransportError as err:
+            raise TransientIcError(f"{self.network.url}{path}: transport error: {err!r}") from None
+        _raise_for_http_status(response, self.network.url + path)
+        return response
+
+    def _rejected(self, canister_id: str, method: str, result: CallResult) -> CallRejected:
+        code = result.error_code or ""
+        return CallRejected(
+            f"{method} on {canister_id} was rejected (reject code {result.reject_code}"
+            + (f", {code}" if code else "")
+            + f"): {result.reject_message}",
+            reject_code=result.reject_code or 0,
+            reject_message=result.reject_message or "",
+            error_code=result.error_code,
+            hint=_HINTS_BY_ERROR_CODE.get(code),
+        )
+
+
+def _raise_for_http_status(response: httpx.Response, where: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    text = response.text.strip()[:500] or response.reason_phrase
+    if status >= 500 or status == 429:
+        raise TransientIcError(f"{where}: HTTP {status}: {text}")
+    raise PermanentIcError(f"{where}: HTTP {status}: {text}", hint=_http_hint(status, text))
+
+
+def _http_hint(status: int, text: str) -> str | None:
+    lowered = text.lower()
+    if "ingress_expiry" in lowered or "expir" in lowered:
+        return "the request expired or this machine's clock is off"
+    if status == 404:
+        return "no such canister on this network: check --canister and --network"
+    if status == 403:
+        return "the replica refused this identity or signature"
+    if status == 413:
+        return "the message is too large: use smaller chunks"
+    return None
+
+
+def _decode_cbor(data: bytes, url: str) -> dict[str, Any]:
+    try:
+        value = plain(cbor2.loads(data))
+    except Exception:
+        raise PermanentIcError(f"{url} answered with something that is not CBOR: {data[:120]!r}") from None
+    if not isinstance(value, dict):
+        raise PermanentIcError(f"{url} answered with unexpected CBOR: {type(value).__name__}")
+    return value
+
+
+def _reject_fields(answer: dict[str, Any]) -> dict[str, Any]:
+    error_code = answer.get("error_code")
+    return {
+        "reject_code": int(answer.get("reject_code") or 0),
+        "reject_message": _text(answer.get("reject_message")) or "",
+        "error_code": _text(error_code) if error_code is not None else None,
+    }
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return bytes(value).decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _status_from_certificate(certificate: Certificate, request_id: bytes) -> RequestStatus:
+    raw = certificate.lookup_request_status(request_id)
+    status = bytes(raw).decode() if raw is not None else "unknown"
+    if status == "replied":
+        return RequestStatus("replied", reply=certificate.lookup_reply(request_id))
+    if status == "rejected":
+        rejection = certificate.lookup_request_rejection(request_id)
+        return RequestStatus(
+            "rejected",
+            reject_code=rejection["reject_code"],
+            reject_message=rejection["reject_message"],
+            error_code=rejection["error_code"],
+        )
+    return RequestStatus(status)
