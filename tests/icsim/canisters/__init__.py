@@ -1,0 +1,1 @@
+"""Python models of the canister kinds prep uploads into."""

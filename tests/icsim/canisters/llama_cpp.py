@@ -1,0 +1,317 @@
+"""Model of onicai's llama_cpp_canister (FACTS.md §1a), upload quirks included."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from tests.icsim.candid import BLOB, BOOL, NAT16, NAT64, TEXT, Opt, Vec, record, variant
+from tests.icsim.canisters.base import CallContext, CanisterModel, query, update
+from tests.icsim.principal import to_text
+
+MAX_CHUNK_SIZE = 2 * 1024 * 1024
+GGUF_MAGIC = b"GGUF"
+PROMPT_WORDS_PER_CALL = 4
+
+API_ERROR = variant(Other=TEXT, StatusCode=NAT16)
+STATUS_RESULT = variant(Ok=record(status_code=NAT16), Err=API_ERROR)
+INPUT = record(args=Vec(TEXT))
+MAX_TOKENS = record(max_tokens_update=NAT64, max_tokens_query=NAT64)
+RUN_OUTPUT = record(
+    status_code=NAT16, output=TEXT, conversation=TEXT, error=TEXT, prompt_remaining=TEXT, generated_eog=BOOL,
+    n_prompt_tokens=Opt(NAT64), n_prompt_tokens_cached=Opt(NAT64), n_prompt_tokens_decoded=Opt(NAT64),
+    n_tokens_generated=Opt(NAT64), n_prompt_tokens_remaining=Opt(NAT64),
+)  # fmt: skip
+RUN_RESULT = variant(Ok=RUN_OUTPUT, Err=RUN_OUTPUT)
+FILENAME = record(filename=TEXT)
+FILE_DETAILS_RESULT = variant(Ok=record(filename=TEXT, filesize=NAT64, filesha256=TEXT), Err=API_ERROR)
+FILE_SIZE_RESULT = variant(Ok=record(exists=BOOL, filename=TEXT, filesize=NAT64, msg=TEXT), Err=API_ERROR)
+DOWNLOAD_INPUT = record(filename=TEXT, chunksize=NAT64, offset=NAT64)
+DOWNLOAD_RESULT = variant(
+    Ok=record(chunk=BLOB, chunksize=NAT64, filesize=NAT64, offset=NAT64, done=BOOL), Err=API_ERROR
+)
+UPLOAD_INPUT = record(filename=TEXT, chunk=BLOB, chunksize=NAT64, offset=NAT64)
+UPLOAD_RESULT = variant(Ok=record(filename=TEXT, filesize=NAT64, filesha256=TEXT), Err=API_ERROR)
+REMOVE_RESULT = variant(Ok=record(exists=BOOL, removed=BOOL, filename=TEXT, msg=TEXT), Err=API_ERROR)
+
+UNAUTHORIZED = {"Err": {"StatusCode": 401}}
+
+
+class UploadSession:
+    """The canister's per-file running sha256 and the offset of the previous chunk (heap state)."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.previous_offset: int | None = None
+
+
+class Chat:
+    """One prompt cache's progress: the prompt being decoded and the answer being generated."""
+
+    def __init__(self) -> None:
+        self.prompt_words: list[str] = []
+        self.decoded = 0
+        self.answer_words: list[str] = []
+        self.generated = 0
+        self.conversation = ""
+
+
+class LlamaCppCanister(CanisterModel):
+    kind = "llama_cpp"
+
+    def reset_heap(self) -> None:
+        self.sessions: dict[str, UploadSession] = {}
+        self.details: dict[str, dict[str, Any]] = {}
+        self.loaded_model: str | None = None
+        self.max_tokens = {"max_tokens_update": 0, "max_tokens_query": 0}
+        self.chats: dict[str, Chat] = {}
+
+    # ---- files (stable) ----------------------------------------------------
+
+    def file_path(self, filename: str) -> Path:
+        parts = Path(filename).parts
+        if not parts or ".." in parts or Path(filename).is_absolute():
+            raise ValueError(f"bad filename {filename!r}")
+        return self.stable_dir / filename
+
+    def file_bytes(self, filename: str) -> bytes | None:
+        try:
+            return self.file_path(filename).read_bytes()
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(self.stable_dir)): p.read_bytes()
+            for p in self.stable_dir.rglob("*")
+            if p.is_file()
+        }
+
+    # ---- upload ------------------------------------------------------------
+
+    @update(UPLOAD_INPUT, returns=(UPLOAD_RESULT,))
+    def file_upload_chunk(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        filename, chunk, offset = arg["filename"], arg["chunk"], arg["offset"]
+        if arg["chunksize"] > MAX_CHUNK_SIZE:
+            return {
+                "Err": {"Other": f"Chunk size {arg['chunksize']} exceeds MAX_CHUNK_SIZE {MAX_CHUNK_SIZE}"}
+            }
+        try:
+            path = self.file_path(filename)
+        except ValueError as exc:
+            return {"Err": {"Other": str(exc)}}
+        session = self.sessions.get(filename)
+        if offset == 0 or session is None:
+            session = self.sessions[filename] = UploadSession()
+        if offset != 0 and offset == session.previous_offset:
+            return {"Ok": self._report(filename, offset + len(chunk), session)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if offset == 0 or not path.exists():
+            path.write_bytes(b"")
+        with path.open("r+b") as handle:
+            handle.seek(offset)
+            handle.write(chunk)
+        session.sha.update(chunk)
+        session.previous_offset = offset
+        self.counters.bytes_in[filename] += len(chunk)
+        return {"Ok": self._report(filename, offset + len(chunk), session)}
+
+    def _report(self, filename: str, filesize: int, session: UploadSession) -> dict[str, Any]:
+        report = {"filename": filename, "filesize": filesize, "filesha256": session.sha.hexdigest()}
+        self.details[filename] = report
+        return report
+
+    @query(FILENAME, returns=(FILE_DETAILS_RESULT,))
+    def uploaded_file_details(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        details = self.details.get(arg["filename"])
+        if details is None:
+            return {"Err": {"Other": f"No upload details for file {arg['filename']}"}}
+        return {"Ok": dict(details)}
+
+    @query(FILENAME, returns=(FILE_SIZE_RESULT,))
+    def filesystem_file_size(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        data = self.file_bytes(arg["filename"])
+        if data is None:
+            return {
+                "Ok": {
+                    "exists": False,
+                    "filename": arg["filename"],
+                    "filesize": 0,
+                    "msg": "File does not exist",
+                }
+            }
+        return {"Ok": {"exists": True, "filename": arg["filename"], "filesize": len(data), "msg": ""}}
+
+    @query(DOWNLOAD_INPUT, returns=(DOWNLOAD_RESULT,))
+    def file_download_chunk(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        try:
+            path = self.file_path(arg["filename"])
+            size = path.stat().st_size
+        except (FileNotFoundError, ValueError):
+            return {"Err": {"Other": f"File {arg['filename']} does not exist"}}
+        offset, chunksize = arg["offset"], min(arg["chunksize"], MAX_CHUNK_SIZE)
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read(chunksize)
+        done = offset + len(chunk) >= size
+        return {
+            "Ok": {"chunk": chunk, "chunksize": len(chunk), "filesize": size, "offset": offset, "done": done}
+        }
+
+    @update(FILENAME, returns=(REMOVE_RESULT,))
+    def filesystem_remove(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        filename = arg["filename"]
+        try:
+            path = self.file_path(filename)
+        except ValueError as exc:
+            return {"Err": {"Other": str(exc)}}
+        exists = path.exists()
+        if exists:
+            path.unlink()
+        msg = "" if exists else "File does not exist"
+        return {"Ok": {"exists": exists, "removed": exists, "filename": filename, "msg": msg}}
+
+    # ---- model -------------------------------------------------------------
+
+    @update(INPUT, returns=(RUN_RESULT,))
+    def load_model(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return {"Err": _run_output(401, error="Access Denied")}
+        model = _flag_value(arg["args"], ("--model", "-m"))
+        if model is None:
+            return {"Err": _run_output(400, error="load_model needs --model <file>")}
+        data_head = self._head(model)
+        if data_head is None:
+            return {"Err": _run_output(500, error=f"failed to load model: file {model} does not exist")}
+        if not data_head.startswith(GGUF_MAGIC):
+            return {"Err": _run_output(500, error=f"failed to load model from {model}: invalid GGUF magic")}
+        self.loaded_model = model
+        self.chats.clear()
+        return {"Ok": _run_output(200, output=f"Model {model} loaded")}
+
+    def _head(self, filename: str) -> bytes | None:
+        try:
+            with self.file_path(filename).open("rb") as handle:
+                return handle.read(4)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @query(returns=(STATUS_RESULT,))
+    def ready(self, ctx: CallContext) -> dict[str, Any]:
+        if self.loaded_model is None:
+            return {"Err": {"Other": "Model not yet loaded"}}
+        return {"Ok": {"status_code": 200}}
+
+    @query(returns=(STATUS_RESULT,))
+    def health(self, ctx: CallContext) -> dict[str, Any]:
+        return {"Ok": {"status_code": 200}}
+
+    @query(returns=(STATUS_RESULT,))
+    def check_access(self, ctx: CallContext) -> dict[str, Any]:
+        return {"Ok": {"status_code": 200}} if ctx.is_controller else UNAUTHORIZED
+
+    @query(returns=(TEXT,))
+    def whoami(self, ctx: CallContext) -> str:
+        return to_text(ctx.caller)
+
+    @update(MAX_TOKENS, returns=(STATUS_RESULT,))
+    def set_max_tokens(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        self.max_tokens = dict(arg)
+        return {"Ok": {"status_code": 200}}
+
+    @query(returns=(MAX_TOKENS,))
+    def get_max_tokens(self, ctx: CallContext) -> dict[str, Any]:
+        return dict(self.max_tokens)
+
+    # ---- chat --------------------------------------------------------------
+
+    @update(INPUT, returns=(RUN_RESULT,))
+    def remove_prompt_cache(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        cache = _flag_value(arg["args"], ("--prompt-cache",)) or "prompt.cache"
+        self.chats.pop(cache, None)
+        return {"Ok": _run_output(200, output=f"Removed {cache}")}
+
+    @update(INPUT, returns=(RUN_RESULT,))
+    def new_chat(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if self.loaded_model is None:
+            return {"Err": _run_output(500, error="Model not yet loaded")}
+        cache = _flag_value(arg["args"], ("--prompt-cache",)) or "prompt.cache"
+        self.chats[cache] = Chat()
+        return {"Ok": _run_output(200, output="Ready to start a new chat")}
+
+    @update(INPUT, returns=(RUN_RESULT,))
+    def run_update(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
+        if self.loaded_model is None:
+            return {"Err": _run_output(500, error="Model not yet loaded")}
+        args = arg["args"]
+        cache = _flag_value(args, ("--prompt-cache",)) or "prompt.cache"
+        chat = self.chats.setdefault(cache, Chat())
+        prompt = _flag_value(args, ("-p", "--prompt")) or ""
+        limit = _flag_value(args, ("-n", "--n-predict"))
+        n_predict = int(limit) if limit and limit.lstrip("-").isdigit() else -1
+        per_call = self.max_tokens["max_tokens_update"] or PROMPT_WORDS_PER_CALL
+        if prompt:
+            return {"Ok": self._decode_prompt(chat, prompt, per_call)}
+        return {"Ok": self._generate(chat, n_predict, per_call)}
+
+    def _decode_prompt(self, chat: Chat, prompt: str, per_call: int) -> dict[str, Any]:
+        words = prompt.split()
+        if words != chat.prompt_words:
+            chat.prompt_words, chat.decoded = words, 0
+            chat.answer_words, chat.generated = _answer_for(prompt), 0
+        chat.decoded = min(len(words), chat.decoded + per_call)
+        remaining = " ".join(words[chat.decoded :])
+        if not remaining:
+            chat.conversation += prompt
+        return _run_output(
+            200, conversation=chat.conversation, prompt_remaining=remaining, n_prompt_tokens=len(words),
+            n_prompt_tokens_decoded=chat.decoded, n_prompt_tokens_remaining=len(words) - chat.decoded,
+        )  # fmt: skip
+
+    def _generate(self, chat: Chat, n_predict: int, per_call: int) -> dict[str, Any]:
+        total = len(chat.answer_words) if n_predict < 0 else min(n_predict, len(chat.answer_words))
+        new = chat.answer_words[chat.generated : min(total, chat.generated + per_call)]
+        chat.generated += len(new)
+        output = " " + " ".join(new) if new else ""
+        chat.conversation += output
+        return _run_output(
+            200, output=output, conversation=chat.conversation, generated_eog=chat.generated >= total,
+            n_tokens_generated=chat.generated,
+        )  # fmt: skip
+
+
+def _answer_for(prompt: str) -> list[str]:
+    """A deterministic answer derived from the prompt (what the smoke tests look for)."""
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    return ["icsim", "answers", *prompt.split()[:6], digest, "."]
+
+
+def _flag_value(args: list[str], flags: tuple[str, ...]) -> str | None:
+    for index, value in enumerate(args[:-1]):
+        if value in flags:
+            return args[index + 1]
+    return None
+
+
+def _run_output(status_code: int, **fields: Any) -> dict[str, Any]:
+    output = {
+        "status_code": status_code, "output": "", "conversation": "", "error": "", "prompt_remaining": "",
+        "generated_eog": False, "n_prompt_tokens": None, "n_prompt_tokens_cached": None,
+        "n_prompt_tokens_decoded": None, "n_tokens_generated": None, "n_prompt_tokens_remaining": None,
+    }  # fmt: skip
+    output.update(fields)
+    return output

@@ -1,0 +1,248 @@
+"""The replicated state machine: ingress queue, blocks, execution, request statuses, certified state."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import cbor2
+
+from tests.icsim.candid import leb128
+from tests.icsim.canisters.base import CallContext, CanisterModel, Reject
+from tests.icsim.certify import RootKey, tagged
+from tests.icsim.envelope import Envelope, EnvelopeError
+from tests.icsim.faults import Faults
+from tests.icsim.hashtree import State
+from tests.icsim.principal import self_authenticating, to_text
+
+MAX_MESSAGES_PER_BLOCK = 1000
+TERMINAL = ("replied", "rejected")
+
+
+@dataclass
+class BlockConfig:
+    interval: float = 0.0
+    ingress_bytes: int = 4 * 1024 * 1024
+    latency: float = 0.0
+
+
+@dataclass
+class RequestRecord:
+    request_id: bytes
+    sender: bytes
+    canister_id: bytes
+    method_name: str
+    size: int
+    expiry_ns: int
+    arg: bytes = b""
+    status: str = "received"
+    reply: bytes | None = None
+    reject: Reject | None = None
+    visible_at: float = 0.0
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def certified_status(self, now: float) -> str:
+        if self.status in TERMINAL and now < self.visible_at:
+            return "processing"
+        if self.status in TERMINAL and time.time_ns() > self.expiry_ns:
+            return "done"
+        return self.status
+
+
+class Replica:
+    def __init__(
+        self, canisters: list[CanisterModel], root_key: RootKey, blocks: BlockConfig, faults: Faults
+    ):
+        self.canisters = {c.canister_id: c for c in canisters}
+        self.root_key = root_key
+        self.blocks = blocks
+        self.faults = faults
+        self.subnet_id = self_authenticating(root_key.der)
+        self._canister_locks = {cid: threading.Lock() for cid in self.canisters}
+        self._lock = threading.Condition()
+        self._requests: dict[bytes, RequestRecord] = {}
+        self._queue: deque[RequestRecord] = deque()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.blocks_made = 0
+        self.executed = 0
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._block_loop, name="icsim-blocks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._running = False
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def drop_in_flight(self) -> int:
+        """Forget messages accepted but not yet executed (what a restart loses)."""
+        with self._lock:
+            lost = list(self._queue)
+            self._queue.clear()
+            for record in lost:
+                self._requests.pop(record.request_id, None)
+                record.finished.set()
+            return len(lost)
+
+    # ---- ingress ----------------------------------------------------------------------
+
+    def canister_lock(self, canister_id: bytes) -> threading.Lock:
+        return self._canister_locks[canister_id]
+
+    def canister(self, canister_id: bytes) -> CanisterModel:
+        model = self.canisters.get(canister_id)
+        if model is None:
+            raise EnvelopeError(400, f"IC0301: Canister {to_text(canister_id)} not found")
+        return model
+
+    def submit(self, envelope: Envelope, size: int) -> RequestRecord:
+        """Accept a call; an identical request already known is not executed again."""
+        self.canister(envelope.canister_id)
+        with self._lock:
+            known = self._requests.get(envelope.request_id)
+            if known is not None:
+                return known
+            record = RequestRecord(
+                envelope.request_id, envelope.sender, envelope.canister_id, envelope.method_name, size,
+                envelope.ingress_expiry, arg=envelope.arg,
+            )  # fmt: skip
+            self._requests[record.request_id] = record
+            self._queue.append(record)
+            self._lock.notify_all()
+            return record
+
+    def wait(self, record: RequestRecord, timeout: float) -> bool:
+        """Wait until the record's terminal status is certified; False on timeout."""
+        deadline = time.monotonic() + timeout
+        if not record.finished.wait(timeout):
+            return False
+        remaining = record.visible_at - time.monotonic()
+        if remaining > 0:
+            if remaining > deadline - time.monotonic():
+                return False
+            time.sleep(remaining)
+        return record.status in TERMINAL
+
+    def query(self, envelope: Envelope) -> bytes | Reject:
+        model = self.canisters.get(envelope.canister_id)
+        if model is None:
+            return Reject(3, f"Canister {to_text(envelope.canister_id)} not found", "IC0301")
+        ctx = CallContext(envelope.sender, envelope.sender in model.controllers, is_query=True)
+        with self._canister_locks[model.canister_id]:
+            try:
+                return model.execute(envelope.method_name, envelope.arg, ctx)
+            except Reject as reject:
+                return reject
+
+    # ---- blocks -----------------------------------------------------------------------
+
+    def _block_loop(self) -> None:
+        next_block = time.monotonic()
+        while True:
+            with self._lock:
+                while self._running and not self._queue:
+                    self._lock.wait()
+                if not self._running:
+                    return
+            delay = next_block - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            started = time.monotonic()
+            batch = self._take_block()
+            for record in batch:
+                self._execute(record)
+            self.blocks_made += 1
+            next_block = started + self.blocks.interval
+
+    def _take_block(self) -> list[RequestRecord]:
+        with self._lock:
+            batch: list[RequestRecord] = []
+            total = 0
+            while self._queue and len(batch) < MAX_MESSAGES_PER_BLOCK:
+                size = self._queue[0].size
+                if batch and total + size > self.blocks.ingress_bytes:
+                    break
+                batch.append(self._queue.popleft())
+                total += size
+            return batch
+
+    def _execute(self, record: RequestRecord) -> None:
+        if time.time_ns() > record.expiry_ns:
+            with self._lock:
+                self._requests.pop(record.request_id, None)
+            record.finished.set()
+            return
+        model = self.canisters[record.canister_id]
+        record.status = "processing"
+        ctx = CallContext(record.sender, record.sender in model.controllers, is_query=False)
+        with self._canister_locks[model.canister_id]:
+            try:
+                if self.faults.take_trap(record.canister_id, record.method_name):
+                    raise model._trapped(f"icsim injected a trap in '{record.method_name}'")
+                reply = model.execute(record.method_name, record.arg, ctx)
+            except Reject as reject:
+                record.reject, record.status = reject, "rejected"
+            else:
+                record.reply, record.status = reply, "replied"
+        record.arg = b""
+        record.visible_at = time.monotonic() + self.blocks.latency
+        self.executed += 1
+        record.finished.set()
+
+    # ---- certified state --------------------------------------------------------------
+
+    def record(self, request_id: bytes) -> RequestRecord | None:
+        with self._lock:
+            return self._requests.get(request_id)
+
+    def certificate(self, paths: list[list[bytes]], canister_id: bytes | None) -> bytes:
+        """A certificate revealing `paths`; like the replica's, it always shows `time`."""
+        return self.root_key.certificate(self.state_tree(canister_id), [[b"time"], *paths])
+
+    def state_tree(self, canister_id: bytes | None) -> State:
+        """The certified state: time, request statuses, canister info (for this canister) and subnet."""
+        now = time.monotonic()
+        statuses: State = {}
+        with self._lock:
+            records = list(self._requests.values())
+        for record in records:
+            statuses[record.request_id] = _status_subtree(record, record.certified_status(now))
+        state: State = {b"time": leb128(time.time_ns()), b"request_status": statuses}
+        canisters: State = {}
+        for cid, model in self.canisters.items():
+            if canister_id is None or cid == canister_id:
+                canisters[cid] = {
+                    b"module_hash": model.module_hash,
+                    b"controllers": tagged(list(model.controllers)),
+                    b"metadata": {b"candid:service": model.candid_service().encode()},
+                }
+        state[b"canister"] = canisters
+        ids = sorted(self.canisters)
+        state[b"subnet"] = {
+            self.subnet_id: {
+                b"public_key": self.root_key.der,
+                b"canister_ranges": cbor2.dumps([[ids[0], ids[-1]]]),
+            }
+        }
+        return state
+
+
+def _status_subtree(record: RequestRecord, status: str) -> State:
+    subtree: State = {b"status": status.encode()}
+    if status == "replied" and record.reply is not None:
+        subtree[b"reply"] = record.reply
+    elif status == "rejected" and record.reject is not None:
+        subtree[b"reject_code"] = leb128(record.reject.code)
+        subtree[b"reject_message"] = record.reject.message.encode()
+        subtree[b"error_code"] = record.reject.error_code.encode()
+    return subtree

@@ -1,0 +1,218 @@
+"""The IC HTTP interface (status, query, call v2/v3/v4, read_state) over a threading HTTP server."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.icsim.canisters.base import Reject
+from tests.icsim.certify import tagged
+from tests.icsim.envelope import Envelope, EnvelopeError, parse
+from tests.icsim.principal import from_text, to_text
+from tests.icsim.replica import TERMINAL, Replica
+
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+ROUTE = re.compile(r"^/api/(v2|v3|v4)/(canister|subnet)/([a-z0-9-]+)/(query|call|read_state)$")
+KNOWN_ROOTS = (b"time", b"request_status", b"canister", b"subnet")
+
+
+class IcHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], replica: Replica, sync_call_timeout: float) -> None:
+        self.replica = replica
+        self.sync_call_timeout = sync_call_timeout
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, Handler)
+
+    def close_all_connections(self) -> None:
+        with self.connections_lock:
+            for conn in list(self.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: IcHttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests and benchmarks read their own output."""
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    # ---- plumbing -----------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/cbor") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_text(self, status: int, text: str) -> None:
+        self._send(status, text.encode(), "text/plain; charset=utf-8")
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _read_body(self) -> bytes | None:
+        length = int(self.headers.get("Content-Length", "-1"))
+        if length < 0:
+            self._send_text(411, "Content-Length required")
+            return None
+        if length > MAX_REQUEST_BYTES:
+            remaining = length
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+            self._send_text(
+                413, f"Request body of {length} bytes exceeds the limit of {MAX_REQUEST_BYTES} bytes"
+            )
+            return None
+        return self.rfile.read(length)
+
+    # ---- endpoints ----------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") != "/api/v2/status":
+            self._send_text(404, f"Not found: {self.path}")
+            return
+        replica = self.server.replica
+        body = {
+            "ic_api_version": "0.18.0",
+            "impl_version": "icsim",
+            "replica_health_status": "healthy",
+            "root_key": replica.root_key.der,
+        }
+        self._send(200, tagged(body))
+
+    def do_POST(self) -> None:
+        match = ROUTE.match(self.path)
+        if match is None:
+            self._send_text(404, f"Not found: {self.path}")
+            return
+        version, scope, target, endpoint = match.groups()
+        if (scope == "subnet" and endpoint != "read_state") or (version == "v4" and endpoint != "call"):
+            self._send_text(404, f"Not found: {self.path}")
+            return
+        status = self.server.replica.faults.take_http_error(endpoint)
+        body = self._read_body()
+        if body is None:
+            return
+        if status is not None:
+            self._send_text(status, f"icsim injected HTTP {status}")
+            return
+        try:
+            target_id = from_text(target)
+        except ValueError as exc:
+            self._send_text(400, str(exc))
+            return
+        try:
+            if endpoint == "query":
+                self._query(target_id, body)
+            elif endpoint == "call":
+                self._call(target_id, body, synchronous=version != "v2")
+            else:
+                self._read_state(target_id if scope == "canister" else None, body)
+        except EnvelopeError as exc:
+            self._send_text(exc.status, exc.message)
+
+    def _query(self, canister_id: bytes, body: bytes) -> None:
+        envelope = parse(body, "query")
+        _check_target(envelope, canister_id)
+        result = self.server.replica.query(envelope)
+        if isinstance(result, Reject):
+            reply = {
+                "status": "rejected",
+                "reject_code": result.code,
+                "reject_message": result.message,
+                "error_code": result.error_code,
+            }
+        else:
+            reply = {"status": "replied", "reply": {"arg": result}}
+        self._send(200, tagged(reply))
+
+    def _call(self, canister_id: bytes, body: bytes, synchronous: bool) -> None:
+        replica = self.server.replica
+        envelope = parse(body, "call")
+        _check_target(envelope, canister_id)
+        record = replica.submit(envelope, len(body))
+        faults = replica.faults
+        drop = faults.take_drop(envelope.method_name)
+        delay = faults.take_delay(envelope.method_name)
+        finished = replica.wait(record, self.server.sync_call_timeout) if synchronous or drop else False
+        if drop:
+            self._drop()
+            return
+        if delay:
+            time.sleep(delay)
+        if not synchronous:
+            self._send(202, b"", "text/plain")
+        elif finished and record.status in TERMINAL:
+            paths = [[b"time"], [b"request_status", record.request_id]]
+            self._send(
+                200, tagged({"status": "replied", "certificate": replica.certificate(paths, canister_id)})
+            )
+        else:
+            self._send(202, tagged({"status": "accepted"}))
+
+    def _read_state(self, canister_id: bytes | None, body: bytes) -> None:
+        replica = self.server.replica
+        envelope = parse(body, "read_state")
+        paths = _paths(envelope)
+        for path in paths:
+            _check_path(replica, envelope, path, canister_id)
+        self._send(200, tagged({"certificate": replica.certificate(paths, canister_id)}))
+
+
+def _check_target(envelope: Envelope, target: bytes) -> None:
+    if envelope.canister_id != target:
+        raise EnvelopeError(
+            400,
+            f"Specified CanisterId {to_text(envelope.canister_id)} does not match effective canister id "
+            f"in URL {to_text(target)}",
+        )
+
+
+def _paths(envelope: Envelope) -> list[list[bytes]]:
+    raw = envelope.content["paths"]
+    if not isinstance(raw, list) or not all(isinstance(p, list) for p in raw):
+        raise EnvelopeError(
+            400, "Could not parse body as read request: paths must be a list of lists of blobs"
+        )
+    return [[bytes(label) for label in path] for path in raw]
+
+
+def _check_path(replica: Replica, envelope: Envelope, path: list[bytes], canister_id: bytes | None) -> None:
+    if not path or path[0] not in KNOWN_ROOTS:
+        raise EnvelopeError(404, "Invalid path requested.")
+    if path[0] == b"canister" and (canister_id is None or len(path) < 2 or path[1] != canister_id):
+        raise EnvelopeError(400, "Effective principal does not match the canister in the requested path")
+    if path[0] == b"request_status" and len(path) >= 2:
+        record = replica.record(path[1])
+        if record is not None and record.sender != envelope.sender:
+            raise EnvelopeError(
+                403,
+                f"Request 0x{path[1].hex()} was signed by another principal than {to_text(envelope.sender)}",
+            )
