@@ -7,8 +7,10 @@ Plain files for URL sources are served under /files/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,8 +44,10 @@ class HubSim:
         self.plain_files: dict[str, bytes] = {}
         self.truncations: dict[str, Truncation] = {}
         self.requests: list[tuple[str, str]] = []
+        self.range_requests: list[tuple[str, str]] = []
         self._commit_count = 0
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -95,10 +99,16 @@ class HubSim:
         return self.url
 
     def stop(self) -> None:
+        """Stops serving and drops open keep-alive connections, so clients see the Hub go away."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            self._connections.clear()
 
     def __enter__(self) -> HubSim:
         self.start()
@@ -119,6 +129,14 @@ class HubSim:
     @property
     def cdn_url(self) -> str:
         return f"http://localhost:{self.port}"
+
+    def downloads(self, needle: str = "") -> list[str]:
+        """Paths of GET requests that transferred file bytes (resolve, CDN or plain files)."""
+        return [
+            p
+            for m, p in self.requests
+            if m == "GET" and ("/resolve/" in p or p.startswith(("/cdn/", "/files/"))) and needle in p
+        ]
 
     def find_lfs(self, sha256: str) -> tuple[HubRepo, HubFile] | None:
         for repo in self.repos.values():
@@ -142,6 +160,16 @@ class _Handler(BaseHTTPRequestHandler):
     sim: HubSim
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()
+        with self.sim._lock:
+            self.sim._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.sim._lock:
+            self.sim._connections.discard(self.connection)
+        super().finish()
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: tests read `sim.requests` instead."""
 
@@ -158,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.sim.requests.append((self.command, self.path))
+        if "Range" in self.headers:
+            self.sim.range_requests.append((self.path, self.headers["Range"]))
         try:
             if path == "/api/agent-harnesses":
                 raise _HubError(404, None, "Not Found")

@@ -1,0 +1,60 @@
+"""`prep fetch`: download a recipe's files (or files of any Hub repo), verify sha256, write the lock."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import app
+from pipeline.cli.output import JsonFlag, Output
+from pipeline.errors import UsageError
+from pipeline.hub import FetchResult, fetch_recipe, fetch_repo
+from pipeline.recipes import load_recipe
+
+
+@app.command("fetch")
+def fetch_command(
+    target: Annotated[
+        str, typer.Argument(help="Recipe name, path to a recipe .toml, or a Hub repo id with --file.")
+    ],
+    files: Annotated[
+        list[str] | None,
+        typer.Option("--file", "-f", help="With a repo id: file name or glob pattern to fetch (repeatable)."),
+    ] = None,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="With a repo id: branch, tag or commit (default main).")
+    ] = None,
+    locked: Annotated[
+        bool, typer.Option("--locked", help="Refuse anything that differs from the lock file.")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Download and verify files; writes <recipe>.lock.json (or enforces it with --locked)."""
+    out = Output(json=json_output)
+    if files:
+        result = fetch_repo(
+            target, files, revision or "main", locked=locked, progress=not json_output, on_event=out.event
+        )
+    else:
+        if revision is not None:
+            raise UsageError("--revision goes with a repo id and --file; a recipe sets its own revision")
+        recipe = load_recipe(target)
+        result = fetch_recipe(recipe, locked=locked, progress=not json_output, on_event=out.event)
+    out.result(_result_json(result), _human(result))
+
+
+def _result_json(result: FetchResult) -> dict[str, object]:
+    return {
+        "lock": str(result.lock_path),
+        "offline": result.offline,
+        "files": {name: f.to_json() for name, f in sorted(result.files.items())},
+    }
+
+
+def _human(result: FetchResult) -> str:
+    lines = [f"{f.path}  {f.size} B  sha256 {f.sha256}" for _, f in sorted(result.files.items())]
+    lines.append(
+        f"lock: {result.lock_path}" + (" (offline: served from the cache)" if result.offline else "")
+    )
+    return "\n".join(lines)

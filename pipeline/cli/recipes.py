@@ -1,0 +1,117 @@
+"""`prep recipes`: list the recipes; `prep recipes show NAME`: one recipe, resolved."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+
+from pipeline.cli.app import app
+from pipeline.cli.output import JsonFlag, Output
+from pipeline.recipes import HubSource, Recipe, Source, list_recipes, load_recipe
+
+recipes_app = typer.Typer(
+    name="recipes",
+    help="List the recipes: what each fetches, how it builds and for which canister.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(recipes_app)
+
+RecipesDir = Annotated[
+    Path | None,
+    typer.Option("--recipes-dir", help="Directory of recipe TOML files (default: ./recipes)."),
+]
+
+
+@recipes_app.callback()
+def recipes_command(
+    ctx: typer.Context, json_output: JsonFlag = False, recipes_dir: RecipesDir = None
+) -> None:
+    """List the recipes: name, source, build, target canister kind and size when known."""
+    if ctx.invoked_subcommand is not None:
+        return
+    recipes = list_recipes(recipes_dir)
+    rows = [_summary(r) for r in recipes]
+    Output(json=json_output).result({"recipes": rows}, _table(rows))
+
+
+@recipes_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="Recipe name or path to a recipe .toml file.")],
+    json_output: JsonFlag = False,
+    recipes_dir: RecipesDir = None,
+) -> None:
+    """Show one recipe with every default filled in."""
+    recipe = load_recipe(name, recipes_dir)
+    data = recipe_to_json(recipe)
+    human = "\n".join(_flatten(data))
+    Output(json=json_output).result({"recipe": data}, human)
+
+
+def recipe_to_json(recipe: Recipe) -> dict[str, Any]:
+    data = dataclasses.asdict(recipe)
+    data["path"] = str(recipe.path)
+    data["lock_path"] = str(recipe.lock_path)
+    data["sources"] = [
+        {"type": "hub" if isinstance(s, HubSource) else "url", **dataclasses.asdict(s)}
+        for s in recipe.sources
+    ]
+    return data
+
+
+def _summary(recipe: Recipe) -> dict[str, Any]:
+    build = recipe.build.kind
+    if recipe.build.outtype:
+        build += f" {recipe.build.outtype}"
+    if recipe.build.quantize:
+        build += f" -> {recipe.build.quantize}"
+    if recipe.build.dtype:
+        build += f" {recipe.build.dtype}"
+    return {
+        "name": recipe.name,
+        "source": " + ".join(_short_label(s) for s in recipe.sources),
+        "build": build,
+        "target": recipe.target.kind,
+        "size": recipe.known_size,
+        "description": recipe.description,
+    }
+
+
+def _short_label(source: Source) -> str:
+    if isinstance(source, HubSource):
+        return source.label
+    return f"{urlsplit(source.url).netloc}/…/{source.filename}"
+
+
+def _human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000  # type: ignore[assignment]
+    return "-"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no recipes found"
+    header = ("NAME", "SOURCE", "BUILD", "TARGET", "SIZE")
+    cells = [(r["name"], r["source"], r["build"], r["target"], _human_size(r["size"])) for r in rows]
+    widths = [max(len(str(row[i])) for row in [header, *cells]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *cells]
+    )
+
+
+def _flatten(data: Any, prefix: str = "") -> list[str]:
+    if isinstance(data, dict):
+        return [line for k, v in data.items() for line in _flatten(v, f"{prefix}.{k}" if prefix else k)]
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        return [line for i, v in enumerate(data) for line in _flatten(v, f"{prefix}[{i}]")]
+    return [f"{prefix} = {data!r}"]
