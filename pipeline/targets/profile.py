@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PrepError
-from pipeline.targets.did import ServiceInterface, parse_service
+from pipeline.ic.candid import ServiceInterface, parse_service
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,7 +105,13 @@ class TargetProfile:
 
     def is_query(self, method: str) -> bool:
         assert self.service is not None
-        return self.service.methods[method].query
+        return self.service.methods[method].is_query
+
+    def required_interface(self) -> ServiceInterface:
+        """The part of service.did this profile calls: what the live canister must match."""
+        assert self.service is not None
+        methods = {name: self.service.methods[name] for name in self.methods_used()}
+        return ServiceInterface(methods, self.service.source)
 
 
 def canisters_dir() -> Path:
@@ -137,7 +143,7 @@ def load_profile(kind_or_dir: str | Path) -> TargetProfile:
     did_path = directory / "service.did"
     if not did_path.is_file():
         raise PrepError(f"{did_path} is missing", hint="each canister kind folder needs the Candid it calls")
-    service = parse_service(did_path.read_text(), source=str(did_path))
+    service = parse_service(did_path.read_text(), str(did_path))
     profile = _Reader(path, data).profile(directory, service)
     _check_methods(profile, path)
     return profile

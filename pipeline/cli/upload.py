@@ -1,0 +1,150 @@
+"""`prep upload`: put a recipe's built files (or one --file) into a canister, resumably, then load."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.cli.app import app
+from pipeline.cli.ic_options import (
+    AnonymousOption,
+    CanisterOption,
+    IdentityOption,
+    NetworkOption,
+    PemOption,
+    UrlOption,
+    canister_on,
+    choose_identity,
+    connect,
+)
+from pipeline.cli.output import JsonFlag, Output
+from pipeline.errors import UsageError
+from pipeline.targets.profile import load_profile
+from pipeline.upload.engine import DEFAULT_WINDOW
+from pipeline.upload.progress import UploadProgress
+from pipeline.upload.run import UploadOptions, adhoc_files, recipe_files, run_upload, upload_status
+from pipeline.workspace import Workspace
+
+
+@app.command("upload")
+def upload_command(
+    recipe: Annotated[str | None, typer.Argument(help="Recipe whose built files to upload.")] = None,
+    network: NetworkOption = "local",
+    canister: CanisterOption = "",
+    url: UrlOption = None,
+    pem: PemOption = None,
+    identity: IdentityOption = None,
+    anonymous: AnonymousOption = False,
+    file: Annotated[Path | None, typer.Option("--file", help="Upload this one file (no recipe).")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="Canister kind for --file (llama_cpp, gpt2, ... or a folder)."),
+    ] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option("--remote", help="With --file: remote file name (offset kinds) or role (append kinds)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before a mainnet upload.")] = False,
+    strict_order: Annotated[
+        bool,
+        typer.Option("--strict-order", help="One chunk at a time, in order: the canister's sha256 matches."),
+    ] = False,
+    window: Annotated[
+        int, typer.Option("--window", min=1, max=64, help="Chunks in flight at once.")
+    ] = DEFAULT_WINDOW,
+    no_load: Annotated[bool, typer.Option("--no-load", help="Send the bytes only; skip load/ready.")] = False,
+    no_interface_check: Annotated[
+        bool, typer.Option("--no-interface-check", help="Skip comparing the canister's candid:service.")
+    ] = False,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show the journal and the canister's view; send nothing.")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Upload model files into a canister: resumable, exactly once, verified, then loaded."""
+    out = Output(json=json_output)
+    if not canister:
+        raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
+    if (recipe is None) == (file is None):
+        raise UsageError(
+            "give a RECIPE or --file PATH --kind KIND", hint="prep upload --help shows both forms"
+        )
+    if file is not None and kind is None:
+        raise UsageError("--file needs --kind", hint="e.g. --kind llama_cpp")
+    client = connect(network, url, choose_identity(pem, identity, anonymous))
+    canister_id = canister_on(client.network, canister)
+    workspace = Workspace.default()
+    with client:
+        if recipe is not None:
+            profile, files, variables = recipe_files(recipe, workspace)
+        else:
+            assert file is not None and kind is not None
+            profile, variables = load_profile(kind), {}
+            files = adhoc_files(profile, file, remote)
+        if status:
+            remotes = {f.role: f.remote for f in files}
+            rows = upload_status(client, profile, canister_id, workspace.root, remotes)
+            out.result({"canister": canister_id, "kind": profile.kind, "files": rows}, _status_text(rows))
+            return
+        options = UploadOptions(
+            workspace_root=workspace.root,
+            strict_order=strict_order,
+            window=window,
+            check_interface=not no_interface_check,
+            load=not no_load,
+        )
+        progress = UploadProgress(out.event if json_output else None, bar=None if not json_output else False)
+        confirm = (lambda plan: True) if yes else _ask(out)
+        report = run_upload(
+            client,
+            profile,
+            canister_id,
+            files,
+            options,
+            variables=variables,
+            progress=progress,
+            confirm=confirm,
+        )
+    rate = sum(f["size"] for f in report.files) / max(report.seconds, 1e-9) / 1e6
+    out.result(
+        {"canister": canister_id, "kind": report.kind, "files": report.files, "steps": report.steps,
+         "bytes_sent": report.bytes_sent, "chunks_sent": report.chunks_sent,
+         "chunks_resent": report.chunks_resent, "seconds": round(report.seconds, 3)},
+        f"uploaded {', '.join(f['remote'] for f in report.files)} to {report.kind} canister {canister_id}: "
+        f"{report.bytes_sent:,} bytes sent in {report.seconds:.1f} s ({rate:.1f} MB/s)"
+        + (f"; ran {', '.join(report.steps)}" if report.steps else ""),
+    )  # fmt: skip
+
+
+def _ask(out: Output):
+    def confirm(plan: dict[str, Any]) -> bool:
+        out.info(
+            f"mainnet upload to {plan['canister']} ({plan['kind']}): {plan['bytes']:,} bytes in "
+            f"{plan['messages']} messages, about {plan['estimated_cycles'] / 1e12:.3f} T cycles"
+        )
+        if not sys.stdin.isatty():
+            return False
+        return typer.confirm("Proceed?", default=False, err=True)
+
+    return confirm
+
+
+def _status_text(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        journal = (
+            f"journal: {row['chunks_done']} chunks / {row['acked_bytes']:,} bytes acked of {row['size']:,}"
+            f"{', complete' if row['bytes_complete'] else ''}, {row['in_flight']} in flight"
+            f"{'' if row['same_code'] else ', canister code changed since'}"
+            if "size" in row
+            else "no journal"
+        )
+        held = row.get("canister_bytes")
+        canister = row.get("canister_error") or (
+            "canister: nothing" if held is None else f"canister: {held:,} bytes"
+        )
+        lines.append(f"{row['role']} -> {row['remote']}: {journal}; {canister}")
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""Driver for append-only targets (gpt2, icpp_llama2): chunks are appended in arrival order.
+
+Nothing is idempotent: a chunk executed twice duplicates its bytes. The resume point is the length
+query where the kind has one; otherwise the only safe restart is the reset call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.targets.profile import CallSpec, RoleProfile
+from pipeline.targets.session import TargetSession
+
+
+@dataclass
+class AppendFile:
+    session: TargetSession
+    role: RoleProfile
+    remote: str
+
+    @property
+    def upload(self) -> CallSpec:
+        return self.role.upload
+
+    def upload_vars(self, offset: int, data: bytes) -> dict[str, Any]:
+        return {"remote": self.remote, "chunk": data, "chunk_size": len(data), "offset": offset}
+
+    @property
+    def can_resume(self) -> bool:
+        return self.role.length is not None
+
+    def remote_length(self) -> int | None:
+        """Bytes the canister holds for this role, None when the kind cannot tell."""
+        if self.role.length is None:
+            return None
+        return int(self.session.query(self.role.length, remote=self.remote))

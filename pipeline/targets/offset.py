@@ -1,0 +1,47 @@
+"""Driver for offset-addressed targets (llama_cpp): every chunk says where it goes.
+
+Writing a chunk at offset 0 truncates the file, so chunk 0 must land before any other; the other
+chunks may land in any order and a repeat rewrites the same bytes. Completeness is proven by reading
+the file back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.targets.calls import pick
+from pipeline.targets.profile import CallSpec, RoleProfile
+from pipeline.targets.session import TargetSession
+
+
+@dataclass
+class OffsetFile:
+    session: TargetSession
+    role: RoleProfile
+    remote: str
+
+    @property
+    def upload(self) -> CallSpec:
+        return self.role.upload
+
+    def upload_vars(self, offset: int, data: bytes) -> dict[str, Any]:
+        return {"remote": self.remote, "chunk": data, "chunk_size": len(data), "offset": offset}
+
+    def remote_size(self) -> int | None:
+        """The remote file's size, None when it does not exist."""
+        assert self.role.size is not None
+        spec = self.role.size
+        answer = self.session.query(spec, whole=True, remote=self.remote)
+        exists = pick(answer, spec.exists) if spec.exists else True
+        return int(pick(answer, spec.value) if spec.value else answer) if exists else None
+
+    def read(self, offset: int, length: int) -> bytes:
+        assert self.role.read is not None
+        return bytes(self.session.query(self.role.read, remote=self.remote, offset=offset, length=length))
+
+    def running_sha(self) -> str | None:
+        """The canister's own sha256 over the chunks in arrival order (right only for in-order uploads)."""
+        if self.role.running_sha is None:
+            return None
+        return str(self.session.query(self.role.running_sha, remote=self.remote))

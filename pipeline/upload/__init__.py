@@ -1,0 +1,1 @@
+"""Upload engine: chunk planner, journal, exactly-once delivery, verification and progress."""

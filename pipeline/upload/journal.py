@@ -1,0 +1,159 @@
+"""The upload journal: what a restarted `prep upload` needs to continue without duplicating a byte.
+
+One journal per (network, canister, remote file), under the workspace:
+  <workspace>/.journal/<network host>/<canister id>/<remote name, slashes as %2F>.json
+with the signed envelopes of in-flight calls next to it in `<same name>.inflight/<request id>.cbor`.
+The JSON holds the network URL, canister id, module hash, remote name, local sha256 and size, chunk size,
+the chunks acknowledged (as index ranges) or the bytes acknowledged (append kinds), how far the steps
+after the bytes got, and the in-flight request ids. Every change is written to a temporary file,
+fsync'd and renamed over the old one; an envelope is fsync'd before it is first submitted, so a
+process killed at any point (kill -9, a reboot) leaves a journal that tells what may have executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+JOURNAL_VERSION = 1
+
+
+@dataclass
+class InFlight:
+    """A signed call that was (or may have been) submitted and whose outcome is not yet recorded."""
+
+    request_id: str  # hex
+    method: str
+    expiry_ns: int
+    chunk: int | None = None  # chunk index (offset kinds) or None
+    offset: int = 0
+    length: int = 0
+
+
+@dataclass
+class FileRecord:
+    network_url: str
+    canister_id: str
+    kind: str
+    role: str
+    remote: str
+    local_sha256: str
+    size: int
+    chunk_size: int
+    module_hash: str | None
+    done: list[list[int]] = field(default_factory=list)  # acknowledged chunk index ranges [start, end)
+    acked_bytes: int = 0  # append kinds: bytes the canister has acknowledged, in order
+    bytes_complete: bool = False  # every byte is in and verified
+    steps_done: int = 0  # the role's after-steps completed, in order
+    loaded: str | None = None  # key of the load steps that ran after all roles were complete
+    inflight: dict[str, InFlight] = field(default_factory=dict)
+    version: int = JOURNAL_VERSION
+
+    def done_chunks(self) -> set[int]:
+        return {i for start, end in self.done for i in range(start, end)}
+
+    def set_done_chunks(self, chunks: set[int]) -> None:
+        self.done = _ranges(sorted(chunks))
+
+    def same_upload(self, other: FileRecord) -> bool:
+        """Whether this record describes the same bytes going to the same place in the same way."""
+        keys = ("network_url", "canister_id", "kind", "role", "remote", "local_sha256", "size", "chunk_size")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+
+def journal_path(root: Path, network_url: str, canister_id: str, remote: str) -> Path:
+    host = urlsplit(network_url).netloc or network_url
+    return root / ".journal" / quote(host, safe="") / canister_id / (quote(remote, safe="") + ".json")
+
+
+class Journal:
+    """One file's journal; thread-safe (chunks are acknowledged from many threads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.envelopes = path.with_name(path.stem + ".inflight")
+        self._lock = threading.Lock()
+        self.record: FileRecord | None = self._load()
+
+    def _load(self) -> FileRecord | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if data.get("version") != JOURNAL_VERSION:
+            return None
+        inflight = {k: InFlight(**v) for k, v in data.pop("inflight", {}).items()}
+        return FileRecord(**data, inflight=inflight)
+
+    def start(self, record: FileRecord) -> None:
+        """Begins a fresh record for this file; envelopes of an older record are dropped."""
+        with self._lock:
+            for stale in self.envelopes.glob("*.cbor") if self.envelopes.is_dir() else ():
+                stale.unlink()
+            self.record = record
+            self._save()
+
+    def update(self, change: Callable[[FileRecord], None]) -> None:
+        """Applies `change(record)` and persists it durably before returning."""
+        with self._lock:
+            assert self.record is not None
+            change(self.record)
+            self._save()
+
+    def add_inflight(self, entry: InFlight, envelope: bytes) -> None:
+        """Records a signed call before its first submission, envelope included."""
+        self.envelopes.mkdir(parents=True, exist_ok=True)
+        _write_durably(self.envelopes / f"{entry.request_id}.cbor", envelope)
+        self.update(lambda r: r.inflight.__setitem__(entry.request_id, entry))
+
+    def envelope(self, request_id: str) -> bytes | None:
+        try:
+            return (self.envelopes / f"{request_id}.cbor").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def settle(self, request_id: str, change: Callable[[FileRecord], None] | None = None) -> None:
+        """Removes a call from the in-flight set, applying `change` (e.g. mark its chunk done) atomically."""
+
+        def apply(record: FileRecord) -> None:
+            record.inflight.pop(request_id, None)
+            if change is not None:
+                change(record)
+
+        self.update(apply)
+        (self.envelopes / f"{request_id}.cbor").unlink(missing_ok=True)
+
+    def _save(self) -> None:
+        assert self.record is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = asdict(self.record)
+        _write_durably(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _ranges(sorted_items: list[int]) -> list[list[int]]:
+    ranges: list[list[int]] = []
+    for item in sorted_items:
+        if ranges and ranges[-1][1] == item:
+            ranges[-1][1] = item + 1
+        else:
+            ranges.append([item, item + 1])
+    return ranges

@@ -1,0 +1,92 @@
+"""Checks before the first byte: is it the canister kind we think, may we upload, will the file work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import PrepError
+from pipeline.ic import candid
+from pipeline.ic.client import IcClient
+from pipeline.ic.errors import CallRejected
+from pipeline.targets.calls import CanisterRefused
+from pipeline.targets.limits import check_file_fits
+from pipeline.targets.profile import TargetProfile, known_kinds, load_profile
+from pipeline.targets.session import TargetSession
+
+
+def check_interface(client: IcClient, canister_id: str, profile: TargetProfile) -> None:
+    """The live candid:service must have every method the profile calls, with the same signature."""
+    raw = client.metadata(canister_id, "candid:service")
+    if raw is None:
+        raise PrepError(
+            f"canister {canister_id} publishes no candid:service metadata, so prep cannot check that it is "
+            f"a {profile.kind} canister",
+            hint="rebuild it with its .did as candid:service metadata, or pass --no-interface-check "
+            "if you are sure of --kind",
+        )
+    live = candid.parse_service(
+        raw.decode("utf-8", errors="replace"), f"canister {canister_id}'s candid:service"
+    )
+    problems = candid.service_mismatches(profile.required_interface(), live)
+    if problems:
+        raise PrepError(
+            f"canister {canister_id} does not look like a {profile.kind} canister: {'; '.join(problems[:3])}"
+            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""),
+            hint=_kind_hint(live, profile.kind),
+        )
+
+
+def _kind_hint(live: candid.ServiceInterface, wrong_kind: str) -> str:
+    matching = []
+    for kind in known_kinds():
+        if kind == wrong_kind:
+            continue
+        if not candid.service_mismatches(load_profile(kind).required_interface(), live):
+            matching.append(kind)
+    if matching:
+        return f"it looks like a {' or '.join(matching)} canister: pick --kind {matching[0]}"
+    return f"check --canister; known kinds: {', '.join(known_kinds())}"
+
+
+def check_module(client: IcClient, canister_id: str) -> bytes:
+    module_hash = client.module_hash(canister_id)
+    if module_hash is None:
+        raise PrepError(
+            f"canister {canister_id} has no code installed",
+            hint="install the canister's wasm first (dfx deploy / icp deploy)",
+        )
+    return module_hash
+
+
+def check_access(session: TargetSession) -> None:
+    """The identity must be a controller, or approved by the kind's access query."""
+    profile, principal = session.profile, session.client.principal
+    rule = profile.access
+    if rule.controllers:
+        controllers = session.client.controllers(session.canister_id) or []
+        if principal in controllers:
+            return
+    if rule.check is not None:
+        try:
+            if session.is_query(rule.check):
+                answer = session.query(rule.check)
+            else:
+                answer = session.interpret(rule.check, session.client.call(
+                    session.canister_id, rule.check.method, session.args(rule.check)))  # fmt: skip
+        except (CanisterRefused, CallRejected):
+            answer = False
+        if answer is not False:
+            return
+    raise PrepError(
+        f"identity {principal} may not upload to {profile.kind} canister {session.canister_id}: "
+        + ("it is not a controller" if rule.controllers else "not authorised")
+        + (f" and {rule.check.method} refuses it" if rule.check else ""),
+        hint="use a controller's identity (--pem / --identity), or have a controller add this principal",
+    )
+
+
+def check_files(profile: TargetProfile, files: Sequence[tuple[str, Path, int]]) -> None:
+    """Each (role, path, size) must fit the kind's limits."""
+    for role_name, path, size in files:
+        check_file_fits(profile, profile.role(role_name), path, size)

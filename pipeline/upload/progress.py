@@ -1,0 +1,59 @@
+"""Upload progress: a tqdm bar on a terminal (bytes, MB/s, ETA, re-sent chunks) and/or JSON events.
+
+Events (one dict each, `event` names the kind): plan, resume, chunk, retry, verify, step, restart, done.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tqdm import tqdm
+
+
+class UploadProgress:
+    """Thread-safe; `emit` receives every event (the CLI prints them with --json)."""
+
+    def __init__(
+        self, emit: Callable[[dict[str, Any]], None] | None = None, *, bar: bool | None = None
+    ) -> None:
+        self._emit = emit
+        self._show_bar = sys.stderr.isatty() if bar is None else bar
+        self._bar: tqdm | None = None
+        self._lock = threading.Lock()
+        self.resent = 0
+        self.retries = 0
+
+    def event(self, name: str, **fields: Any) -> None:
+        if self._emit is not None:
+            with self._lock:
+                self._emit({"event": name, **fields})
+
+    def begin_file(self, label: str, total: int, already: int) -> None:
+        if self._show_bar:
+            self._bar = tqdm(
+                total=total, initial=already, desc=label, unit="B", unit_scale=True, unit_divisor=1000,
+                file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+            )  # fmt: skip
+
+    def chunk(self, role: str, index: int, length: int, *, resent: bool, **fields: Any) -> None:
+        with self._lock:
+            if resent:
+                self.resent += 1
+            if self._bar is not None:
+                self._bar.update(length)
+                if self.resent:
+                    self._bar.set_postfix(resent=self.resent, refresh=False)
+        self.event("chunk", role=role, index=index, bytes=length, resent=resent, **fields)
+
+    def retry(self, role: str, reason: str) -> None:
+        with self._lock:
+            self.retries += 1
+        self.event("retry", role=role, reason=reason)
+
+    def end_file(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,155 @@
+"""Entry points of the upload stage: build an UploadRequest from a file or a recipe's artifacts, run it,
+or show where an upload stands without sending anything."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PrepError, UsageError
+from pipeline.ic.client import IcClient
+from pipeline.manifest import read_manifest
+from pipeline.recipes import TargetSpec, load_recipe
+from pipeline.targets.append import AppendFile
+from pipeline.targets.offset import OffsetFile
+from pipeline.targets.profile import TargetProfile, load_profile
+from pipeline.targets.session import TargetSession
+from pipeline.upload.engine import DEFAULT_WINDOW, UploadEngine, UploadFile, UploadReport, UploadRequest
+from pipeline.upload.journal import Journal, journal_path
+from pipeline.upload.progress import UploadProgress
+from pipeline.workspace import Workspace
+
+BUILD_STAGE = "build"
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    workspace_root: Path
+    strict_order: bool = False
+    window: int = DEFAULT_WINDOW
+    check_interface: bool = True
+    load: bool = True
+
+
+def adhoc_files(profile: TargetProfile, path: Path, remote: str | None) -> tuple[UploadFile, ...]:
+    """One file without a recipe. Offset kinds: `remote` is the file name in the canister (default:
+    the profile's); append kinds: `remote` names the role (e.g. safetensors)."""
+    if not path.is_file():
+        raise UsageError(f"--file {path}: no such file")
+    if profile.addressing == "append":
+        names = [r.name for r in profile.roles]
+        if remote is None and len(names) > 1:
+            raise UsageError(
+                f"--remote is needed for a {profile.kind} canister: which role is {path.name}?",
+                hint=f"roles: {', '.join(names)}",
+            )
+        role = profile.role(remote or names[0])
+        return (UploadFile(role.name, path, role.remote),)
+    role = profile.roles[0]
+    return (UploadFile(role.name, path, remote or role.remote),)
+
+
+def recipe_files(
+    name_or_path: str, workspace: Workspace
+) -> tuple[TargetProfile, tuple[UploadFile, ...], dict[str, Any]]:
+    """The kind, the built files (from the build stage's manifest) and the load settings of a recipe."""
+    recipe = load_recipe(name_or_path)
+    profile = load_profile(recipe.target.kind)
+    stage_dir = workspace.stage_dir(recipe.name, BUILD_STAGE)
+    manifest = read_manifest(stage_dir)
+    if manifest is None:
+        raise PrepError(
+            f"recipe {recipe.name} has no build in {stage_dir}",
+            hint=f"run prep build {recipe.name} first",
+        )
+    artifacts = manifest.artifacts(stage_dir)
+    files = []
+    for role in profile.roles:
+        if role.name not in artifacts:
+            raise PrepError(
+                f"the build of {recipe.name} in {stage_dir} has no {role.name!r} file for {profile.kind}",
+                hint=f"run prep build {recipe.name} again",
+            )
+        artifact = artifacts[role.name]
+        remote = recipe.target.files.get(role.name, role.remote)
+        files.append(UploadFile(role.name, artifact.path, remote, artifact.sha256))
+    return profile, tuple(files), recipe_variables(recipe.target)
+
+
+def recipe_variables(target: TargetSpec) -> dict[str, Any]:
+    """Template variables from a recipe's TargetSpec: load args and max tokens."""
+    variables: dict[str, Any] = {}
+    if target.load_args:
+        variables["load_args"] = list(target.load_args)
+    for name in ("max_tokens_update", "max_tokens_query"):
+        value = getattr(target, name, None)
+        if value is not None:
+            variables[name] = value
+    return variables
+
+
+def run_upload(
+    client: IcClient,
+    profile: TargetProfile,
+    canister_id: str,
+    files: tuple[UploadFile, ...],
+    options: UploadOptions,
+    *,
+    variables: dict[str, Any] | None = None,
+    progress: UploadProgress | None = None,
+    confirm: Callable[[dict[str, Any]], bool] | None = None,
+) -> UploadReport:
+    """Uploads `files`; the load steps run only when every role of the kind is among them."""
+    all_roles = {r.name for r in profile.roles} <= {f.role for f in files}
+    request = UploadRequest(
+        profile=profile,
+        canister_id=canister_id,
+        files=files,
+        workspace_root=options.workspace_root,
+        variables=variables or {},
+        strict_order=options.strict_order,
+        window=options.window,
+        check_interface=options.check_interface,
+        run_steps=options.load and all_roles,
+    )
+    return UploadEngine(client, request, progress, confirm).run()
+
+
+def upload_status(
+    client: IcClient,
+    profile: TargetProfile,
+    canister_id: str,
+    workspace_root: Path,
+    remotes: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Per role: what the journal says and what the canister holds (queries and read_state only)."""
+    session = TargetSession(client, canister_id, profile, {"principal": client.principal})
+    module_hash = client.module_hash(canister_id)
+    rows = []
+    for role in profile.roles:
+        remote = (remotes or {}).get(role.name, role.remote)
+        journal = Journal(journal_path(workspace_root, client.network.url, canister_id, remote))
+        record = journal.record
+        row: dict[str, Any] = {"role": role.name, "remote": remote, "journal": str(journal.path)}
+        if record is not None:
+            done = record.done_chunks()
+            row.update(
+                size=record.size,
+                local_sha256=record.local_sha256,
+                chunks_done=len(done),
+                acked_bytes=record.acked_bytes,
+                bytes_complete=record.bytes_complete,
+                in_flight=len(record.inflight),
+                same_code=record.module_hash == (module_hash.hex() if module_hash else None),
+            )
+        try:
+            if profile.addressing == "offset":
+                row["canister_bytes"] = OffsetFile(session, role, remote).remote_size()
+            else:
+                row["canister_bytes"] = AppendFile(session, role, remote).remote_length()
+        except PrepError as err:
+            row["canister_error"] = str(err)
+        rows.append(row)
+    return rows
