@@ -87,3 +87,23 @@ def dfx_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DFX_CONFIG_ROOT", str(root))
     monkeypatch.delenv("PREP_PEM", raising=False)
     return identities
+
+
+@dataclass
+class IcWorld:
+    """An icsim whose llama_cpp canister is controlled by an Ed25519 and a secp256k1 identity."""
+
+    sim: object  # tests.icsim.IcSim
+    ed25519: PemKey
+    secp256k1: PemKey
+    canister_id: str
+
+
+@pytest.fixture
+def ic_world(tmp_path: Path):
+    from tests.icsim import IcSim
+
+    ed_key = write_ed25519_pem(tmp_path / "controller-ed25519.pem", version=2)
+    secp_key = write_secp256k1_pem(tmp_path / "controller-secp256k1.pem")
+    with IcSim(controllers=[ed_key.principal, secp_key.principal]) as sim:
+        yield IcWorld(sim, ed_key, secp_key, sim.canister_ids["llama_cpp"])

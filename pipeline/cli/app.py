@@ -44,7 +44,9 @@ def _register_commands() -> None:
     # One import per line, so that adding a command is a one-line change.
     import pipeline.cli.fetch  # noqa: F401
     import pipeline.cli.recipes  # noqa: F401
+    import pipeline.cli.canister  # noqa: F401
     import pipeline.cli.version  # noqa: F401
+    import pipeline.cli.whoami  # noqa: F401
 
 
 _register_commands()

@@ -1,7 +1,7 @@
 """`IcClient`: signed query, call and read_state over one pooled, thread-safe HTTP client.
 
-icp-py-core signs and builds requests (`sign_request`, its request-id hash, its Identity); this
-module owns the transport and the retry rules. Its `Agent` is not used: it opens a new HTTP client per
+icp-py-core hashes and signs requests (its request-id hash and Identity); this module owns the
+envelope bytes, the transport and the retry rules. Its `Agent` is not used: it opens a new HTTP client per
 request, signs a fresh request on every `update` (a retry could execute twice) and verifies
 certificates against the mainnet key only. Here a call is signed once; retries resend those bytes.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import cbor2
 import httpx
-from icp_agent.agent import sign_request, to_request_id
+from icp_agent.agent import IC_REQUEST_DOMAIN_SEPARATOR, to_request_id
 from icp_certificate.certificate import IC_ROOT_KEY, Certificate
 from icp_principal import Principal
 
@@ -27,8 +27,8 @@ from pipeline.ic.certificate import DEFAULT_MAX_AGE_NS, plain, verify_certificat
 from pipeline.ic.errors import CallRejected, PermanentIcError, TransientIcError
 from pipeline.ic.identity import IcIdentity
 from pipeline.ic.network import Network
+from pipeline.ic.wire import encode_envelope
 
-CBOR_SELF_DESCRIBE = b"\xd9\xd9\xf7"
 DEFAULT_INGRESS_EXPIRY_S = 240.0  # the IC accepts at most 5 minutes ahead
 TERMINAL_STATUSES = ("replied", "rejected", "done")
 _HINTS_BY_ERROR_CODE = {
@@ -117,6 +117,7 @@ class IcClient:
         retry: RetryPolicy | None = None,
         max_connections: int = 32,
         certificate_max_age_ns: int = DEFAULT_MAX_AGE_NS,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.network = network
         self.identity = identity
@@ -131,6 +132,7 @@ class IcClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={"Content-Type": "application/cbor"},
+            transport=transport,
         )
 
     @property
@@ -336,10 +338,13 @@ class IcClient:
         }
 
     def _sign(self, content: dict[str, Any]) -> tuple[bytes, bytes]:
-        if self.identity.is_anonymous:  # icp-py-core would add null key and signature fields
-            return to_request_id(content), CBOR_SELF_DESCRIBE + cbor2.dumps({"content": content})
-        request_id, envelope = sign_request(content, self.identity.signer)
-        return request_id, CBOR_SELF_DESCRIBE + envelope
+        """Request id and envelope bytes; icp-py-core hashes and signs, `wire` writes the CBOR."""
+        request_id = to_request_id(content)
+        if self.identity.is_anonymous:
+            return request_id, encode_envelope({"content": content})
+        public_key, signature = self.identity.signer.sign(IC_REQUEST_DOMAIN_SEPARATOR + request_id)
+        envelope = {"content": content, "sender_pubkey": public_key, "sender_sig": signature}
+        return request_id, encode_envelope(envelope)
 
     def _read_cbor(self, verb: str, path: str, body: bytes | None, *, attempts: int) -> dict[str, Any]:
         """An idempotent request (status, query, read_state), retried on transient failures."""

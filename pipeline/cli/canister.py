@@ -1,0 +1,66 @@
+"""`prep canister info`: what a live canister is and whether prep knows how to fill it."""
+
+from __future__ import annotations
+
+import typer
+
+from pipeline.cli.app import app
+from pipeline.cli.ic_options import (
+    AnonymousOption,
+    CanisterOption,
+    IdentityOption,
+    NetworkOption,
+    PemOption,
+    UrlOption,
+    canister_on,
+    choose_identity,
+    connect,
+)
+from pipeline.cli.output import JsonFlag, Output
+from pipeline.ic.inspect import CanisterInfo, inspect_canister
+from pipeline.targets.profile import known_kinds, load_profile
+
+canister_app = typer.Typer(help="Look at live canisters.", no_args_is_help=True)
+app.add_typer(canister_app, name="canister")
+
+
+@canister_app.command("info")
+def info_command(
+    canister: CanisterOption,
+    network: NetworkOption = "local",
+    url: UrlOption = None,
+    pem: PemOption = None,
+    identity: IdentityOption = None,
+    anonymous: AnonymousOption = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Module hash, controllers, matching canister kinds (from its candid:service) and readiness."""
+    who = choose_identity(pem, identity, anonymous, default_anonymous=True)
+    kinds = {kind: load_profile(kind).required_interface() for kind in known_kinds()}
+    with connect(network, url, who) as client:
+        info = inspect_canister(client, canister_on(client.network, canister), kinds)
+    Output(json=json_output).result(info.to_dict(), _human(info))
+
+
+def _human(info: CanisterInfo) -> str:
+    lines = [
+        f"canister     {info.canister_id} on {info.network_url}",
+        f"module hash  {info.module_hash or 'none (no code installed)'}",
+        "controllers  "
+        + (
+            ", ".join(info.controllers) if info.controllers is not None else "not readable with this identity"
+        ),
+    ]
+    if not info.has_candid_service:
+        lines.append("kind         unknown: no public candid:service metadata")
+    for match in info.kinds:
+        if match.matches:
+            lines.append(f"kind         {match.kind} (its Candid has every method prep calls)")
+    if info.has_candid_service and not info.matching_kinds:
+        lines.append("kind         none matches:")
+        lines += [f"  {m.kind}: {problem}" for m in info.kinds for problem in m.problems[:3]]
+    if info.readiness is not None:
+        state = "ready" if info.readiness.ready else "not ready"
+        detail = f" ({info.readiness.detail})" if info.readiness.detail else ""
+        lines.append(f"readiness    {state} per {info.readiness.method}{detail}")
+    return "\n".join(lines)

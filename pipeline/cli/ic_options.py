@@ -1,0 +1,51 @@
+"""Options shared by every command that talks to the IC: network, canister and identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.errors import PrepError
+from pipeline.ic.client import IcClient
+from pipeline.ic.identity import IcIdentity, anonymous_identity, load_identity
+from pipeline.ic.network import Network, resolve_canister, resolve_network
+
+NetworkOption = Annotated[
+    str,
+    typer.Option(
+        "--network", help="local (dfx.json bind or 127.0.0.1:4943), ic (mainnet), or a replica URL."
+    ),
+]
+UrlOption = Annotated[str | None, typer.Option("--url", help="Replica URL for a named network (e.g. local).")]
+CanisterOption = Annotated[
+    str, typer.Option("--canister", help="Canister id, or a name from the project's canister_ids.json.")
+]
+PemOption = Annotated[
+    Path | None, typer.Option("--pem", help="Identity PEM file (Ed25519 or secp256k1); env PREP_PEM.")
+]
+IdentityOption = Annotated[
+    str | None, typer.Option("--identity", help="dfx identity name (~/.config/dfx/identity/NAME).")
+]
+AnonymousOption = Annotated[bool, typer.Option("--anonymous", help="Sign nothing: the anonymous principal.")]
+
+
+def choose_identity(
+    pem: Path | None, identity: str | None, anonymous: bool, *, default_anonymous: bool = False
+) -> IcIdentity:
+    """The identity the options name; with `default_anonymous`, none named or configured is anonymous."""
+    if default_anonymous and not (pem or identity or anonymous):
+        try:
+            return load_identity()
+        except PrepError:  # nothing configured: reading public state needs no signature
+            return anonymous_identity()
+    return load_identity(pem=pem, identity=identity, anonymous=anonymous)
+
+
+def connect(network: str, url: str | None, identity: IcIdentity) -> IcClient:
+    return IcClient(resolve_network(network, url), identity)
+
+
+def canister_on(network: Network, canister: str) -> str:
+    return resolve_canister(canister, network)
