@@ -218,7 +218,7 @@ def test_reading_another_senders_request_status_is_forbidden(icsim: IcSim, icsim
 
 def test_unknown_canister_and_method(icsim: IcSim, icsim_agent) -> None:
     agent = icsim_agent()
-    missing = "ryjl3-tyaaa-aaaaa-aaaba-cai"
+    missing = "rno2w-sqaaa-aaaaa-aaacq-cai"
     with pytest.raises(ReplicaReject, match="IC0301"):
         agent.query_raw(missing, "health", encode([]))
     with pytest.raises(TransportError, match="400"):

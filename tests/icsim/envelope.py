@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,12 +53,12 @@ class Envelope:
 
 def parse(body: bytes, expected_type: str) -> Envelope:
     try:
-        envelope = cbor2.loads(body)
+        envelope = _plain(cbor2.loads(body))
     except Exception as exc:
         raise EnvelopeError(400, f"Could not parse body as {expected_type} request: {exc}") from exc
     if not isinstance(envelope, dict) or not isinstance(envelope.get("content"), dict):
         raise EnvelopeError(400, f"Could not parse body as {expected_type} request: missing content map")
-    content = {str(k): _plain(v) for k, v in envelope["content"].items()}
+    content = envelope["content"]
     request_type = content.get("request_type")
     if request_type != expected_type:
         raise EnvelopeError(400, f"Expected a {expected_type} request, got request_type {request_type!r}")
@@ -85,10 +86,10 @@ def _required_fields(request_type: str) -> tuple[str, ...]:
 
 
 def _plain(value: Any) -> Any:
-    """cbor2 may hand back frozendicts/tuples; the request id treats them like dicts/lists."""
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, list):
+    """cbor2 6 hands back frozendicts and tuples under the self-describe tag; make them dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
 

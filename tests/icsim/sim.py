@@ -9,6 +9,8 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.icsim.canisters.base import CanisterModel
+from tests.icsim.canisters.gpt2 import Gpt2Canister
+from tests.icsim.canisters.icpp_llama2 import IcppLlama2Canister
 from tests.icsim.canisters.llama_cpp import LlamaCppCanister
 from tests.icsim.certify import RootKey
 from tests.icsim.faults import Faults
@@ -17,7 +19,7 @@ from tests.icsim.principal import canister_id, from_text, to_text
 from tests.icsim.replica import BlockConfig, Replica
 from tests.icsim.server import IcHttpServer
 
-CANISTER_KINDS: tuple[type[CanisterModel], ...] = (LlamaCppCanister,)
+CANISTER_KINDS: tuple[type[CanisterModel], ...] = (LlamaCppCanister, IcppLlama2Canister, Gpt2Canister)
 
 
 class IcSim:

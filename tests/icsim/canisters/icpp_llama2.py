@@ -1,0 +1,183 @@
+"""Model of icppWorld's icpp_llama2 canister (FACTS.md §1b): plain appends, everything in the heap."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+from tests.icsim.candid import BLOB, FLOAT32, INT, NAT16, NAT64, NULL, TEXT, record, variant
+from tests.icsim.canisters.base import CallContext, CanisterModel, query, update
+
+API_ERROR = variant(InvalidId=NULL, Other=TEXT, StatusCode=NAT16, ZeroAddress=NULL)
+STATUS_RESULT = variant(Err=API_ERROR, Ok=record(status_code=NAT16))
+MODEL_CONFIG = record(
+    dim=INT, hidden_dim=INT, n_layers=INT, n_heads=INT, n_kv_heads=INT, vocab_size=INT, seq_len=INT
+)
+PROMPT = record(prompt=TEXT, steps=NAT64, temperature=FLOAT32, topp=FLOAT32, rng_seed=NAT64)
+INFERENCE_RESULT = variant(Err=API_ERROR, Ok=record(inference=TEXT, num_tokens=NAT64))
+CANISTER_MODES = ("chat-principal", "nft-ordinal")
+HEADER = struct.Struct("<7i")
+CONFIG_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
+
+OK = {"Ok": {"status_code": 200}}
+UNAUTHORIZED = {"Err": {"StatusCode": 401}}
+
+
+def _err(message: str) -> dict[str, Any]:
+    return {"Err": {"Other": message}}
+
+
+class IcppLlama2Canister(CanisterModel):
+    kind = "icpp_llama2"
+
+    def reset_heap(self) -> None:
+        self.model_bytes = bytearray()
+        self.tokenizer_bytes = bytearray()
+        self.config: dict[str, int] | None = None
+        self.vocab: list[bytes] = []
+        self.initialized = False
+        self.canister_mode: str | None = None
+        self.chats: dict[bytes, int] = {}
+
+    # ---- upload (owner only; plain appends) ----------------------------------------------
+
+    @update(returns=(STATUS_RESULT,))
+    def reset_model(self, ctx: CallContext) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        self.model_bytes = bytearray()
+        self.initialized = False
+        return OK
+
+    @update(returns=(STATUS_RESULT,))
+    def reset_tokenizer(self, ctx: CallContext) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        self.tokenizer_bytes = bytearray()
+        self.initialized = False
+        return OK
+
+    @update(BLOB, returns=(STATUS_RESULT,))
+    def upload_model_bytes_chunk(self, ctx: CallContext, chunk: bytes) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        self.model_bytes += chunk
+        self.counters.bytes_in["model"] += len(chunk)
+        return OK
+
+    @update(BLOB, returns=(STATUS_RESULT,))
+    def upload_tokenizer_bytes_chunk(self, ctx: CallContext, chunk: bytes) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        self.tokenizer_bytes += chunk
+        self.counters.bytes_in["tokenizer"] += len(chunk)
+        return OK
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    @update(returns=(STATUS_RESULT,))
+    def initialize(self, ctx: CallContext) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        try:
+            config = _parse_header(bytes(self.model_bytes))
+            self.vocab = _parse_tokenizer(bytes(self.tokenizer_bytes), abs(config["vocab_size"]))
+        except ValueError as exc:
+            return _err(str(exc))
+        self.config = config
+        self.initialized = True
+        return OK
+
+    @update(TEXT, returns=(STATUS_RESULT,))
+    def set_canister_mode(self, ctx: CallContext, mode: str) -> dict[str, Any]:
+        if not ctx.is_controller:
+            return UNAUTHORIZED
+        if mode not in CANISTER_MODES:
+            return _err(f"Unknown canister mode {mode!r}; use one of {', '.join(CANISTER_MODES)}")
+        self.canister_mode = mode
+        return OK
+
+    @query(returns=(STATUS_RESULT,))
+    def health(self, ctx: CallContext) -> dict[str, Any]:
+        return OK
+
+    @query(returns=(STATUS_RESULT,))
+    def ready(self, ctx: CallContext) -> dict[str, Any]:
+        if not self.initialized:
+            return _err("The model is not initialized; upload model and tokenizer, then call initialize")
+        if self.canister_mode is None:
+            return _err("The canister mode is not set; call set_canister_mode")
+        return OK
+
+    @query(returns=(MODEL_CONFIG,))
+    def get_model_config(self, ctx: CallContext) -> dict[str, int]:
+        return dict(self.config) if self.config else dict.fromkeys(CONFIG_FIELDS, 0)
+
+    # ---- chat -----------------------------------------------------------------------------
+
+    @update(returns=(STATUS_RESULT,))
+    def new_chat(self, ctx: CallContext) -> dict[str, Any]:
+        if not self.initialized:
+            return _err("The model is not initialized")
+        self.chats[ctx.caller] = 0
+        return OK
+
+    @update(PROMPT, returns=(INFERENCE_RESULT,))
+    def inference(self, ctx: CallContext, prompt: dict[str, Any]) -> dict[str, Any]:
+        if not self.initialized or self.canister_mode is None:
+            return _err("The canister is not ready; initialize it and set its mode first")
+        digest = hashlib.sha256(prompt["prompt"].encode()).digest()
+        steps = max(1, min(prompt["steps"], len(self.vocab)))
+        tokens = [self.vocab[b % len(self.vocab)] for b in (digest * (steps // 32 + 1))[:steps]]
+        text = (
+            prompt["prompt"]
+            + " "
+            + b"".join(t for t in tokens if not t.startswith(b"<")).decode("utf-8", "replace")
+        )
+        self.chats[ctx.caller] = self.chats.get(ctx.caller, 0) + steps
+        return {"Ok": {"inference": text, "num_tokens": steps}}
+
+
+def _parse_header(model: bytes) -> dict[str, int]:
+    if len(model) < HEADER.size:
+        raise ValueError(f"model.bin has {len(model)} bytes, fewer than its {HEADER.size}-byte header")
+    config = dict(zip(CONFIG_FIELDS, HEADER.unpack_from(model), strict=True))
+    positive = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len")
+    bad = [name for name in positive if config[name] <= 0] + (
+        ["vocab_size"] if config["vocab_size"] == 0 else []
+    )
+    if bad or config["dim"] % config["n_heads"]:
+        raise ValueError(f"model.bin header is not a llama2.c config: {config}")
+    expected = _expected_model_size(config)
+    if len(model) < expected:
+        raise ValueError(f"model.bin has {len(model)} bytes; its header needs at least {expected}")
+    return config
+
+
+def _expected_model_size(c: dict[str, int]) -> int:
+    dim, hidden, layers, vocab = c["dim"], c["hidden_dim"], c["n_layers"], abs(c["vocab_size"])
+    head_size = dim // c["n_heads"]
+    kv_dim = c["n_kv_heads"] * head_size
+    floats = vocab * dim + layers * (2 * dim + dim * dim * 2 + 2 * dim * kv_dim + 3 * dim * hidden)
+    floats += dim + c["seq_len"] * head_size
+    if c["vocab_size"] < 0:
+        floats += vocab * dim
+    return HEADER.size + 4 * floats
+
+
+def _parse_tokenizer(data: bytes, vocab_size: int) -> list[bytes]:
+    if len(data) < 4:
+        raise ValueError("tokenizer.bin is empty or truncated")
+    (max_token_length,) = struct.unpack_from("<i", data)
+    position, tokens = 4, []
+    for index in range(vocab_size):
+        if position + 8 > len(data):
+            raise ValueError(f"tokenizer.bin ends at token {index} of {vocab_size}")
+        _, length = struct.unpack_from("<fi", data, position)
+        position += 8
+        if length < 0 or length > max_token_length or position + length > len(data):
+            raise ValueError(f"tokenizer.bin token {index} has a bad length {length}")
+        tokens.append(data[position : position + length])
+        position += length
+    return tokens

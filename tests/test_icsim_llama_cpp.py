@@ -1,0 +1,237 @@
+"""The llama_cpp canister model behaves like onicai's canister, quirks included (FACTS.md §1a)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pipeline.ic import candid
+from pipeline.ic.client import IcClient
+from pipeline.ic.identity import load_identity
+from pipeline.ic.network import resolve_network
+from tests.icsim import IcSim
+
+UPLOAD = "record { filename : text; chunk : blob; chunksize : nat64; offset : nat64 }"
+API_ERROR = "variant { Other : text; StatusCode : nat16 }"
+UPLOAD_RESULT = (
+    f"variant {{ Ok : record {{ filename : text; filesize : nat64; filesha256 : text }}; Err : {API_ERROR} }}"
+)
+STATUS_RESULT = f"variant {{ Ok : record {{ status_code : nat16 }}; Err : {API_ERROR} }}"
+FILENAME = "record { filename : text }"
+DETAILS_RESULT = UPLOAD_RESULT
+SIZE_RESULT = (
+    "variant { Ok : record { exists : bool; filename : text; filesize : nat64; msg : text }; "
+    f"Err : {API_ERROR} }}"
+)
+DOWNLOAD = "record { filename : text; chunksize : nat64; offset : nat64 }"
+DOWNLOAD_RESULT = (
+    "variant { Ok : record { chunk : blob; chunksize : nat64; filesize : nat64; offset : nat64; "
+    f"done : bool }}; Err : {API_ERROR} }}"
+)
+REMOVE_RESULT = (
+    "variant { Ok : record { exists : bool; removed : bool; filename : text; msg : text }; "
+    f"Err : {API_ERROR} }}"
+)
+RUN_OUTPUT = (
+    "record { status_code : nat16; output : text; conversation : text; error : text; "
+    "prompt_remaining : text; generated_eog : bool }"
+)
+RUN_RESULT = f"variant {{ Ok : {RUN_OUTPUT}; Err : {RUN_OUTPUT} }}"
+INPUT = "record { args : vec text }"
+MAX_TOKENS = "record { max_tokens_update : nat64; max_tokens_query : nat64 }"
+
+
+class Canister:
+    """Calls one canister through prep's IcClient (icp-py-core underneath) with Candid over icp_candid."""
+
+    def __init__(self, client: IcClient, canister_id: str) -> None:
+        self.client, self.canister_id = client, canister_id
+
+    def update(self, method: str, arg_types: list[str], values: list[Any], reply: str) -> Any:
+        raw = self.client.call(self.canister_id, method, candid.encode(arg_types, values))
+        return candid.decode(raw, [reply])[0]
+
+    def query(self, method: str, arg_types: list[str], values: list[Any], reply: str) -> Any:
+        raw = self.client.query(self.canister_id, method, candid.encode(arg_types, values))
+        return candid.decode(raw, [reply])[0]
+
+    def upload(self, filename: str, chunk: bytes, offset: int, chunksize: int | None = None) -> Any:
+        value = {"filename": filename, "chunk": chunk, "chunksize": chunksize or len(chunk), "offset": offset}
+        return self.update("file_upload_chunk", [UPLOAD], [value], UPLOAD_RESULT)
+
+    def details(self, filename: str) -> Any:
+        return self.query("uploaded_file_details", [FILENAME], [{"filename": filename}], DETAILS_RESULT)
+
+
+def connect(sim: IcSim, pem=None, anonymous: bool = False) -> IcClient:
+    identity = load_identity(pem=pem or (None if anonymous else sim.dev_identity_pem), anonymous=anonymous)
+    return IcClient(resolve_network(sim.url), identity, root_key=sim.root_key)
+
+
+@pytest.fixture
+def llama(icsim: IcSim) -> Iterator[Canister]:
+    with connect(icsim) as client:
+        yield Canister(client, icsim.canister_ids["llama_cpp"])
+
+
+CHUNKS = [b"GGUF" + bytes(range(60)), bytes(range(100, 164)), bytes(range(200, 232))]
+OFFSETS = [0, 64, 128]
+
+
+def test_in_order_upload_reports_the_file_sha(icsim: IcSim, llama: Canister) -> None:
+    for chunk, offset in zip(CHUNKS, OFFSETS, strict=True):
+        reply = llama.upload("m.gguf", chunk, offset)
+    whole = b"".join(CHUNKS)
+    assert reply == {
+        "Ok": {"filename": "m.gguf", "filesize": len(whole), "filesha256": hashlib.sha256(whole).hexdigest()}
+    }
+    assert llama.details("m.gguf") == reply
+    assert icsim.canister("llama_cpp").file_bytes("m.gguf") == whole
+
+
+def test_offset_zero_truncates_and_restarts_the_sha(icsim: IcSim, llama: Canister) -> None:
+    llama.upload("m.gguf", CHUNKS[0], 0)
+    llama.upload("m.gguf", CHUNKS[1], 64)
+    reply = llama.upload("m.gguf", b"GGUF", 0)
+    assert reply["Ok"]["filesha256"] == hashlib.sha256(b"GGUF").hexdigest()
+    assert icsim.canister("llama_cpp").file_bytes("m.gguf") == b"GGUF"
+
+
+def test_out_of_order_chunks_write_right_bytes_but_a_wrong_sha(icsim: IcSim, llama: Canister) -> None:
+    order = [0, 2, 1]
+    for index in order:
+        reply = llama.upload("m.gguf", CHUNKS[index], OFFSETS[index])
+    whole = b"".join(CHUNKS)
+    assert icsim.canister("llama_cpp").file_bytes("m.gguf") == whole
+    assert reply["Ok"]["filesha256"] == hashlib.sha256(b"".join(CHUNKS[i] for i in order)).hexdigest()
+    assert reply["Ok"]["filesize"] == OFFSETS[1] + len(CHUNKS[1])  # offset + len(chunk), not the file size
+
+
+def test_immediate_repeat_is_ignored_but_an_older_duplicate_corrupts_the_sha(
+    icsim: IcSim, llama: Canister
+) -> None:
+    model = icsim.canister("llama_cpp")
+    llama.upload("m.gguf", CHUNKS[0], 0)
+    llama.upload("m.gguf", CHUNKS[1], 64)
+    repeat = llama.upload("m.gguf", CHUNKS[1], 64)
+    assert repeat["Ok"]["filesha256"] == hashlib.sha256(CHUNKS[0] + CHUNKS[1]).hexdigest()
+    assert model.counters.bytes_in["m.gguf"] == len(CHUNKS[0]) + len(CHUNKS[1])
+    llama.upload("m.gguf", CHUNKS[2], 128)
+    older = llama.upload("m.gguf", CHUNKS[1], 64)
+    whole = b"".join(CHUNKS)
+    assert model.file_bytes("m.gguf") == whole
+    assert older["Ok"]["filesha256"] != hashlib.sha256(whole).hexdigest()
+
+
+def test_declared_chunksize_over_2_mib_is_refused(llama: Canister) -> None:
+    reply = llama.upload("m.gguf", b"GGUF", 0, chunksize=2 * 1024 * 1024 + 1)
+    assert "MAX_CHUNK_SIZE" in reply["Err"]["Other"]
+
+
+def test_download_and_size_read_the_file_back(llama: Canister) -> None:
+    for chunk, offset in zip(CHUNKS, OFFSETS, strict=True):
+        llama.upload("m.gguf", chunk, offset)
+    size = llama.query("filesystem_file_size", [FILENAME], [{"filename": "m.gguf"}], SIZE_RESULT)
+    assert size["Ok"]["exists"] and size["Ok"]["filesize"] == 160
+    got, offset, done = b"", 0, False
+    while not done:
+        arg = {"filename": "m.gguf", "chunksize": 50, "offset": offset}
+        reply = llama.query("file_download_chunk", [DOWNLOAD], [arg], DOWNLOAD_RESULT)["Ok"]
+        got += reply["chunk"]
+        offset += reply["chunksize"]
+        done = reply["done"]
+    assert got == b"".join(CHUNKS)
+
+
+def test_remove_keeps_the_upload_details(llama: Canister) -> None:
+    llama.upload("m.gguf", CHUNKS[0], 0)
+    removed = llama.update("filesystem_remove", [FILENAME], [{"filename": "m.gguf"}], REMOVE_RESULT)
+    assert removed["Ok"]["removed"]
+    size = llama.query("filesystem_file_size", [FILENAME], [{"filename": "m.gguf"}], SIZE_RESULT)
+    assert size["Ok"]["exists"] is False
+    assert llama.details("m.gguf")["Ok"]["filesize"] == len(CHUNKS[0])
+
+
+def test_upgrade_keeps_files_and_resets_heap(icsim: IcSim, llama: Canister) -> None:
+    model = icsim.canister("llama_cpp")
+    llama.upload("m.gguf", CHUNKS[0], 0)
+    load = llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
+    assert "Ok" in load
+    llama.update(
+        "set_max_tokens", [MAX_TOKENS], [{"max_tokens_update": 7, "max_tokens_query": 3}], STATUS_RESULT
+    )
+    before = model.module_hash
+    icsim.upgrade(icsim.canister_ids["llama_cpp"])
+    assert llama.client.module_hash(llama.canister_id) == model.module_hash != before
+    assert llama.query("ready", [], [], STATUS_RESULT) == {"Err": {"Other": "Model not yet loaded"}}
+    assert llama.query("get_max_tokens", [], [], MAX_TOKENS) == {
+        "max_tokens_update": 0,
+        "max_tokens_query": 0,
+    }
+    assert model.file_bytes("m.gguf") == CHUNKS[0]
+    resumed = llama.upload("m.gguf", CHUNKS[1], 64)
+    assert resumed["Ok"]["filesha256"] == hashlib.sha256(CHUNKS[1]).hexdigest()  # sha256(file[N:])
+
+
+def test_load_model_needs_gguf_magic_and_ready_follows(llama: Canister) -> None:
+    assert llama.query("ready", [], [], STATUS_RESULT) == {"Err": {"Other": "Model not yet loaded"}}
+    llama.upload("bad.gguf", b"NOPE" + bytes(10), 0)
+    bad = llama.update("load_model", [INPUT], [{"args": ["--model", "bad.gguf"]}], RUN_RESULT)
+    assert "invalid GGUF magic" in bad["Err"]["error"]
+    missing = llama.update("load_model", [INPUT], [{"args": ["--model", "none.gguf"]}], RUN_RESULT)
+    assert "does not exist" in missing["Err"]["error"]
+    llama.upload("m.gguf", CHUNKS[0], 0)
+    assert (
+        llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)["Ok"][
+            "status_code"
+        ]
+        == 200
+    )
+    assert llama.query("ready", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
+
+
+def test_access_control(icsim: IcSim, llama: Canister, tmp_path) -> None:
+    with connect(icsim, anonymous=True) as anonymous_client:
+        stranger = Canister(anonymous_client, llama.canister_id)
+        assert stranger.upload("m.gguf", CHUNKS[0], 0) == {"Err": {"StatusCode": 401}}
+        assert stranger.details("m.gguf") == {"Err": {"StatusCode": 401}}
+        assert stranger.query("check_access", [], [], STATUS_RESULT) == {"Err": {"StatusCode": 401}}
+        assert stranger.query("health", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
+        assert stranger.query("whoami", [], [], "text") == "2vxsx-fae"
+        load = stranger.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
+        assert "Err" in load
+    assert icsim.canister("llama_cpp").file_bytes("m.gguf") is None
+    assert llama.query("check_access", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
+
+
+def test_chat_consumes_the_prompt_then_generates_until_eog(llama: Canister) -> None:
+    llama.upload("m.gguf", CHUNKS[0], 0)
+    llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
+    llama.update(
+        "set_max_tokens", [MAX_TOKENS], [{"max_tokens_update": 3, "max_tokens_query": 3}], STATUS_RESULT
+    )
+    cache = ["--prompt-cache", "prompt.cache"]
+    assert "Ok" in llama.update("remove_prompt_cache", [INPUT], [{"args": cache}], RUN_RESULT)
+    assert "Ok" in llama.update("new_chat", [INPUT], [{"args": cache}], RUN_RESULT)
+    prompt = "what is the capital of france"
+    remaining = []
+    while True:
+        args = [*cache, "--prompt-cache-all", "-p", prompt, "-n", "20"]
+        out = llama.update("run_update", [INPUT], [{"args": args}], RUN_RESULT)["Ok"]
+        remaining.append(out["prompt_remaining"])
+        if not out["prompt_remaining"]:
+            break
+    assert remaining[0] and remaining[-1] == ""
+    answer, calls = "", 0
+    while True:
+        args = [*cache, "--prompt-cache-all", "-p", "", "-n", "20"]
+        out = llama.update("run_update", [INPUT], [{"args": args}], RUN_RESULT)["Ok"]
+        answer += out["output"]
+        calls += 1
+        if out["generated_eog"]:
+            break
+    assert calls > 1 and answer.split()[:2] == ["icsim", "answers"]
+    assert "capital" in answer
