@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.hubsim import HubSim
+from tests.hubsim.world import TinyWorld, build_tiny_world
 
 
 @pytest.fixture
@@ -32,3 +33,9 @@ def hubsim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubSim]:
         ):
             monkeypatch.delenv(name, raising=False)
         yield sim
+
+
+@pytest.fixture
+def tiny_world(hubsim: HubSim, tmp_path: Path) -> TinyWorld:
+    """The shipped recipes' repos served by `hubsim` with tiny generated models; recipes in tmp."""
+    return build_tiny_world(hubsim, tmp_path / "tiny-world")
