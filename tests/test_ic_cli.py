@@ -1,0 +1,90 @@
+"""`prep whoami` and `prep canister info`, run in-process against icsim and generated identities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli.app import main
+from tests.fixtures_ic import IcWorld, PemKey, write_encrypted_pem
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_whoami_prints_the_principal(capsys, ed25519_pem: PemKey, secp256k1_pem: PemKey) -> None:
+    assert run(capsys, "whoami", "--pem", str(ed25519_pem.path))[:2] == (0, ed25519_pem.principal + "\n")
+    code, out, _ = run(capsys, "whoami", "--pem", str(secp256k1_pem.path), "--json")
+    assert code == 0
+    assert json.loads(out) | {"source": None} == {
+        "event": "result",
+        "principal": secp256k1_pem.principal,
+        "key_type": "secp256k1",
+        "source": None,
+    }
+    assert run(capsys, "whoami", "--anonymous")[:2] == (0, "2vxsx-fae\n")
+
+
+def test_whoami_with_a_dfx_identity(capsys, dfx_store: Path) -> None:
+    from tests.fixtures_ic import write_ed25519_pem
+
+    (dfx_store / "dev").mkdir()
+    key = write_ed25519_pem(dfx_store / "dev" / "identity.pem", version=2)
+    assert run(capsys, "whoami", "--identity", "dev")[:2] == (0, key.principal + "\n")
+
+
+def test_whoami_errors(capsys, tmp_path: Path, dfx_store: Path) -> None:
+    code, _, err = run(capsys, "whoami", "--pem", str(write_encrypted_pem(tmp_path / "e.pem")))
+    assert code == 1 and "is encrypted" in err and "dfx identity export" in err
+    code, _, err = run(capsys, "whoami", "--identity", "nobody")
+    assert code == 1 and "no dfx identity 'nobody'" in err
+    code, _, err = run(capsys, "whoami")
+    assert code == 1 and "no identity given" in err
+
+
+def test_canister_info_against_icsim(capsys, ic_world: IcWorld) -> None:
+    code, out, err = run(
+        capsys, "canister", "info", "--network", ic_world.sim.url, "--canister", ic_world.canister_id,
+        "--pem", str(ic_world.ed25519.path), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["module_hash"] == ic_world.sim.canister("llama_cpp").module_hash.hex()
+    assert sorted(info["controllers"]) == sorted([ic_world.ed25519.principal, ic_world.secp256k1.principal])
+    matches = {k["kind"]: k["matches"] for k in info["kinds"]}
+    assert matches["llama_cpp"] is True and matches.get("gpt2") is False
+    assert info["readiness"] == {"method": "ready", "ready": False, "detail": "Other: Model not yet loaded"}
+
+
+def test_canister_info_human_output_by_name(capsys, ic_world: IcWorld, tmp_path: Path, monkeypatch) -> None:
+    ids = tmp_path / ".dfx" / "local" / "canister_ids.json"
+    ids.parent.mkdir(parents=True)
+    ids.write_text(json.dumps({"llm": {"local": ic_world.canister_id}}))
+    (tmp_path / "dfx.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DFX_CONFIG_ROOT", str(tmp_path / "empty"))
+    monkeypatch.delenv("PREP_PEM", raising=False)
+    code, out, err = run(capsys, "canister", "info", "--url", ic_world.sim.url, "--canister", "llm")
+    assert code == 0, err
+    assert f"canister     {ic_world.canister_id}" in out
+    assert "kind         llama_cpp" in out and "not ready per ready" in out
+    code, _, err = run(capsys, "canister", "info", "--url", ic_world.sim.url, "--canister", "llama")
+    assert code == 2 and "unknown canister 'llama'" in err and "llm" in err and str(ids) in err
+
+
+def test_canister_info_unreachable_network(capsys) -> None:
+    canister = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+    code, _, err = run(
+        capsys, "canister", "info", "--network", "http://127.0.0.1:9", "--canister", canister, "--anonymous"
+    )
+    assert code == 1
+    assert "cannot reach http://127.0.0.1:9: is the replica running?" in err
