@@ -1,0 +1,168 @@
+"""HF safetensors checkpoint -> GGUF, streaming one tensor at a time (no torch).
+
+The writer first gets every tensor's name, shape and type (so the header and data offsets are final), then
+the metadata, then the tensor data one tensor after the other, read from the checkpoint as it is written.
+Output goes to a temp file next to `out`, fsync'd and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from pipeline.convert.architectures import HfArchitecture, architecture_for
+from pipeline.convert.checkpoint import HfCheckpoint
+from pipeline.errors import PrepError
+
+Q = gguf.GGMLQuantizationType
+OUTTYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
+    "f32": (gguf.LlamaFileType.ALL_F32, Q.F32),
+    "f16": (gguf.LlamaFileType.MOSTLY_F16, Q.F16),
+    "bf16": (gguf.LlamaFileType.MOSTLY_BF16, Q.BF16),
+    "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, Q.Q8_0),
+}
+# Tensors llama.cpp always keeps in F32 (those of our architectures).
+F32_TENSORS = (gguf.MODEL_TENSOR.POS_EMBD, gguf.MODEL_TENSOR.TOKEN_TYPES)
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    source: str  # name in the checkpoint
+    name: str  # name in the GGUF file
+    shape: tuple[int, ...]  # numpy order, after the architecture's transform
+    qtype: gguf.GGMLQuantizationType
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    out: Path
+    architecture: str  # GGUF architecture name, e.g. "qwen2"
+    hf_architecture: str
+    outtype: str
+    tensor_count: int
+    parameter_count: int
+    file_size: int
+    seconds: float
+
+
+def convert_model(model_dir: Path, out: Path, outtype: str) -> ConvertReport:
+    """Converts the HF checkpoint in `model_dir` to a GGUF file `out` of type f32, f16, bf16 or q8_0."""
+    started = time.monotonic()
+    if outtype not in OUTTYPES:
+        raise PrepError(f"output type {outtype!r} is not supported", hint=f"use one of {', '.join(OUTTYPES)}")
+    model_dir, out = Path(model_dir), Path(out)
+    file_type, default_qtype = OUTTYPES[outtype]
+    checkpoint = HfCheckpoint(model_dir)
+    arch = architecture_for(checkpoint.config, model_dir)
+    plan = plan_tensors(checkpoint, arch, default_qtype)
+
+    writer = gguf.GGUFWriter(path=None, arch=arch.arch_name)
+    for tensor in plan:
+        _add_tensor_info(writer, tensor)
+    parameter_count = writer.get_total_parameter_count()[0]
+    _write_metadata(writer, arch, model_dir, file_type, parameter_count)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer.write_header_to_file(path=tmp)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for tensor in plan:
+            writer.write_tensor_data(_tensor_bytes(checkpoint, arch, tensor))
+        assert writer.fout is not None
+        writer.fout[0].flush()
+        os.fsync(writer.fout[0].fileno())
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    hf_name = next(iter(checkpoint.config.get("architectures") or []), "")
+    return ConvertReport(
+        out=out,
+        architecture=arch.arch_name,
+        hf_architecture=hf_name,
+        outtype=outtype,
+        tensor_count=len(plan),
+        parameter_count=parameter_count,
+        file_size=out.stat().st_size,
+        seconds=time.monotonic() - started,
+    )
+
+
+def plan_tensors(
+    checkpoint: HfCheckpoint, arch: HfArchitecture, default_qtype: gguf.GGMLQuantizationType
+) -> list[PlannedTensor]:
+    plan: list[PlannedTensor] = []
+    for source, ref in checkpoint.tensors.items():
+        if arch.skip(source):
+            continue
+        name = arch.gguf_name(source)
+        shape = arch.transformed_shape(source, ref.entry.shape)
+        plan.append(PlannedTensor(source, name, shape, _tensor_qtype(arch, name, shape, default_qtype)))
+    return plan
+
+
+def _tensor_qtype(
+    arch: HfArchitecture, name: str, shape: tuple[int, ...], default_qtype: gguf.GGMLQuantizationType
+) -> gguf.GGMLQuantizationType:
+    # llama.cpp's rules: 1-D tensors, norms, biases and a few named tensors stay F32.
+    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
+        return Q.F32
+    if any(name == gguf.TENSOR_NAMES[key] + ".weight" for key in F32_TENSORS):
+        return Q.F32
+    block_size, _ = gguf.GGML_QUANT_SIZES[default_qtype]
+    if shape[-1] % block_size != 0:
+        return Q.F16  # llama.cpp falls back to F16 when rows do not fill whole blocks
+    return default_qtype
+
+
+def _add_tensor_info(writer: gguf.GGUFWriter, tensor: PlannedTensor) -> None:
+    if tensor.qtype in (Q.F32, Q.F16):
+        dtype = np.dtype(np.float32 if tensor.qtype == Q.F32 else np.float16)
+        nbytes = int(np.prod(tensor.shape, dtype=np.int64)) * dtype.itemsize
+        writer.add_tensor_info(tensor.name, tensor.shape, dtype, nbytes)
+        return
+    byte_shape = gguf.quant_shape_to_byte_shape(tensor.shape, tensor.qtype)
+    nbytes = int(np.prod(byte_shape, dtype=np.int64))
+    writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=tensor.qtype)
+
+
+def _write_metadata(
+    writer: gguf.GGUFWriter,
+    arch: HfArchitecture,
+    model_dir: Path,
+    file_type: gguf.LlamaFileType,
+    parameter_count: int,
+) -> None:
+    # Same order as llama.cpp: type, general.* from the model card and config, hyperparameters,
+    # quantization version, tokenizer.
+    writer.add_type(gguf.GGUFType.MODEL)
+    metadata = gguf.Metadata.load(None, model_dir, None, parameter_count)
+    if metadata.name is None:
+        metadata.name = model_dir.name
+    if metadata.size_label is None and parameter_count > 0:
+        metadata.size_label = gguf.size_label(*writer.get_total_parameter_count())
+    metadata.set_gguf_meta_model(writer)
+    arch.write_hparams(writer, file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    arch.write_vocab(writer)
+
+
+def _tensor_bytes(checkpoint: HfCheckpoint, arch: HfArchitecture, tensor: PlannedTensor) -> np.ndarray:
+    data = arch.transform(tensor.source, checkpoint.load(tensor.source))
+    if data.shape != tensor.shape:
+        raise PrepError(
+            f"tensor {tensor.source!r}: shape {data.shape} does not match the planned {tensor.shape}"
+        )
+    return np.ascontiguousarray(gguf.quants.quantize(data, tensor.qtype))
