@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from pipeline.ic import candid
-from pipeline.ic.client import IcClient
-from pipeline.ic.identity import load_identity
-from pipeline.ic.network import resolve_network
+from tests.fixtures_icsim import IcsimCanister as Canister
 from tests.icsim import IcSim
 
 UPLOAD = "record { filename : text; chunk : blob; chunksize : nat64; offset : nat64 }"
@@ -44,37 +40,18 @@ INPUT = "record { args : vec text }"
 MAX_TOKENS = "record { max_tokens_update : nat64; max_tokens_query : nat64 }"
 
 
-class Canister:
-    """Calls one canister through prep's IcClient (icp-py-core underneath) with Candid over icp_candid."""
-
-    def __init__(self, client: IcClient, canister_id: str) -> None:
-        self.client, self.canister_id = client, canister_id
-
-    def update(self, method: str, arg_types: list[str], values: list[Any], reply: str) -> Any:
-        raw = self.client.call(self.canister_id, method, candid.encode(arg_types, values))
-        return candid.decode(raw, [reply])[0]
-
-    def query(self, method: str, arg_types: list[str], values: list[Any], reply: str) -> Any:
-        raw = self.client.query(self.canister_id, method, candid.encode(arg_types, values))
-        return candid.decode(raw, [reply])[0]
-
-    def upload(self, filename: str, chunk: bytes, offset: int, chunksize: int | None = None) -> Any:
-        value = {"filename": filename, "chunk": chunk, "chunksize": chunksize or len(chunk), "offset": offset}
-        return self.update("file_upload_chunk", [UPLOAD], [value], UPLOAD_RESULT)
-
-    def details(self, filename: str) -> Any:
-        return self.query("uploaded_file_details", [FILENAME], [{"filename": filename}], DETAILS_RESULT)
-
-
-def connect(sim: IcSim, pem=None, anonymous: bool = False) -> IcClient:
-    identity = load_identity(pem=pem or (None if anonymous else sim.dev_identity_pem), anonymous=anonymous)
-    return IcClient(resolve_network(sim.url), identity, root_key=sim.root_key)
-
-
 @pytest.fixture
-def llama(icsim: IcSim) -> Iterator[Canister]:
-    with connect(icsim) as client:
-        yield Canister(client, icsim.canister_ids["llama_cpp"])
+def llama(icsim_canister) -> Canister:
+    return icsim_canister("llama_cpp")
+
+
+def upload(canister: Canister, filename: str, chunk: bytes, offset: int, chunksize: int | None = None) -> Any:
+    value = {"filename": filename, "chunk": chunk, "chunksize": chunksize or len(chunk), "offset": offset}
+    return canister.update("file_upload_chunk", [UPLOAD], [value], UPLOAD_RESULT)
+
+
+def details(canister: Canister, filename: str) -> Any:
+    return canister.query("uploaded_file_details", [FILENAME], [{"filename": filename}], DETAILS_RESULT)
 
 
 CHUNKS = [b"GGUF" + bytes(range(60)), bytes(range(100, 164)), bytes(range(200, 232))]
@@ -83,19 +60,19 @@ OFFSETS = [0, 64, 128]
 
 def test_in_order_upload_reports_the_file_sha(icsim: IcSim, llama: Canister) -> None:
     for chunk, offset in zip(CHUNKS, OFFSETS, strict=True):
-        reply = llama.upload("m.gguf", chunk, offset)
+        reply = upload(llama, "m.gguf", chunk, offset)
     whole = b"".join(CHUNKS)
     assert reply == {
         "Ok": {"filename": "m.gguf", "filesize": len(whole), "filesha256": hashlib.sha256(whole).hexdigest()}
     }
-    assert llama.details("m.gguf") == reply
+    assert details(llama, "m.gguf") == reply
     assert icsim.canister("llama_cpp").file_bytes("m.gguf") == whole
 
 
 def test_offset_zero_truncates_and_restarts_the_sha(icsim: IcSim, llama: Canister) -> None:
-    llama.upload("m.gguf", CHUNKS[0], 0)
-    llama.upload("m.gguf", CHUNKS[1], 64)
-    reply = llama.upload("m.gguf", b"GGUF", 0)
+    upload(llama, "m.gguf", CHUNKS[0], 0)
+    upload(llama, "m.gguf", CHUNKS[1], 64)
+    reply = upload(llama, "m.gguf", b"GGUF", 0)
     assert reply["Ok"]["filesha256"] == hashlib.sha256(b"GGUF").hexdigest()
     assert icsim.canister("llama_cpp").file_bytes("m.gguf") == b"GGUF"
 
@@ -103,7 +80,7 @@ def test_offset_zero_truncates_and_restarts_the_sha(icsim: IcSim, llama: Caniste
 def test_out_of_order_chunks_write_right_bytes_but_a_wrong_sha(icsim: IcSim, llama: Canister) -> None:
     order = [0, 2, 1]
     for index in order:
-        reply = llama.upload("m.gguf", CHUNKS[index], OFFSETS[index])
+        reply = upload(llama, "m.gguf", CHUNKS[index], OFFSETS[index])
     whole = b"".join(CHUNKS)
     assert icsim.canister("llama_cpp").file_bytes("m.gguf") == whole
     assert reply["Ok"]["filesha256"] == hashlib.sha256(b"".join(CHUNKS[i] for i in order)).hexdigest()
@@ -114,26 +91,26 @@ def test_immediate_repeat_is_ignored_but_an_older_duplicate_corrupts_the_sha(
     icsim: IcSim, llama: Canister
 ) -> None:
     model = icsim.canister("llama_cpp")
-    llama.upload("m.gguf", CHUNKS[0], 0)
-    llama.upload("m.gguf", CHUNKS[1], 64)
-    repeat = llama.upload("m.gguf", CHUNKS[1], 64)
+    upload(llama, "m.gguf", CHUNKS[0], 0)
+    upload(llama, "m.gguf", CHUNKS[1], 64)
+    repeat = upload(llama, "m.gguf", CHUNKS[1], 64)
     assert repeat["Ok"]["filesha256"] == hashlib.sha256(CHUNKS[0] + CHUNKS[1]).hexdigest()
     assert model.counters.bytes_in["m.gguf"] == len(CHUNKS[0]) + len(CHUNKS[1])
-    llama.upload("m.gguf", CHUNKS[2], 128)
-    older = llama.upload("m.gguf", CHUNKS[1], 64)
+    upload(llama, "m.gguf", CHUNKS[2], 128)
+    older = upload(llama, "m.gguf", CHUNKS[1], 64)
     whole = b"".join(CHUNKS)
     assert model.file_bytes("m.gguf") == whole
     assert older["Ok"]["filesha256"] != hashlib.sha256(whole).hexdigest()
 
 
 def test_declared_chunksize_over_2_mib_is_refused(llama: Canister) -> None:
-    reply = llama.upload("m.gguf", b"GGUF", 0, chunksize=2 * 1024 * 1024 + 1)
+    reply = upload(llama, "m.gguf", b"GGUF", 0, chunksize=2 * 1024 * 1024 + 1)
     assert "MAX_CHUNK_SIZE" in reply["Err"]["Other"]
 
 
 def test_download_and_size_read_the_file_back(llama: Canister) -> None:
     for chunk, offset in zip(CHUNKS, OFFSETS, strict=True):
-        llama.upload("m.gguf", chunk, offset)
+        upload(llama, "m.gguf", chunk, offset)
     size = llama.query("filesystem_file_size", [FILENAME], [{"filename": "m.gguf"}], SIZE_RESULT)
     assert size["Ok"]["exists"] and size["Ok"]["filesize"] == 160
     got, offset, done = b"", 0, False
@@ -147,17 +124,17 @@ def test_download_and_size_read_the_file_back(llama: Canister) -> None:
 
 
 def test_remove_keeps_the_upload_details(llama: Canister) -> None:
-    llama.upload("m.gguf", CHUNKS[0], 0)
+    upload(llama, "m.gguf", CHUNKS[0], 0)
     removed = llama.update("filesystem_remove", [FILENAME], [{"filename": "m.gguf"}], REMOVE_RESULT)
     assert removed["Ok"]["removed"]
     size = llama.query("filesystem_file_size", [FILENAME], [{"filename": "m.gguf"}], SIZE_RESULT)
     assert size["Ok"]["exists"] is False
-    assert llama.details("m.gguf")["Ok"]["filesize"] == len(CHUNKS[0])
+    assert details(llama, "m.gguf")["Ok"]["filesize"] == len(CHUNKS[0])
 
 
 def test_upgrade_keeps_files_and_resets_heap(icsim: IcSim, llama: Canister) -> None:
     model = icsim.canister("llama_cpp")
-    llama.upload("m.gguf", CHUNKS[0], 0)
+    upload(llama, "m.gguf", CHUNKS[0], 0)
     load = llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
     assert "Ok" in load
     llama.update(
@@ -172,18 +149,18 @@ def test_upgrade_keeps_files_and_resets_heap(icsim: IcSim, llama: Canister) -> N
         "max_tokens_query": 0,
     }
     assert model.file_bytes("m.gguf") == CHUNKS[0]
-    resumed = llama.upload("m.gguf", CHUNKS[1], 64)
+    resumed = upload(llama, "m.gguf", CHUNKS[1], 64)
     assert resumed["Ok"]["filesha256"] == hashlib.sha256(CHUNKS[1]).hexdigest()  # sha256(file[N:])
 
 
 def test_load_model_needs_gguf_magic_and_ready_follows(llama: Canister) -> None:
     assert llama.query("ready", [], [], STATUS_RESULT) == {"Err": {"Other": "Model not yet loaded"}}
-    llama.upload("bad.gguf", b"NOPE" + bytes(10), 0)
+    upload(llama, "bad.gguf", b"NOPE" + bytes(10), 0)
     bad = llama.update("load_model", [INPUT], [{"args": ["--model", "bad.gguf"]}], RUN_RESULT)
     assert "invalid GGUF magic" in bad["Err"]["error"]
     missing = llama.update("load_model", [INPUT], [{"args": ["--model", "none.gguf"]}], RUN_RESULT)
     assert "does not exist" in missing["Err"]["error"]
-    llama.upload("m.gguf", CHUNKS[0], 0)
+    upload(llama, "m.gguf", CHUNKS[0], 0)
     assert (
         llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)["Ok"][
             "status_code"
@@ -193,22 +170,21 @@ def test_load_model_needs_gguf_magic_and_ready_follows(llama: Canister) -> None:
     assert llama.query("ready", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
 
 
-def test_access_control(icsim: IcSim, llama: Canister, tmp_path) -> None:
-    with connect(icsim, anonymous=True) as anonymous_client:
-        stranger = Canister(anonymous_client, llama.canister_id)
-        assert stranger.upload("m.gguf", CHUNKS[0], 0) == {"Err": {"StatusCode": 401}}
-        assert stranger.details("m.gguf") == {"Err": {"StatusCode": 401}}
-        assert stranger.query("check_access", [], [], STATUS_RESULT) == {"Err": {"StatusCode": 401}}
-        assert stranger.query("health", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
-        assert stranger.query("whoami", [], [], "text") == "2vxsx-fae"
-        load = stranger.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
-        assert "Err" in load
+def test_access_control(icsim: IcSim, llama: Canister, icsim_canister) -> None:
+    stranger = icsim_canister("llama_cpp", anonymous=True)
+    assert upload(stranger, "m.gguf", CHUNKS[0], 0) == {"Err": {"StatusCode": 401}}
+    assert details(stranger, "m.gguf") == {"Err": {"StatusCode": 401}}
+    assert stranger.query("check_access", [], [], STATUS_RESULT) == {"Err": {"StatusCode": 401}}
+    assert stranger.query("health", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
+    assert stranger.query("whoami", [], [], "text") == "2vxsx-fae"
+    load = stranger.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
+    assert "Err" in load
     assert icsim.canister("llama_cpp").file_bytes("m.gguf") is None
     assert llama.query("check_access", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
 
 
 def test_chat_consumes_the_prompt_then_generates_until_eog(llama: Canister) -> None:
-    llama.upload("m.gguf", CHUNKS[0], 0)
+    upload(llama, "m.gguf", CHUNKS[0], 0)
     llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
     llama.update(
         "set_max_tokens", [MAX_TOKENS], [{"max_tokens_update": 3, "max_tokens_query": 3}], STATUS_RESULT
