@@ -150,6 +150,8 @@ class _FetchRun:
                     f"{len(new_lock.sources)}"
                 )
         elif not self.offline:
+            if lock is not None and lock != new_lock:
+                self._say(f"lock updated: {self.lock_path}")
             write_lock(self.lock_path, new_lock)
         return FetchResult(files=files, lock_path=self.lock_path, offline=self.offline)
 

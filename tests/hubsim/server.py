@@ -35,8 +35,14 @@ class Truncation:
 
 class HubSim:
     def __init__(
-        self, *, lfs_threshold: int = 1024, page_size: int = 50, tokens: tuple[str, ...] = (DEFAULT_TOKEN,)
+        self,
+        *,
+        port: int = 0,
+        lfs_threshold: int = 1024,
+        page_size: int = 50,
+        tokens: tuple[str, ...] = (DEFAULT_TOKEN,),
     ):
+        self.requested_port = port
         self.lfs_threshold = lfs_threshold
         self.page_size = page_size
         self.tokens = set(tokens)
@@ -92,7 +98,7 @@ class HubSim:
 
     def start(self) -> str:
         handler = type("HubSimHandler", (_Handler,), {"sim": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.requested_port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="hubsim", daemon=True)
         self._thread.start()
