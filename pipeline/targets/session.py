@@ -8,6 +8,7 @@ from typing import Any
 from pipeline.ic.client import IcClient, SignedCall
 from pipeline.targets.calls import encode_args, interpret_reply
 from pipeline.targets.profile import CallSpec, TargetProfile
+from pipeline.targets.retry import Backoff, read_with_retries
 
 
 @dataclass
@@ -18,13 +19,17 @@ class TargetSession:
     canister_id: str
     profile: TargetProfile
     variables: dict[str, Any] = field(default_factory=dict)
+    backoff: Backoff = field(default_factory=Backoff)
 
     def args(self, spec: CallSpec, **extra: Any) -> bytes:
         return encode_args(self.profile, spec, {**self.variables, **extra})
 
     def query(self, spec: CallSpec, *, whole: bool = False, **extra: Any) -> Any:
         """The answer of a query call; `whole` skips picking the spec's `value` from it."""
-        reply = self.client.query(self.canister_id, spec.method, self.args(spec, **extra))
+        arg = self.args(spec, **extra)
+        reply = read_with_retries(
+            lambda: self.client.query(self.canister_id, spec.method, arg), backoff=self.backoff
+        )
         return interpret_reply(self.profile, spec, reply, pick_value=not whole)
 
     def prepare(self, spec: CallSpec, **extra: Any) -> SignedCall:

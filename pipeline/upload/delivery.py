@@ -7,13 +7,13 @@ messages, so it can never run) does the caller get `CallExpired` and may sign a 
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.ic.client import IcClient, RequestStatus, SignedCall
 from pipeline.ic.errors import CallRejected, IcError, TransientIcError
+from pipeline.targets.retry import Backoff
 
 # Reject codes (IC interface spec): 2 = SYS_TRANSIENT, 5 = CANISTER_ERROR (a trap: state rolled back).
 RETRYABLE_REJECT_CODES = (2, 5)
@@ -35,22 +35,6 @@ class Outcome:
 
     status: str
     reply: bytes | None
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter for transient errors; short polls while a call executes."""
-
-    first_s: float = 0.1
-    cap_s: float = 8.0
-    poll_first_s: float = 0.005
-    poll_cap_s: float = 0.5
-
-    def error_delay(self, attempt: int) -> float:
-        return random.uniform(0.5, 1.0) * min(self.cap_s, self.first_s * 2**attempt)
-
-    def poll_delay(self, attempt: int) -> float:
-        return min(self.poll_cap_s, self.poll_first_s * 1.5**attempt)
 
 
 def rejection(call: SignedCall, status: RequestStatus) -> CallRejected:

@@ -24,9 +24,10 @@ from pipeline.targets.append import AppendFile
 from pipeline.targets.calls import render
 from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import CallSpec, RoleProfile, TargetProfile
+from pipeline.targets.retry import Backoff
 from pipeline.targets.session import TargetSession
 from pipeline.upload import preflight
-from pipeline.upload.delivery import Backoff, CallExpired, deliver, is_retryable
+from pipeline.upload.delivery import CallExpired, deliver, is_retryable
 from pipeline.upload.journal import FileRecord, InFlight, Journal, journal_path
 from pipeline.upload.plan import Chunk, LocalFile, estimated_cycles, plan_chunks
 from pipeline.upload.progress import UploadProgress
@@ -91,15 +92,15 @@ class UploadEngine:
         # Profile defaults may refer to other variables, e.g. load_args = ["--model", "{remote_model}"].
         defaults = {name: render(value, base) for name, value in self.profile.defaults.items()}
         variables = {**defaults, **request.variables, **base}
-        self.session = TargetSession(client, request.canister_id, self.profile, variables)
+        self.session = TargetSession(client, request.canister_id, self.profile, variables, self.backoff)
         self.report = UploadReport(request.canister_id, self.profile.kind)
 
     # ---- the run --------------------------------------------------------------------------------
 
     def run(self) -> UploadReport:
         started = time.monotonic()
+        module_hash = self._preflight()
         records = [self._describe(f) for f in self.request.files]
-        module_hash = self._preflight(records)
         self._announce(records)
         for attempt in range(MAX_FILE_ATTEMPTS):
             try:
@@ -145,16 +146,15 @@ class UploadEngine:
             module_hash=None,
         )
 
-    def _preflight(self, records: list[FileRecord]) -> bytes:
+    def _preflight(self) -> bytes:
+        """Everything that can refuse the upload, before hashing or sending anything."""
         cid = self.request.canister_id
+        files = [(f.role, f.path, f.path.stat().st_size) for f in self.request.files]
+        preflight.check_files(self.profile, files)
         module_hash = preflight.check_module(self.client, cid)
         if self.request.check_interface:
             preflight.check_interface(self.client, cid, self.profile)
         preflight.check_access(self.session)
-        preflight.check_files(
-            self.profile,
-            [(r.role, Path(f.path), r.size) for r, f in zip(records, self.request.files, strict=True)],
-        )
         return module_hash
 
     def _announce(self, records: list[FileRecord]) -> None:

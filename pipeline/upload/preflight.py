@@ -12,12 +12,13 @@ from pipeline.ic.errors import CallRejected
 from pipeline.targets.calls import CanisterRefused
 from pipeline.targets.limits import check_file_fits
 from pipeline.targets.profile import TargetProfile, known_kinds, load_profile
+from pipeline.targets.retry import read_with_retries
 from pipeline.targets.session import TargetSession
 
 
 def check_interface(client: IcClient, canister_id: str, profile: TargetProfile) -> None:
     """The live candid:service must have every method the profile calls, with the same signature."""
-    raw = client.metadata(canister_id, "candid:service")
+    raw = read_with_retries(lambda: client.metadata(canister_id, "candid:service"))
     if raw is None:
         raise PrepError(
             f"canister {canister_id} publishes no candid:service metadata, so prep cannot check that it is "
@@ -50,7 +51,7 @@ def _kind_hint(live: candid.ServiceInterface, wrong_kind: str) -> str:
 
 
 def check_module(client: IcClient, canister_id: str) -> bytes:
-    module_hash = client.module_hash(canister_id)
+    module_hash = read_with_retries(lambda: client.module_hash(canister_id))
     if module_hash is None:
         raise PrepError(
             f"canister {canister_id} has no code installed",
@@ -64,7 +65,7 @@ def check_access(session: TargetSession) -> None:
     profile, principal = session.profile, session.client.principal
     rule = profile.access
     if rule.controllers:
-        controllers = session.client.controllers(session.canister_id) or []
+        controllers = read_with_retries(lambda: session.client.controllers(session.canister_id)) or []
         if principal in controllers:
             return
     if rule.check is not None:

@@ -1,0 +1,221 @@
+"""The upload engine against icsim: every kind uploads, loads and is ready; faults, restarts, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import PrepError
+from pipeline.targets.profile import load_profile
+from tests.fixtures_ic import write_ed25519_pem
+from tests.fixtures_upload import EngineRun, kind_with_chunk_size, sha256, write_gguf
+from tests.icsim import IcSim
+from tests.tinymodels import make_llama2c, make_tiny_model
+
+SMALL_CHUNK = 65_536
+UPLOAD_METHODS = {
+    "llama_cpp": ("file_upload_chunk",),
+    "gpt2": ("append_safetensors_bytes", "append_config_bytes", "append_tokenizer_bytes"),
+    "icpp_llama2": ("upload_model_bytes_chunk", "upload_tokenizer_bytes_chunk"),
+}
+
+
+def kind_files(kind: str, tmp_path: Path) -> tuple[Path | str, list[tuple[str, Path, str]]]:
+    """The kind to upload to (a small-chunk copy for the append kinds' tiny files) and its files."""
+    if kind == "llama_cpp":
+        return "llama_cpp", [("model", write_gguf(tmp_path / "model.gguf", 9_500_123), "models/model.gguf")]
+    folder = kind_with_chunk_size(kind, tmp_path / f"{kind}_small", SMALL_CHUNK)
+    if kind == "gpt2":
+        model = make_tiny_model("gpt2", tmp_path / "gpt2")
+        return folder, [
+            ("safetensors", model / "model.safetensors", "model.safetensors"),
+            ("config", model / "config.json", "config.json"),
+            ("tokenizer", model / "tokenizer.json", "tokenizer.json"),
+        ]
+    model_bin, tokenizer_bin = make_llama2c(tmp_path / "llama2c")
+    return folder, [("tokenizer", tokenizer_bin, "tokenizer"), ("model", model_bin, "model")]
+
+
+def assert_uploaded_and_loaded(sim: IcSim, kind: str, files: list[tuple[str, Path, str]]) -> None:
+    """The canister holds exactly the local bytes (no byte duplicated or missing) and is loaded."""
+    canister = sim.canister(kind)
+    local = {role: path.read_bytes() for role, path, _ in files}
+    if kind == "llama_cpp":
+        assert sha256(canister.file_bytes("models/model.gguf")) == sha256(local["model"])
+        assert canister.loaded_model == "models/model.gguf"  # type: ignore[attr-defined]
+    elif kind == "gpt2":
+        assert sha256(canister.stable_bytes("safetensors")) == sha256(local["safetensors"])  # type: ignore[attr-defined]
+        assert sha256(canister.stable_bytes("tokenizer")) == sha256(local["tokenizer"])  # type: ignore[attr-defined]
+        assert canister.model_config is not None and canister.tokenizer is not None  # type: ignore[attr-defined]
+    else:
+        assert sha256(bytes(canister.model_bytes)) == sha256(local["model"])  # type: ignore[attr-defined]
+        assert sha256(bytes(canister.tokenizer_bytes)) == sha256(local["tokenizer"])  # type: ignore[attr-defined]
+        assert canister.initialized and canister.canister_mode == "chat-principal"  # type: ignore[attr-defined]
+
+
+def upload_calls(sim: IcSim, kind: str) -> int:
+    calls = sim.canister(kind).counters.calls
+    return sum(calls[m] for m in UPLOAD_METHODS[kind])
+
+
+def chunk_count(kind: str | Path, files: list[tuple[str, Path, str]]) -> int:
+    chunk = load_profile(kind).max_chunk_size
+    return sum(max(1, -(-path.stat().st_size // chunk)) for _, path, _ in files)
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "gpt2", "icpp_llama2"])
+def test_full_upload_loads_and_is_ready(
+    kind: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files(kind, tmp_path)
+    report = upload_run(target, files)
+    assert_uploaded_and_loaded(icsim, kind, files)
+    assert upload_calls(icsim, kind) == chunk_count(target, files) == report.chunks_sent
+    assert report.chunks_resent == 0
+    assert upload_run.named("verify") and all(e["ok"] for e in upload_run.named("verify"))
+    assert upload_run.named("done")
+
+
+def test_llama_cpp_window_reads_back_and_rerun_sends_nothing(
+    upload_run: EngineRun, icsim: IcSim, model_file: Path
+) -> None:
+    upload_run("llama_cpp", [("model", model_file, "models/model.gguf")])
+    calls = icsim.canister("llama_cpp").counters.calls
+    assert calls["file_download_chunk"] >= 6  # completeness proven by reading back
+    again = upload_run("llama_cpp", [("model", model_file, "models/model.gguf")])
+    assert again.chunks_sent == 0
+    assert calls["file_upload_chunk"] == 6
+
+
+def test_strict_order_makes_the_canister_sha_match(
+    upload_run: EngineRun, icsim: IcSim, model_file: Path
+) -> None:
+    upload_run("llama_cpp", [("model", model_file, "models/model.gguf")], strict_order=True)
+    canister = icsim.canister("llama_cpp")
+    assert canister.details["models/model.gguf"]["filesha256"] == sha256(model_file.read_bytes())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "gpt2", "icpp_llama2"])
+@pytest.mark.parametrize("fault", ["dropped replies", "5xx storm", "delay past timeout"])
+def test_faults_neither_duplicate_nor_lose_bytes(
+    kind: str, fault: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files(kind, tmp_path)
+    method = UPLOAD_METHODS[kind][0]
+    if fault == "dropped replies":
+        icsim.faults.drop_replies(3, method=method)
+    elif fault == "5xx storm":
+        icsim.faults.http_errors(6, status=503)
+    else:
+        icsim.faults.delay_replies(2, 1.5, method=method)
+    upload_run(target, files, timeout=1.0)
+    assert_uploaded_and_loaded(icsim, kind, files)
+    if kind != "llama_cpp":  # append kinds: every byte executed exactly once
+        received = sum(icsim.canister(kind).counters.bytes_in.values())
+        assert received == sum(path.stat().st_size for _, path, _ in files)
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "gpt2", "icpp_llama2"])
+def test_upgrade_mid_upload_restarts_the_files(
+    kind: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files(kind, tmp_path)
+    cid = icsim.canister_ids[kind]
+    chunks_seen = []
+
+    def upgrade_after_two_chunks(event: dict) -> None:
+        if event["event"] == "chunk":
+            chunks_seen.append(event)
+            if len(chunks_seen) == 2:
+                icsim.upgrade(cid)
+
+    upload_run.on_event = upgrade_after_two_chunks
+    upload_run(target, files)
+    assert upload_run.named("restart")
+    assert_uploaded_and_loaded(icsim, kind, files)
+
+
+def test_interrupted_upload_resumes_with_at_most_the_window_resent(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    model = write_gguf(tmp_path / "big.gguf", 40 * 1_900_000 + 7)
+    chunks = 0
+
+    def crash_after_six(event: dict) -> None:
+        nonlocal chunks
+        if event["event"] == "chunk":
+            chunks += 1
+            if chunks == 6:
+                raise KeyboardInterrupt
+
+    upload_run.on_event = crash_after_six
+    with pytest.raises(KeyboardInterrupt):
+        upload_run("llama_cpp", [("model", model, "models/model.gguf")], window=4)
+    upload_run.on_event = None
+    upload_run("llama_cpp", [("model", model, "models/model.gguf")], window=4)
+    assert_uploaded_and_loaded(icsim, "llama_cpp", [("model", model, "models/model.gguf")])
+    assert upload_calls(icsim, "llama_cpp") <= 41 + 4
+
+
+def test_gpt2_resumes_from_its_length_query(upload_run: EngineRun, icsim: IcSim, tmp_path: Path) -> None:
+    target, files = kind_files("gpt2", tmp_path)
+    chunks = 0
+
+    def crash_after_five(event: dict) -> None:
+        nonlocal chunks
+        if event["event"] == "chunk":
+            chunks += 1
+            if chunks == 5:
+                raise KeyboardInterrupt
+
+    upload_run.on_event = crash_after_five
+    with pytest.raises(KeyboardInterrupt):
+        upload_run(target, files)
+    upload_run.on_event = None
+    upload_run(target, files)
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert upload_calls(icsim, "gpt2") == chunk_count(target, files)  # nothing sent twice
+    assert any(e.get("action") == "continue" for e in upload_run.named("resume"))
+
+
+def test_wrong_kind_is_refused_before_any_byte(upload_run: EngineRun, icsim: IcSim, tmp_path: Path) -> None:
+    target, files = kind_files("gpt2", tmp_path)
+    with pytest.raises(PrepError, match="does not look like a gpt2 canister") as err:
+        upload_run(target, files, canister=icsim.canister_ids["llama_cpp"])
+    assert "--kind llama_cpp" in str(err.value)
+    assert upload_calls(icsim, "llama_cpp") == 0 and upload_calls(icsim, "gpt2") == 0
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "gpt2", "icpp_llama2"])
+def test_unauthorised_identity_is_refused_before_any_byte(
+    kind: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files(kind, tmp_path)
+    stranger = write_ed25519_pem(tmp_path / "stranger.pem")
+    with pytest.raises(PrepError, match=f"identity {stranger.principal} may not upload"):
+        upload_run(target, files, pem=stranger.path)
+    assert upload_calls(icsim, kind) == 0
+
+
+def test_too_big_or_unloadable_files_are_refused_before_any_byte(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    huge = write_gguf(tmp_path / "huge.gguf", 1000)
+    with open(huge, "r+b") as f:
+        f.truncate(1_800_000_000)  # sparse: no disk used, never hashed
+    with pytest.raises(PrepError, match="can load at most 1,750,000,000 bytes"):
+        upload_run("llama_cpp", [("model", huge, "models/model.gguf")])
+    bert = write_gguf(tmp_path / "bert.gguf", 5000, arch="bert")
+    with pytest.raises(PrepError, match="architecture 'bert'"):
+        upload_run("llama_cpp", [("model", bert, "models/model.gguf")])
+    assert upload_calls(icsim, "llama_cpp") == 0
+
+
+def test_mainnet_needs_confirmation(upload_run: EngineRun, icsim: IcSim, model_file: Path) -> None:
+    with pytest.raises(PrepError, match="to mainnet without confirmation") as err:
+        upload_run("llama_cpp", [("model", model_file, "models/model.gguf")], mainnet=True)
+    assert "--yes" in str(err.value)
+    (plan,) = upload_run.named("plan")
+    assert plan["messages"] == 6 and plan["estimated_cycles"] == 6 * 1_200_000 + plan["bytes"] * 2_000
+    assert upload_calls(icsim, "llama_cpp") == 0
