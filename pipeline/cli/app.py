@@ -45,6 +45,7 @@ def _register_commands() -> None:
     import pipeline.cli.canister  # noqa: F401
     import pipeline.cli.fetch  # noqa: F401
     import pipeline.cli.recipes  # noqa: F401
+    import pipeline.cli.upload  # noqa: F401
     import pipeline.cli.version  # noqa: F401
     import pipeline.cli.whoami  # noqa: F401
 
