@@ -6,7 +6,7 @@ Both verify every certificate (icp-py-core through the blst shim, with icsim's r
 into its module global, which is what it reads). Prints wall-clock MB/s, client CPU MB/s (bytes per
 second of this process's CPU time: the client's own cost, whatever the server's speed) and ratios.
 
-    .venv/bin/python bench/ic_calls.py [--calls 40] [--window 8] [--chunk 1900000]
+    .venv/bin/python bench/ic_calls.py [--calls 40] [--window 4] [--chunk 1900000]
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def icp_py_core_default(emulator: Emulator, data: bytes) -> Callable[[int], None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=40)
-    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--chunk", type=int, default=1_900_000)
     args = parser.parse_args()
     data = bytes(range(256)) * (args.chunk // 256) + bytes(args.chunk % 256)

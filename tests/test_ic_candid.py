@@ -90,3 +90,11 @@ def test_recursive_types_parse_and_compare() -> None:
     value = {"head": 1, "tail": {"head": 2, "tail": None}}
     arg_type = service.methods["sum"].args[0]
     assert candid.decode(candid.encode([arg_type], [value]), [arg_type]) == [value]
+
+
+def test_several_large_blobs_are_spliced_in_place() -> None:
+    types = ["record { a : blob; b : vec blob; c : text }", "blob"]
+    first, second, third = (bytes([n]) * (70_000 + n) for n in (1, 2, 3))
+    values = [{"a": first, "b": [second, b"small", bytearray(third)], "c": "end"}, memoryview(first)]
+    decoded = candid.decode(candid.encode(types, values), types)
+    assert decoded == [{"a": first, "b": [second, b"small", third], "c": "end"}, first]

@@ -9,6 +9,7 @@ Blobs are handed to icp_candid as `bytes`: its fast path skips per-byte encoding
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -28,6 +29,10 @@ _PRIMITIVES: dict[str, CandidType] = {
     "int8": _ic.Types.Int8, "int16": _ic.Types.Int16, "int32": _ic.Types.Int32, "int64": _ic.Types.Int64,
     "principal": _ic.Types.Principal, "reserved": _ic.Types.Reserved, "empty": _ic.Types.Empty,
 }  # fmt: skip
+
+
+_SPLICE_MIN_BYTES = 64 * 1024
+_MARKER_BYTES = 16
 
 
 class CandidError(PrepError):
@@ -98,9 +103,12 @@ def encode(types: list[TypeLike] | tuple[TypeLike, ...], values: list[Any] | tup
     if len(types) != len(values):
         raise CandidError(f"candid: {len(types)} types but {len(values)} values")
     resolved = [_resolve(t) for t in types]
+    large_blobs: dict[bytes, bytes] = {}
     try:
-        params = [{"type": t, "value": _to_icp(t, v)} for t, v in zip(resolved, values, strict=True)]
-        return _ic.encode(params)
+        params = [
+            {"type": t, "value": _to_icp(t, v, large_blobs)} for t, v in zip(resolved, values, strict=True)
+        ]
+        return _splice_blobs(_ic.encode(params), large_blobs)
     except CandidError:
         raise
     except Exception as err:
@@ -220,23 +228,41 @@ def _base(t: CandidType) -> CandidType:
     return t.get_type() if isinstance(t, _ic.RecClass) else t
 
 
-def _to_icp(t: CandidType, value: Any) -> Any:
-    """Our plain values to what icp_candid's encoder takes."""
+def _splice_blobs(encoded: bytes, large_blobs: dict[bytes, bytes]) -> bytes:
+    """Put large blobs where their markers are: one copy of each, where icp_candid would make four."""
+    if not large_blobs:
+        return encoded
+    parts, start = [], 0
+    positions = sorted((encoded.index(marker), marker) for marker in large_blobs)
+    for position, marker in positions:
+        blob = large_blobs[marker]
+        parts += [encoded[start : position - 1], _ic.LEB128.encode_u(len(blob)), blob]
+        start = position + len(marker)
+    parts.append(encoded[start:])
+    return b"".join(parts)
+
+
+def _to_icp(t: CandidType, value: Any, large_blobs: dict[bytes, bytes]) -> Any:
+    """Our plain values to what icp_candid's encoder takes; large blobs become markers to splice."""
     t = _base(t)
     if isinstance(t, _ic.OptClass):
-        return [] if value is None else [_to_icp(t._type, value)]
+        return [] if value is None else [_to_icp(t._type, value, large_blobs)]
     if isinstance(t, _ic.VecClass):
         if t._is_blob and isinstance(value, (bytes, bytearray, memoryview)):
-            return value if isinstance(value, bytes) else bytes(value)
-        return [_to_icp(t._type, v) for v in value]
+            if len(value) < _SPLICE_MIN_BYTES:
+                return bytes(value)
+            marker = secrets.token_bytes(_MARKER_BYTES)  # LEB128 of its length is one byte
+            large_blobs[marker] = value if isinstance(value, bytes) else bytes(value)
+            return marker
+        return [_to_icp(t._type, v, large_blobs) for v in value]
     if isinstance(t, _ic.RecordClass):
         fields = t._field_map.values()
         if isinstance(value, (list, tuple)):
-            return {name: _to_icp(ft, value[int(name)]) for name, ft in fields}
+            return {name: _to_icp(ft, value[int(name)], large_blobs) for name, ft in fields}
         missing = [name for name, _ in fields if name not in value]
         if missing:
             raise CandidError(f"candid: record {_short(value)} lacks field(s) {', '.join(missing)}")
-        return {name: _to_icp(ft, value[name]) for name, ft in fields}
+        return {name: _to_icp(ft, value[name], large_blobs) for name, ft in fields}
     if isinstance(t, _ic.VariantClass):
         if not isinstance(value, dict) or len(value) != 1:
             raise CandidError(f"candid: a variant is a one-key dict {{'Tag': value}}, got {_short(value)}")
@@ -244,7 +270,7 @@ def _to_icp(t: CandidType, value: Any) -> Any:
         matching = [ft for name, ft in t._field_map.values() if str(name) == str(tag)]
         if not matching:
             raise CandidError(f"candid: variant has no tag '{tag}'")
-        return {tag: _to_icp(matching[0], payload)}
+        return {tag: _to_icp(matching[0], payload, large_blobs)}
     return value
 
 
