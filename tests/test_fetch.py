@@ -241,6 +241,24 @@ def test_offline_from_cache_at_locked_commit(
         assert {f.status for f in result.files.values()} == {"cached"}
 
 
+def test_hub_outage_falls_back_to_locked_cache(tiny: Path, hubsim: HubSim) -> None:
+    fetch_recipe(load_recipe(tiny), progress=False)
+    hubsim.outage_status = 503
+    result = fetch_recipe(load_recipe(tiny), progress=False)
+    assert result.offline
+    assert result.files["model.gguf"].path.read_bytes() == MODEL
+    with pytest.raises(HubUnreachable, match="unavailable"):
+        fetch_repo("acme/other", ["x.json"], progress=False)
+
+
+def test_damaged_cache_entry_is_downloaded_again(tiny: Path, hubsim: HubSim) -> None:
+    first = fetch_recipe(load_recipe(tiny), progress=False).files["model.gguf"]
+    first.path.write_bytes(bytes(len(MODEL)))
+    again = fetch_recipe(load_recipe(tiny), progress=False).files["model.gguf"]
+    assert again.status == "downloaded"
+    assert again.path.read_bytes() == MODEL
+
+
 def test_unreachable_hub_without_lock_fails_clearly(hubsim: HubSim, monkeypatch: pytest.MonkeyPatch) -> None:
     hubsim.stop()
     with pytest.raises(HubUnreachable, match="cannot reach the Hub") as err:

@@ -198,22 +198,22 @@ class _FetchRun:
         _check_pins_before_download(source, remote)
         was_cached = self.client.cached_path(source.repo, name, commit) is not None
         path = self.client.download(source.repo, name, commit, progress=self.progress)
-        sha = sha256_file(path)
-        expectations = []
-        if remote.lfs_sha256 is not None:
-            expectations.append(("the Hub's LFS oid", remote.lfs_sha256, sha))
-        if name in source.sha256:
-            expectations.append(("the recipe's pin", source.sha256[name], sha))
-        if not expectations:
-            expectations.append(("the Hub's git blob id", remote.blob_id, git_blob_sha1_file(path)))
-        for label, expected, actual in expectations:
-            if actual != expected:
-                self.client.evict(path)
-                raise PrepError(
-                    f"{source.repo}/{name}: downloaded content does not match {label}: "
-                    f"expected {expected}, got {actual}",
-                    hint="the corrupted copy was removed from the Hugging Face cache; fetch again",
-                )
+        mismatch, sha = _verify_hub_file(source, remote, path)
+        if mismatch is not None and was_cached:
+            # A damaged cache entry (disk fault, an unverified download by another tool) is replaced, once.
+            self.client.evict(path)
+            self._say(f"{name}: cached copy does not match {mismatch[0]}; downloading again")
+            was_cached = False
+            path = self.client.download(source.repo, name, commit, progress=self.progress)
+            mismatch, sha = _verify_hub_file(source, remote, path)
+        if mismatch is not None:
+            self.client.evict(path)
+            label, expected, actual = mismatch
+            raise PrepError(
+                f"{source.repo}/{name}: downloaded content does not match {label}: "
+                f"expected {expected}, got {actual}",
+                hint="the corrupted copy was removed from the Hugging Face cache; fetch again",
+            )
         status = "cached" if was_cached else "downloaded"
         item = FetchedFile(name, path, path.stat().st_size, sha, source.repo, None, commit, status)
         self._report(item)
@@ -287,6 +287,26 @@ def _match_files(source: HubSource, commit: str, remote: dict[str, RemoteFile]) 
         if pinned not in names:
             raise PrepError(f"{source.repo}@{source.revision} has no file {pinned!r}, which the recipe pins")
     return sorted(names)
+
+
+def _verify_hub_file(
+    source: HubSource, remote: RemoteFile, path: Path
+) -> tuple[tuple[str, str, str] | None, str]:
+    """Checks a file against the Hub's LFS oid and the recipe's pin, or its git blob id when it has neither.
+
+    Returns (label, expected, actual) of the first mismatch or None, and the file's sha256.
+    """
+    sha = sha256_file(path)
+    expectations = []
+    if remote.lfs_sha256 is not None:
+        expectations.append(("the Hub's LFS oid", remote.lfs_sha256, sha))
+    pin = source.sha256.get(remote.path)
+    if pin is not None:
+        expectations.append(("the recipe's pin", pin, sha))
+    if not expectations:
+        expectations.append(("the Hub's git blob id", remote.blob_id, git_blob_sha1_file(path)))
+    mismatch = next(((label, e, a) for label, e, a in expectations if e != a), None)
+    return mismatch, sha
 
 
 def _check_pins_before_download(source: HubSource, remote: RemoteFile) -> None:

@@ -163,6 +163,12 @@ def _hub_errors(settings: HubSettings, repo: str, revision: str, path: str | Non
     except EntryNotFoundError as exc:
         raise PrepError(f"file {path!r} not found in {where}") from exc
     except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        if status >= 500 or status == 429:
+            raise HubUnreachable(
+                f"the Hub at {settings.endpoint} is unavailable for {where}: {_first_line(exc)}",
+                hint="retry later; files already cached at a locked commit work offline",
+            ) from exc
         raise PrepError(f"the Hub answered an error for {where}: {_first_line(exc)}") from exc
 
 

@@ -51,6 +51,7 @@ class HubSim:
         self.truncations: dict[str, Truncation] = {}
         self.requests: list[tuple[str, str]] = []
         self.range_requests: list[tuple[str, str]] = []
+        self.outage_status: int | None = None
         self._commit_count = 0
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -195,6 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
         if "Range" in self.headers:
             self.sim.range_requests.append((self.path, self.headers["Range"]))
         try:
+            if self.sim.outage_status is not None:
+                raise _HubError(self.sim.outage_status, None, "Service Unavailable")
             if path == "/api/agent-harnesses":
                 raise _HubError(404, None, "Not Found")
             if path.startswith("/files/"):
