@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from collections.abc import Callable
@@ -120,6 +121,7 @@ class CanisterModel:
         return found
 
     @classmethod
+    @functools.cache
     def candid_service(cls) -> str:
         lines = [f"  {m.did()};" for m in sorted(cls.methods().values(), key=lambda m: m.name)]
         return "service : {\n" + "\n".join(lines) + "\n}\n"
