@@ -271,3 +271,20 @@ def test_concurrent_calls_from_threads_share_one_client(ic_world: IcWorld) -> No
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def test_reply_slower_than_the_client_timeout_is_settled_once(ic_world: IcWorld) -> None:
+    ic_world.sim.faults.delay_replies(1, 1.5, method="file_upload_chunk")
+    with _client(ic_world, timeout=0.5) as client:
+        reply = client.call(ic_world.canister_id, "file_upload_chunk", _chunk_arg(b"g" * 10))
+    assert "Ok" in candid.decode(reply, [UPLOAD_RESULT])[0]
+    assert _calls(ic_world, "file_upload_chunk") == 1
+
+
+def test_call_that_never_gets_through_expires_with_a_safe_to_resend_error(ic_world: IcWorld) -> None:
+    ic_world.sim.faults.http_errors(10_000, status=503, endpoint="call")
+    with _client(ic_world, ingress_expiry_s=1.0) as client, pytest.raises(TransientIcError) as err:
+        client.call(ic_world.canister_id, "file_upload_chunk", _chunk_arg(b"h"))
+    ic_world.sim.faults.clear()
+    assert "not executed before it expired" in str(err.value) and "HTTP 503" in str(err.value)
+    assert _calls(ic_world, "file_upload_chunk") == 0

@@ -31,6 +31,7 @@ from pipeline.ic.wire import encode_envelope
 
 DEFAULT_INGRESS_EXPIRY_S = 240.0  # the IC accepts at most 5 minutes ahead
 TERMINAL_STATUSES = ("replied", "rejected", "done")
+_IN_FLIGHT_PATIENCE_NS = 5 * 60 * 1_000_000_000
 _HINTS_BY_ERROR_CODE = {
     "IC0207": "the canister is out of cycles: top it up",
     "IC0301": "no such canister on this network: check --canister and --network",
@@ -225,6 +226,11 @@ class IcClient:
     def settle(self, call: SignedCall) -> bytes:
         """The reply of a prepared call, resending its envelope on transient failures until expiry."""
         result = self._settle(call)
+        if not result.is_terminal:
+            raise TransientIcError(
+                f"call {call.method} on {call.canister_id} is still {result.status} long after its expiry",
+                hint=f"request id {call.request_id.hex()}: ask again later with request_status",
+            )
         if result.status == "rejected":
             raise self._rejected(call.canister_id, call.method, result)
         if result.status == "done":
@@ -243,30 +249,38 @@ class IcClient:
                 if result is not None:
                     return RequestStatus(**vars(result))
                 # Accepted: "unknown" is normal until the message is in a block, so give it a while.
-                found = self._poll(call, unknown_grace_s=self.retry.resubmit_after_s)
-                if found.is_terminal:
-                    return found
+                found: RequestStatus | None = self._poll(call, unknown_grace_s=self.retry.resubmit_after_s)
             except TransientIcError as err:
                 last_error = err
                 found = self._status_after_error(call)
-                if found is not None and found.is_terminal:
-                    return found
+            if found is not None and found.status != "unknown":
+                return found  # terminal, or in the replica's hands far past the expiry
             time.sleep(next(backoff))
+        # A message is only ever included in a block before its expiry: one last look settles it.
+        found = self._status_after_error(call)
+        if found is not None and found.status != "unknown":
+            return found
         raise TransientIcError(
-            f"call {call.method} on {call.canister_id} did not complete before it expired"
+            f"call {call.method} on {call.canister_id} was not executed before it expired"
             + (f"; last error: {last_error}" if last_error else ""),
-            hint="its request id was never executed; it is safe to prepare and send a new call",
+            hint="its request id can no longer run; it is safe to prepare and send a new call",
         )
 
     def _poll(self, call: SignedCall, *, unknown_grace_s: float) -> RequestStatus:
-        """Poll until terminal, expiry, or "unknown" for longer than the grace period."""
+        """Poll until terminal; give up on "unknown" after the grace period (or the call's expiry),
+        on "received"/"processing" only long after the expiry."""
         delays = self.retry.delays(self.retry.poll_first_delay_s, self.retry.poll_max_delay_s)
         give_up_unknown = time.monotonic() + unknown_grace_s
         while True:
             found = self.request_status(call)
-            if found.is_terminal or time.time_ns() >= call.expiry_ns:
+            now_ns = time.time_ns()
+            if found.is_terminal:
                 return found
-            if found.status == "unknown" and time.monotonic() >= give_up_unknown:
+            if found.status == "unknown" and (
+                time.monotonic() >= give_up_unknown or now_ns >= call.expiry_ns
+            ):
+                return found
+            if found.status != "unknown" and now_ns >= call.expiry_ns + _IN_FLIGHT_PATIENCE_NS:
                 return found
             time.sleep(next(delays))
 
