@@ -1,0 +1,123 @@
+"""`prep upload` as a process: --json events, kill -9 at a random chunk then rerun, refusals, --status."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_upload import kind_with_chunk_size, sha256, write_gguf
+from tests.icsim import IcSim
+from tests.tinymodels import make_tiny_model
+
+pytestmark = pytest.mark.usefixtures("icsim_envelope_workaround")
+
+
+def prep_args(
+    sim: IcSim, kind: str | Path, path: Path, *extra: str, canister: str | None = None
+) -> list[str]:
+    target = canister or sim.canister_ids[Path(kind).name if Path(kind).is_dir() else str(kind)]
+    return [
+        sys.executable, "-m", "pipeline", "upload", "--file", str(path), "--kind", str(kind),
+        "--network", sim.url, "--canister", target, "--pem", str(sim.dev_identity_pem),
+        "--yes", "--json", *extra,
+    ]  # fmt: skip
+
+
+def run_prep(args: list[str], env: dict[str, str]) -> tuple[int, list[dict], str]:
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return done.returncode, events, done.stderr
+
+
+def kill_after_chunks(args: list[str], env: dict[str, str], chunks: int) -> int:
+    """Starts prep, reads its --json events and SIGKILLs it after `chunks` chunk events."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen = 0
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line).get("event") == "chunk":
+            seen += 1
+            if seen == chunks:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "prep finished before it could be killed"
+    return seen
+
+
+def test_adhoc_upload_emits_json_events_and_loads(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    model = write_gguf(tmp_path / "m.gguf", 5_000_000)
+    code, events, stderr = run_prep(prep_args(icsim, "llama_cpp", model), prep_env)
+    assert code == 0, stderr
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "plan" and kinds.count("chunk") == 3
+    assert {"verify", "step", "done", "result"} <= set(kinds)
+    assert events[-1]["steps"] == ["load_model", "set_max_tokens", "ready"]
+    assert sha256(icsim.canister("llama_cpp").file_bytes("models/model.gguf")) == sha256(model.read_bytes())
+
+
+def test_sigkill_at_a_random_chunk_then_rerun_completes(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    chunks = 40
+    model = write_gguf(tmp_path / "m.gguf", chunks * 1_900_000 - 11)
+    args = prep_args(icsim, "llama_cpp", model, "--window", "8")
+    kill_after_chunks(args, prep_env, random.Random(os.getpid()).randint(2, 30))
+    code, events, stderr = run_prep(args, prep_env)
+    assert code == 0, stderr
+    assert any(e["event"] == "resume" for e in events)
+    canister = icsim.canister("llama_cpp")
+    assert sha256(canister.file_bytes("models/model.gguf")) == sha256(model.read_bytes())
+    assert canister.counters.calls["file_upload_chunk"] <= chunks + 8  # at most the in-flight window again
+
+
+def test_sigkill_of_an_append_upload_duplicates_nothing(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    kind = kind_with_chunk_size("gpt2", tmp_path / "gpt2", 16_384)
+    weights = make_tiny_model("gpt2", tmp_path / "model") / "model.safetensors"
+    args = prep_args(icsim, kind, weights, "--remote", "safetensors")
+    kill_after_chunks(args, prep_env, random.Random(os.getpid()).randint(2, 30))
+    code, _, stderr = run_prep(args, prep_env)
+    assert code == 0, stderr
+    canister = icsim.canister("gpt2")
+    assert sha256(canister.stable_bytes("safetensors")) == sha256(weights.read_bytes())
+    chunk_total = -(-weights.stat().st_size // 16_384)
+    assert canister.counters.calls["append_safetensors_bytes"] == chunk_total  # resumed from its length
+
+
+def test_wrong_kind_exits_non_zero_before_any_byte(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    weights = make_tiny_model("gpt2", tmp_path / "model") / "model.safetensors"
+    args = prep_args(
+        icsim, "gpt2", weights, "--remote", "safetensors", canister=icsim.canister_ids["icpp_llama2"]
+    )
+    code, events, stderr = run_prep(args, prep_env)
+    assert code == 1
+    assert "does not look like a gpt2 canister" in stderr and "--kind icpp_llama2" in stderr
+    assert events[-1]["event"] == "error"
+    assert sum(icsim.canister("icpp_llama2").counters.calls.values()) == 0
+
+
+def test_status_shows_journal_and_canister_without_sending(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    model = write_gguf(tmp_path / "m.gguf", 2_000_000)
+    assert run_prep(prep_args(icsim, "llama_cpp", model), prep_env)[0] == 0
+    calls_before = sum(icsim.canister("llama_cpp").counters.calls.values())
+    code, events, stderr = run_prep(prep_args(icsim, "llama_cpp", model, "--status"), prep_env)
+    assert code == 0, stderr
+    (row,) = events[-1]["files"]
+    assert row["bytes_complete"] and row["canister_bytes"] == 2_000_000 and row["in_flight"] == 0
+    calls = icsim.canister("llama_cpp").counters.calls
+    assert sum(calls.values()) == calls_before + 1 and calls["filesystem_file_size"] >= 1
