@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# GGML_NATIVE=OFF: a native llama.cpp build crashes on AMX CPUs when it repacks quantized weights.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet -e ".[test,llama]"
 
 test:
 	$(BIN)/python -m pytest -q

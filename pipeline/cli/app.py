@@ -42,9 +42,12 @@ def _root(
 def _register_commands() -> None:
     # Each command module registers itself on `app`; importing them here keeps app.py free of logic.
     # One import per line, so that adding a command is a one-line change.
+    import pipeline.cli.build  # noqa: F401
     import pipeline.cli.canister  # noqa: F401
     import pipeline.cli.fetch  # noqa: F401
+    import pipeline.cli.quantize  # noqa: F401
     import pipeline.cli.recipes  # noqa: F401
+    import pipeline.cli.trim  # noqa: F401
     import pipeline.cli.upload  # noqa: F401
     import pipeline.cli.version  # noqa: F401
     import pipeline.cli.whoami  # noqa: F401

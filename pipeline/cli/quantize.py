@@ -1,0 +1,33 @@
+"""`prep quantize`: quantize a float GGUF without a recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.build import quantize_file
+from pipeline.cli.app import app
+from pipeline.cli.output import JsonFlag, Output
+from pipeline.quantize import LLAMA_FILE_TYPES, NATIVE_FILE_TYPES
+
+TYPES_HELP = f"{', '.join(NATIVE_FILE_TYPES)}; with the llama extra also {', '.join(LLAMA_FILE_TYPES)}"
+
+
+@app.command("quantize")
+def quantize_command(
+    source: Annotated[Path, typer.Argument(help="An F32/F16/BF16 GGUF file.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the quantized GGUF.")],
+    qtype: Annotated[str, typer.Option("--type", "-t", help=f"Quantization: {TYPES_HELP}.")] = "q8_0",
+    json_output: JsonFlag = False,
+) -> None:
+    """Quantize a GGUF the way llama.cpp's llama-quantize does (byte-identical for F16..Q8_0)."""
+    output = Output(json=json_output)
+    before = source.stat().st_size
+    quantize_file(source, out, qtype)
+    after = out.stat().st_size
+    output.result(
+        {"out": str(out), "type": qtype.lower(), "size_before": before, "size_after": after},
+        f"{out}  {qtype.lower()}  {before:,} -> {after:,} bytes",
+    )

@@ -1,0 +1,193 @@
+"""Artifacts and stage manifests: what a stage read, with which parameters and tools, and what it wrote.
+
+A stage writes `manifest.json` in its directory (deterministic JSON, written atomically). Before running
+again it asks `fresh(...)`: same inputs (name, sha256, size), same parameters, same tool versions, and
+every output still on disk with its recorded size and sha256. Outputs are re-hashed only when their
+mtime changed since the manifest was written, so an unchanged multi-GB build is confirmed in
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.sha import sha256_file
+from pipeline.workspace import write_json_atomic
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+_TOOL_DISTRIBUTIONS = ("gguf", "numpy", "safetensors")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One built file: its role for the target (e.g. "model"), where it is, its size and sha256."""
+
+    role: str
+    path: Path
+    size: int
+    sha256: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    role: str
+    path: str  # relative to the manifest's directory when inside it, else absolute
+    size: int
+    sha256: str
+    mtime_ns: int
+    provenance: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StageManifest:
+    stage: str
+    recipe: str
+    inputs: tuple[InputRecord, ...]
+    params: dict[str, Any]
+    tools: dict[str, str]
+    outputs: tuple[OutputRecord, ...]
+
+    def artifacts(self, base: Path) -> dict[str, Artifact]:
+        return {
+            o.role: Artifact(o.role, _resolve(base, o.path), o.size, o.sha256, dict(o.provenance))
+            for o in self.outputs
+        }
+
+
+def tool_versions(*extra: str) -> dict[str, str]:
+    """Versions of prep and of the libraries whose output ends up in the artifacts."""
+    versions = {"prep": __version__}
+    for name in (*_TOOL_DISTRIBUTIONS, *extra):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def artifact_from_file(role: str, path: Path, provenance: dict[str, Any] | None = None) -> Artifact:
+    return Artifact(role, path, path.stat().st_size, sha256_file(path), dict(provenance or {}))
+
+
+def manifest_path(stage_dir: Path) -> Path:
+    return stage_dir / MANIFEST_NAME
+
+
+def write_manifest(
+    stage_dir: Path,
+    *,
+    stage: str,
+    recipe: str,
+    inputs: list[InputRecord],
+    params: dict[str, Any],
+    tools: dict[str, str],
+    artifacts: list[Artifact],
+) -> StageManifest:
+    outputs = tuple(
+        OutputRecord(
+            a.role, _relative(stage_dir, a.path), a.size, a.sha256, a.path.stat().st_mtime_ns, a.provenance
+        )
+        for a in artifacts
+    )
+    manifest = StageManifest(stage, recipe, tuple(inputs), _plain(params), dict(tools), outputs)
+    _save(stage_dir, manifest)
+    return manifest
+
+
+def read_manifest(stage_dir: Path) -> StageManifest | None:
+    """The stage's manifest, or None when there is none or it cannot be read (the stage then reruns)."""
+    try:
+        data = json.loads(manifest_path(stage_dir).read_text())
+        if data.get("version") != MANIFEST_VERSION:
+            return None
+        return StageManifest(
+            stage=data["stage"],
+            recipe=data["recipe"],
+            inputs=tuple(InputRecord(**i) for i in data["inputs"]),
+            params=data["params"],
+            tools=data["tools"],
+            outputs=tuple(OutputRecord(**o) for o in data["outputs"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fresh(
+    stage_dir: Path, *, inputs: list[InputRecord], params: dict[str, Any], tools: dict[str, str]
+) -> StageManifest | None:
+    """The recorded manifest when the stage can be skipped, else None."""
+    manifest = read_manifest(stage_dir)
+    if manifest is None:
+        return None
+    if list(manifest.inputs) != list(inputs) or manifest.params != _plain(params) or manifest.tools != tools:
+        return None
+    refreshed = []
+    for output in manifest.outputs:
+        current = _verified(stage_dir, output)
+        if current is None:
+            return None
+        refreshed.append(current)
+    if refreshed != list(manifest.outputs):
+        manifest = StageManifest(
+            manifest.stage,
+            manifest.recipe,
+            manifest.inputs,
+            manifest.params,
+            manifest.tools,
+            tuple(refreshed),
+        )
+        _save(stage_dir, manifest)
+    return manifest
+
+
+def _verified(stage_dir: Path, output: OutputRecord) -> OutputRecord | None:
+    path = _resolve(stage_dir, output.path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if stat.st_size != output.size:
+        return None
+    if stat.st_mtime_ns == output.mtime_ns:
+        return output
+    if sha256_file(path) != output.sha256:
+        return None
+    return OutputRecord(
+        output.role, output.path, output.size, output.sha256, stat.st_mtime_ns, output.provenance
+    )
+
+
+def _save(stage_dir: Path, manifest: StageManifest) -> None:
+    data = {"version": MANIFEST_VERSION, **asdict(manifest)}
+    write_json_atomic(manifest_path(stage_dir), data)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-shaped copy (tuples become lists) so that a value compares equal to its re-read self."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _relative(base: Path, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _resolve(base: Path, recorded: str) -> Path:
+    path = Path(recorded)
+    return path if path.is_absolute() else base / path

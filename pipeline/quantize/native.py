@@ -1,0 +1,154 @@
+"""Quantizes an F32/F16/BF16 GGUF to F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 with gguf.quants.
+
+The output is byte-identical to llama.cpp's llama_model_quantize for the same file type: same tensor
+order and types (pipeline.quantize.plan), metadata copied entry by entry with general.quantization_version
+and general.file_type moved to the end, split keys dropped. Tensors stream through in slabs of rows, so
+memory stays at a few slabs whatever the model size; two worker threads keep both cores busy (numpy
+releases the GIL in the heavy loops).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
+from gguf.quants import quantize as gguf_quantize
+
+from pipeline.errors import PrepError
+from pipeline.quantize.layout import (
+    GgufLayout,
+    align,
+    encode_header,
+    encode_tensor_info,
+    encode_u32_entry,
+    read_layout,
+    tensor_nbytes,
+)
+from pipeline.quantize.plan import TensorPlan, file_type_for, plan_tensors
+from pipeline.quantize.q6_k import quantize_q6_k
+
+Q = GGMLQuantizationType
+FILE_TYPE_KEY = "general.file_type"
+QUANTIZATION_VERSION_KEY = "general.quantization_version"
+_DROPPED_KEYS = {FILE_TYPE_KEY, QUANTIZATION_VERSION_KEY, "split.no", "split.count", "split.tensors.count"}
+_SLAB_ELEMENTS = 4 * 1024 * 1024
+_WORKERS = min(2, os.cpu_count() or 1)
+
+Progress = Callable[[str, int, int], None]  # (tensor name, index, count)
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    path: Path
+    file_type: str
+    size_before: int
+    size_after: int
+    tensor_types: dict[str, str]
+
+
+def quantize_gguf(
+    source: Path, dest: Path, type_name: str, progress: Progress | None = None
+) -> QuantizeResult:
+    """Writes `dest` (atomically) as the `type_name` quantization of the GGUF at `source`."""
+    file_type, default_type = file_type_for(type_name)
+    layout = read_layout(source)
+    plans = plan_tensors(layout, default_type)
+    header, offsets = _output_header(layout, plans, int(file_type))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(_WORKERS) as pool:
+            out.write(header)
+            data = np.memmap(source, dtype=np.uint8, mode="r")
+            for index, plan in enumerate(plans):
+                if progress:
+                    progress(plan.tensor.name, index, len(plans))
+                assert out.tell() == len(header) + offsets[index]
+                _write_tensor(out, pool, data, layout, plan)
+                padded = align(out.tell(), layout.alignment)
+                out.write(bytes(padded - out.tell()))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, dest)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return QuantizeResult(
+        path=dest,
+        file_type=type_name.lower(),
+        size_before=source.stat().st_size,
+        size_after=dest.stat().st_size,
+        tensor_types={p.tensor.name: p.target.name for p in plans},
+    )
+
+
+def _output_header(layout: GgufLayout, plans: list[TensorPlan], file_type: int) -> tuple[bytes, list[int]]:
+    entries = [e.raw for e in layout.metadata if e.key not in _DROPPED_KEYS]
+    entries.append(encode_u32_entry(QUANTIZATION_VERSION_KEY, GGML_QUANT_VERSION))
+    entries.append(encode_u32_entry(FILE_TYPE_KEY, file_type))
+    offsets, infos, offset = [], [], 0
+    for plan in plans:
+        offsets.append(offset)
+        infos.append(encode_tensor_info(plan.tensor.name, plan.tensor.shape, plan.target, offset))
+        offset = align(offset + tensor_nbytes(plan.tensor.shape, plan.target), layout.alignment)
+    return encode_header(len(plans), entries, infos, layout.alignment), offsets
+
+
+def _write_tensor(
+    out, pool: ThreadPoolExecutor, data: np.memmap, layout: GgufLayout, plan: TensorPlan
+) -> None:
+    tensor = plan.tensor
+    start = layout.data_offset + tensor.offset
+    raw = data[start : start + tensor.nbytes]
+    if not plan.converts:
+        out.write(raw)
+        return
+    row = tensor.shape[0]
+    rows = raw.view(_numpy_dtype(tensor.ggml_type)).reshape(-1, row)
+    pending: deque[Future[np.ndarray]] = deque()
+    for slab in _slabs(rows):
+        pending.append(pool.submit(_convert_slab, slab, tensor.ggml_type, plan.target))
+        if len(pending) > _WORKERS:
+            out.write(pending.popleft().result())
+    while pending:
+        out.write(pending.popleft().result())
+
+
+def _slabs(rows: np.ndarray) -> Iterator[np.ndarray]:
+    per_slab = max(1, _SLAB_ELEMENTS // rows.shape[1])
+    for first in range(0, rows.shape[0], per_slab):
+        yield rows[first : first + per_slab]
+
+
+def _convert_slab(
+    slab: np.ndarray, source_type: GGMLQuantizationType, target: GGMLQuantizationType
+) -> np.ndarray:
+    values = _to_float32(slab, source_type)
+    if target == Q.Q6_K:
+        return quantize_q6_k(values)
+    return np.ascontiguousarray(gguf_quantize(values, target)).view(np.uint8).reshape(-1)
+
+
+def _to_float32(slab: np.ndarray, source_type: GGMLQuantizationType) -> np.ndarray:
+    if source_type == Q.F32:
+        return np.asarray(slab, dtype=np.float32)
+    if source_type == Q.F16:
+        return slab.astype(np.float32)
+    return (slab.astype(np.uint32) << 16).view(np.float32)
+
+
+def _numpy_dtype(ggml_type: GGMLQuantizationType) -> type[np.generic]:
+    if ggml_type == Q.F32:
+        return np.float32
+    if ggml_type == Q.F16:
+        return np.float16
+    if ggml_type == Q.BF16:
+        return np.uint16
+    raise PrepError(f"cannot read {ggml_type.name} tensors as floats")

@@ -1,0 +1,255 @@
+"""Trims a GPT-2 checkpoint to exactly what the GPT-2 canister's candle loader reads.
+
+The loader (decide-ai examples/gpt2) reads, under the `transformer.` prefix, wte, wpe, ln_f and per layer
+ln_1, ln_2, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj (weight and bias each), as F32 whatever the
+stored dtype. The tied lm_head and the attn.bias / attn.masked_bias buffers are never read, so dropping
+them and storing f16 halves the upload. The vocabulary is kept whole (ids past 50256 are used).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import PrepError, UsageError
+from pipeline.formats.safetensors import SafetensorsHeader, SafetensorsTensor, read_safetensors_header
+
+PREFIX = "transformer."
+TRIM_DTYPES = ("f32", "f16")
+SAFETENSORS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TOKENIZER_NAME = "tokenizer.json"
+_LAYER_PARTS = ("ln_1", "ln_2", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+_NUMPY_DTYPES = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "F64": np.dtype("<f8"),
+}
+_OUT_DTYPES = {"f32": ("F32", np.dtype("<f4")), "f16": ("F16", np.dtype("<f2"))}
+_COPY_BUFFER = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Gpt2Config:
+    vocab_size: int
+    n_positions: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    layer_norm_epsilon: float
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor the loader reads, with the shape it insists on (Conv1D weights are (in, out))."""
+        e = self.n_embd
+        shapes = {
+            "wte.weight": (self.vocab_size, e),
+            "wpe.weight": (self.n_positions, e),
+            "ln_f.weight": (e,),
+            "ln_f.bias": (e,),
+        }
+        for i in range(self.n_layer):
+            p = f"h.{i}."
+            shapes |= {
+                p + "ln_1.weight": (e,),
+                p + "ln_1.bias": (e,),
+                p + "attn.c_attn.weight": (e, 3 * e),
+                p + "attn.c_attn.bias": (3 * e,),
+                p + "attn.c_proj.weight": (e, e),
+                p + "attn.c_proj.bias": (e,),
+                p + "ln_2.weight": (e,),
+                p + "ln_2.bias": (e,),
+                p + "mlp.c_fc.weight": (e, 4 * e),
+                p + "mlp.c_fc.bias": (4 * e,),
+                p + "mlp.c_proj.weight": (4 * e, e),
+                p + "mlp.c_proj.bias": (e,),
+            }
+        return {PREFIX + name: shape for name, shape in shapes.items()}
+
+
+@dataclass(frozen=True)
+class TrimResult:
+    out_dir: Path
+    safetensors: Path
+    config: Path
+    tokenizer: Path
+    size_before: int
+    size_after: int
+    tensors_kept: int
+    tensors_dropped: tuple[str, ...]
+    dtype: str
+
+
+def read_gpt2_config(path: Path) -> Gpt2Config:
+    """Reads config.json and checks every field the loader reads, naming the field that is wrong."""
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PrepError(f"{path}: cannot read the GPT-2 config ({err})") from err
+    if not isinstance(data, dict):
+        raise PrepError(f"{path}: expected a JSON object")
+
+    def positive_int(field: str) -> int:
+        value = data.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise PrepError(f"{path}: field {field!r} must be a positive integer, got {value!r}")
+        return value
+
+    config = Gpt2Config(
+        vocab_size=positive_int("vocab_size"),
+        n_positions=positive_int("n_positions"),
+        n_embd=positive_int("n_embd"),
+        n_layer=positive_int("n_layer"),
+        n_head=positive_int("n_head"),
+        layer_norm_epsilon=_positive_float(path, data, "layer_norm_epsilon"),
+    )
+    if config.n_embd % config.n_head:
+        raise PrepError(
+            f"{path}: field 'n_embd' ({config.n_embd}) must be a multiple of 'n_head' ({config.n_head})"
+        )
+    n_inner = data.get("n_inner")
+    if n_inner is not None and n_inner != 4 * config.n_embd:
+        raise PrepError(
+            f"{path}: field 'n_inner' is {n_inner!r}; the GPT-2 canister needs null or 4*n_embd "
+            f"({4 * config.n_embd})"
+        )
+    return config
+
+
+def _positive_float(path: Path, data: dict[str, Any], field: str) -> float:
+    value = data.get(field)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise PrepError(f"{path}: field {field!r} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def trim_gpt2(model_dir: Path, out_dir: Path, dtype: str | None = "f16") -> TrimResult:
+    """Writes out_dir/{model.safetensors, config.json, tokenizer.json} for the GPT-2 canister."""
+    if dtype is not None and dtype not in TRIM_DTYPES:
+        raise UsageError(
+            f"trim dtype {dtype!r} is not supported", hint=f"use one of {', '.join(TRIM_DTYPES)}"
+        )
+    config_path, weights_path, tokenizer_path = (
+        model_dir / n for n in (CONFIG_NAME, SAFETENSORS_NAME, TOKENIZER_NAME)
+    )
+    for path in (config_path, weights_path, tokenizer_path):
+        if not path.is_file():
+            raise PrepError(
+                f"{path} is missing",
+                hint="a GPT-2 model directory needs config.json, model.safetensors and tokenizer.json",
+            )
+    config = read_gpt2_config(config_path)
+    header = read_safetensors_header(weights_path)
+    selected = _select_tensors(header, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_weights = out_dir / SAFETENSORS_NAME
+    _write_safetensors(out_weights, weights_path, selected, dtype)
+    _copy_atomic(config_path, out_dir / CONFIG_NAME)
+    _copy_atomic(tokenizer_path, out_dir / TOKENIZER_NAME)
+    kept_sources = {source.name for source in selected.values()}
+    return TrimResult(
+        out_dir=out_dir,
+        safetensors=out_weights,
+        config=out_dir / CONFIG_NAME,
+        tokenizer=out_dir / TOKENIZER_NAME,
+        size_before=header.file_size,
+        size_after=out_weights.stat().st_size,
+        tensors_kept=len(selected),
+        tensors_dropped=tuple(sorted(t.name for t in header.tensors if t.name not in kept_sources)),
+        dtype=dtype or "as stored",
+    )
+
+
+def _select_tensors(header: SafetensorsHeader, config: Gpt2Config) -> dict[str, SafetensorsTensor]:
+    """Maps each loader tensor name to the checkpoint tensor that provides it, checking shapes and dtypes."""
+    by_name = {t.name: t for t in header.tensors}
+    selected: dict[str, SafetensorsTensor] = {}
+    for name, shape in config.expected_shapes().items():
+        tensor = by_name.get(name) or by_name.get(name[len(PREFIX) :])
+        if tensor is None:
+            raise PrepError(
+                f"{header.path}: tensor {name!r} is missing (the GPT-2 canister's loader needs it)",
+                hint="is this a GPT-2 checkpoint matching config.json (n_layer, n_embd)?",
+            )
+        if tensor.shape != shape:
+            raise PrepError(
+                f"{header.path}: tensor {tensor.name!r} has shape {list(tensor.shape)}, the loader needs "
+                f"{list(shape)} (from config.json)"
+            )
+        if tensor.dtype not in _NUMPY_DTYPES:
+            raise PrepError(
+                f"{header.path}: tensor {tensor.name!r} has dtype {tensor.dtype}, expected a float type"
+            )
+        selected[name] = tensor
+    return selected
+
+
+def _write_safetensors(
+    out: Path, source: Path, selected: dict[str, SafetensorsTensor], dtype: str | None
+) -> None:
+    names = sorted(selected)
+    out_types = {name: _out_type(selected[name], dtype) for name in names}
+    entries: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in names:
+        size = math.prod(selected[name].shape) * out_types[name][1].itemsize
+        entries[name] = {
+            "dtype": out_types[name][0],
+            "shape": list(selected[name].shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    header = json.dumps(entries, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format's writers pad the header to 8 bytes with spaces
+    data = np.memmap(source, dtype=np.uint8, mode="r")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(struct.pack("<Q", len(header)) + header)
+            for name in names:
+                tensor = selected[name]
+                values = _read_values(data, tensor)
+                handle.write(values.astype(out_types[name][1], copy=False).tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, out)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _out_type(tensor: SafetensorsTensor, dtype: str | None) -> tuple[str, np.dtype]:
+    if dtype is not None:
+        return _OUT_DTYPES[dtype]
+    if tensor.dtype in ("F32", "F16"):
+        return tensor.dtype, _NUMPY_DTYPES[tensor.dtype]
+    return _OUT_DTYPES["f32"]
+
+
+def _read_values(data: np.memmap, tensor: SafetensorsTensor) -> np.ndarray:
+    raw = data[tensor.start : tensor.end].view(_NUMPY_DTYPES[tensor.dtype])
+    if tensor.dtype == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw
+
+
+def _copy_atomic(source: Path, dest: Path) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, _COPY_BUFFER)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, dest)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,116 @@
+"""GGUF quantization: byte-identical to llama_model_quantize; K-quants via llama.cpp load and run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize
+
+from pipeline.convert.converter import convert_model
+from pipeline.errors import PrepError, UsageError
+from pipeline.quantize import quantize_gguf
+from pipeline.quantize.q6_k import quantize_q6_k
+from tests.tinymodels import Dims, make_tiny_model
+
+# Rows of 256 make llama.cpp pick Q6_K for the output tensor in Q4_x/Q5_x files.
+WIDE = Dims(n_embd=256, n_ff=512, n_head=4, n_kv_head=2)
+# Rows of 48 fit no 32-block type: llama.cpp falls back to F16.
+ODD = Dims(n_embd=48, n_ff=96, n_head=4, n_kv_head=2)
+
+
+@pytest.fixture(scope="module")
+def float_ggufs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """F16 GGUFs: qwen2 (tied embeddings), llama (own output), gpt2 (64-wide rows), odd llama."""
+    root = tmp_path_factory.mktemp("float_ggufs")
+    out = {}
+    for name, arch, dims in (
+        ("qwen2", "qwen2", WIDE),
+        ("llama", "llama", WIDE),
+        ("gpt2", "gpt2", None),
+        ("odd", "llama", ODD),
+    ):
+        model_dir = make_tiny_model(arch, root / name, seed=1, dims=dims)
+        out[name] = root / f"{name}-f16.gguf"
+        convert_model(model_dir, out[name], "f16")
+    return out
+
+
+def _types(path: Path) -> dict[str, str]:
+    return {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
+
+
+def test_type_choice_follows_llama_cpp(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
+    qwen = _types(quantize_gguf(float_ggufs["qwen2"], tmp_path / "qwen-q4_0.gguf", "q4_0").path)
+    assert qwen["token_embd.weight"] == "Q6_K"  # tied embeddings double as the output tensor
+    assert qwen["blk.0.attn_q.weight"] == "Q4_0"
+    assert qwen["blk.0.attn_norm.weight"] == "F32"
+    llama = _types(quantize_gguf(float_ggufs["llama"], tmp_path / "llama-q4_0.gguf", "q4_0").path)
+    assert (llama["output.weight"], llama["token_embd.weight"]) == ("Q6_K", "Q4_0")
+    gpt2 = _types(quantize_gguf(float_ggufs["gpt2"], tmp_path / "gpt2-q4_0.gguf", "q4_0").path)
+    assert gpt2["position_embd.weight"] == "F32"  # positional embeddings are never quantized
+    assert gpt2["output.weight"] == "Q8_0"  # 64-wide rows: no Q6_K, Q8_0 instead
+    odd = _types(quantize_gguf(float_ggufs["odd"], tmp_path / "odd-q4_0.gguf", "q4_0").path)
+    assert odd["blk.0.attn_q.weight"] == "F16"  # 48-wide rows do not fit 32-blocks
+
+
+def test_metadata_updated_and_written_atomically(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
+    result = quantize_gguf(float_ggufs["llama"], tmp_path / "m.gguf", "q8_0")
+    reader = GGUFReader(result.path)
+    keys = list(reader.fields)
+    assert keys[-2:] == ["general.quantization_version", "general.file_type"]
+    assert int(reader.fields["general.file_type"].parts[-1][0]) == 7
+    source = GGUFReader(float_ggufs["llama"])
+    assert [k for k in keys if k not in ("general.quantization_version", "general.file_type")] == [
+        k for k in source.fields if k not in ("general.quantization_version", "general.file_type")
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.gguf"]
+
+
+def test_q6_k_round_trips_within_its_precision() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(256 * 40).astype(np.float32)
+    values[:256] = 0  # an all-zero super-block
+    packed = quantize_q6_k(values)
+    assert packed.nbytes == 40 * 210
+    restored = dequantize(packed.reshape(40, 210), GGMLQuantizationType.Q6_K).reshape(-1)
+    assert np.all(restored[:256] == 0)
+    assert np.abs(restored - values).max() < 0.05 * np.abs(values).max()
+
+
+def test_refuses_requantizing_and_unknown_types(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
+    q8 = quantize_gguf(float_ggufs["qwen2"], tmp_path / "q8.gguf", "q8_0").path
+    with pytest.raises(PrepError, match="requantizing"):
+        quantize_gguf(q8, tmp_path / "q4.gguf", "q4_0")
+    with pytest.raises(UsageError, match="q9_9"):
+        quantize_gguf(float_ggufs["qwen2"], tmp_path / "x.gguf", "q9_9")
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2", "odd"])
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q5_1"])
+def test_byte_identical_to_llama_cpp(
+    float_ggufs: dict[str, Path], tmp_path: Path, arch: str, qtype: str
+) -> None:
+    from pipeline.llamacpp import quantize_with_llama
+    from pipeline.quantize.plan import NATIVE_FILE_TYPES
+
+    ours = quantize_gguf(float_ggufs[arch], tmp_path / "ours.gguf", qtype).path
+    theirs = tmp_path / "theirs.gguf"
+    quantize_with_llama(float_ggufs[arch], theirs, int(NATIVE_FILE_TYPES[qtype][0]))
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+@pytest.mark.llama
+def test_k_quant_loads_and_generates(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
+    from pipeline.build import quantize_file
+    from pipeline.llamacpp import generate
+
+    out = tmp_path / "q4_k_m.gguf"
+    quantize_file(float_ggufs["llama"], out, "q4_k_m")
+    assert "Q4_K" in _types(out).values()
+    generation = generate(out, "Once upon a time", max_tokens=5)
+    assert generation.n_prompt_tokens > 0
+    assert generation.n_generated > 0
