@@ -105,7 +105,11 @@ def principal_bytes(text: str) -> bytes:
 
 
 class IcClient:
-    """Thread-safe client for one network and identity; certificate verification is always on."""
+    """Thread-safe client for one network and identity; certificate verification is always on.
+
+    One pooled httpx client (keep-alive) serves every thread. `root_key` overrides the network's (mainnet:
+    built in; others: fetched once from /api/v2/status). `transport` swaps the HTTP transport (tests).
+    """
 
     def __init__(
         self,
