@@ -88,3 +88,28 @@ def test_canister_info_unreachable_network(capsys) -> None:
     )
     assert code == 1
     assert "cannot reach http://127.0.0.1:9: is the replica running?" in err
+
+
+def test_canister_info_recognises_each_hosted_kind(capsys, ic_world: IcWorld) -> None:
+    for kind, canister_id in ic_world.sim.canister_ids.items():
+        code, out, err = run(
+            capsys,
+            "canister",
+            "info",
+            "--network",
+            ic_world.sim.url,
+            "--canister",
+            canister_id,
+            "--anonymous",
+            "--json",
+        )
+        assert code == 0, err
+        assert [k["kind"] for k in json.loads(out)["kinds"] if k["matches"]] == [kind]
+
+
+def test_canister_info_for_a_canister_that_does_not_exist(capsys, ic_world: IcWorld) -> None:
+    missing = "xmx3s-gyaaa-aaaaa-ae4hq-cai"
+    code, _, err = run(
+        capsys, "canister", "info", "--network", ic_world.sim.url, "--canister", missing, "--anonymous"
+    )
+    assert code == 1 and f"canister {missing} does not exist on {ic_world.sim.url}" in err

@@ -59,7 +59,9 @@ def _human(info: CanisterInfo) -> str:
     if info.has_candid_service and not info.matching_kinds:
         lines.append("kind         none matches:")
         lines += [f"  {m.kind}: {problem}" for m in info.kinds for problem in m.problems[:3]]
-    if info.readiness is not None:
+    if info.readiness is None:
+        lines.append("readiness    unknown: no ready or health query")
+    else:
         state = "ready" if info.readiness.ready else "not ready"
         detail = f" ({info.readiness.detail})" if info.readiness.detail else ""
         lines.append(f"readiness    {state} per {info.readiness.method}{detail}")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline.errors import PrepError
 from pipeline.ic import candid
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected, PermanentIcError
@@ -74,6 +75,12 @@ def inspect_canister(
         controllers = client.controllers(canister_id)
     except PermanentIcError:
         controllers = None
+    else:
+        if controllers is None and module_hash is None:  # every canister that exists has controllers
+            raise PrepError(
+                f"canister {canister_id} does not exist on {client.network.url}",
+                hint="check --canister and --network",
+            )
     live = live_interface(client, canister_id)
     return CanisterInfo(
         canister_id=canister_id,
