@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -39,9 +40,18 @@ def fetch_command(
     else:
         if revision is not None:
             raise UsageError("--revision goes with a repo id and --file; a recipe sets its own revision")
+        if _looks_like_repo_id(target):
+            raise UsageError(
+                f"{target!r} is neither a recipe name nor a recipe file",
+                hint=f"to fetch files of the Hub repo {target}, add --file PATTERN",
+            )
         recipe = load_recipe(target)
         result = fetch_recipe(recipe, locked=locked, progress=not json_output, on_event=out.event)
     out.result(_result_json(result), _human(result))
+
+
+def _looks_like_repo_id(target: str) -> bool:
+    return target.count("/") == 1 and not target.endswith(".toml") and not Path(target).exists()
 
 
 def _result_json(result: FetchResult) -> dict[str, object]:

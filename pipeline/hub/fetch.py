@@ -120,6 +120,10 @@ class _FetchRun:
                 f"--locked: no lock file {self.lock_path}",
                 hint="fetch once without --locked, review the lock and commit it",
             )
+        if self.locked and lock is not None and len(lock.sources) != len(sources):
+            raise LockMismatch(
+                f"--locked: {self.lock_path} lists {len(lock.sources)} sources, the recipe has {len(sources)}"
+            )
         files: dict[str, FetchedFile] = {}
         resolved: list[LockedSource] = []
         for source in sources:
@@ -142,14 +146,7 @@ class _FetchRun:
                 LockedSource(key, commit, {f.name: LockedFile(f.sha256, f.size) for f in fetched})
             )
         new_lock = Lock(self.name, tuple(resolved))
-        if self.locked:
-            assert lock is not None
-            if len(lock.sources) != len(new_lock.sources):
-                raise LockMismatch(
-                    f"--locked: {self.lock_path} lists {len(lock.sources)} sources, the recipe has "
-                    f"{len(new_lock.sources)}"
-                )
-        elif not self.offline:
+        if not self.locked and not self.offline:
             if lock is not None and lock != new_lock:
                 self._say(f"lock updated: {self.lock_path}")
             write_lock(self.lock_path, new_lock)
