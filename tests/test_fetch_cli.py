@@ -14,6 +14,9 @@ import pytest
 
 from tests.hubsim import HubSim
 
+# Each case starts a `prep` process (a few seconds of imports), so the module counts as slow.
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parent.parent
 REPO = "acme/tiny-gguf"
 MODEL = b"GGUF" + bytes(range(256)) * 40
