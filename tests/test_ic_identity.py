@@ -102,3 +102,9 @@ def test_no_identity_at_all_says_what_to_pass(dfx_store: Path) -> None:
 def test_conflicting_choices_are_a_usage_error(ed25519_pem) -> None:
     with pytest.raises(UsageError):
         load_identity(pem=ed25519_pem.path, anonymous=True)
+
+
+def test_dfx_default_identity_without_settings_file(dfx_store: Path) -> None:
+    (dfx_store / "default").mkdir()
+    key = write_secp256k1_pem(dfx_store / "default" / "identity.pem", with_parameters=True)
+    assert load_identity().principal == key.principal

@@ -79,7 +79,11 @@ class RequestStatus:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter; `query_attempts` bounds retries of idempotent reads."""
+    """Exponential backoff, each delay drawn from [d/2, d]; `query_attempts` bounds retries of reads.
+
+    `resubmit_after_s`: how long an accepted call may stay "unknown" (not yet in a block) before its
+    envelope is sent again.
+    """
 
     first_delay_s: float = 0.05
     max_delay_s: float = 2.0

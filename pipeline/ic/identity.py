@@ -125,6 +125,8 @@ def dfx_identity(name: str) -> IcIdentity:
 def _dfx_default_identity_name() -> str:
     settings = dfx_identity_root().parent / "identity.json"
     if not settings.is_file():
+        if (dfx_identity_root() / "default").is_dir():
+            return "default"
         raise PrepError(
             "no identity given and no dfx identity store found",
             hint=f"pass --pem PATH, --identity NAME or --anonymous (or set ${PEM_ENV})",
