@@ -5,13 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import pytest
 
 from pipeline.ic.client import IcClient
@@ -105,36 +103,7 @@ class EngineRun:
 
 
 @pytest.fixture
-def icsim_envelope_workaround(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workaround while icsim's envelope parser rejects what cbor2 returns for our client's envelopes.
-
-    cbor2 6 decodes a map under the self-describe tag (55799) as a `frozendict`, which icsim's parser does
-    not take for a map; real replicas accept these envelopes. Applied only while the defect is present.
-    """
-    import tests.icsim.envelope as icsim_envelope
-    from pipeline.ic.wire import encode_envelope
-
-    sample = encode_envelope({"content": {"paths": [[b"x"]]}})
-    try:
-        icsim_envelope.parse(sample, "read_state")
-        return
-    except icsim_envelope.EnvelopeError:
-        pass
-
-    def thaw(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: thaw(v) for k, v in value.items()}
-        if isinstance(value, tuple):
-            return [thaw(v) for v in value]
-        return value
-
-    patched = types.SimpleNamespace(**{k: getattr(cbor2, k) for k in dir(cbor2) if not k.startswith("__")})
-    patched.loads = lambda data, **kw: thaw(cbor2.loads(data, **kw))
-    monkeypatch.setattr(icsim_envelope, "cbor2", patched)
-
-
-@pytest.fixture
-def upload_run(icsim: IcSim, tmp_path: Path, icsim_envelope_workaround: None) -> Iterator[EngineRun]:
+def upload_run(icsim: IcSim, tmp_path: Path) -> Iterator[EngineRun]:
     yield EngineRun(icsim, tmp_path / "work")
 
 

@@ -151,7 +151,7 @@ def _copy_kind(kind: str, to: Path, renames: dict[str, str] | None = None) -> Pa
 
 
 def test_a_new_kind_with_an_existing_protocol_is_a_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, icsim_envelope_workaround: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(icsim_module, "CANISTER_KINDS", (*icsim_module.CANISTER_KINDS, RenamedLlamaCpp))
     folder = _copy_kind("llama_cpp", tmp_path / "llama_renamed", RENAMES)

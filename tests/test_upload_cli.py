@@ -10,13 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.fixtures_upload import kind_with_chunk_size, sha256, write_gguf
 from tests.icsim import IcSim
 from tests.tinymodels import make_tiny_model
-
-pytestmark = pytest.mark.usefixtures("icsim_envelope_workaround")
 
 
 def prep_args(
