@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,10 @@ from typing import Any
 import icp_certificate.certificate as icp_certificate
 import pytest
 from icp_agent import Agent, Client
+from icp_agent.agent import sign_request
+from icp_candid.candid import Types, encode
 from icp_identity import Identity
+from icp_principal import Principal
 
 from pipeline.ic import candid
 from pipeline.ic.client import IcClient
@@ -26,22 +30,26 @@ def icsim() -> Iterator[IcSim]:
 
 
 @pytest.fixture
-def icsim_agent(icsim: IcSim, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Agent]:
-    """Build icp-py-core agents for the emulator that verify certificates against its root key.
-
-    `icsim_agent()` uses the dev identity (a controller); pass an `Identity` for another sender.
-    """
+def icsim_agent_for(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Agent]:
+    """`icsim_agent_for(sim, identity=None)`: an icp-py-core agent for any IcSim that verifies
+    certificates against that emulator's root key (dev identity unless `identity` is given)."""
     from pipeline.ic.bls import provide_blst_for_icp_py_core
 
     provide_blst_for_icp_py_core()
-    # icp-py-core verifies against this module global, not Agent(root_key=...).
-    monkeypatch.setattr(icp_certificate, "IC_ROOT_KEY", icsim.root_key)
 
-    def make(identity: Identity | None = None) -> Agent:
-        who = identity if identity is not None else Identity.from_pem(icsim.dev_identity_pem.read_text())
-        return Agent(who, Client(icsim.url), root_key=icsim.root_key)
+    def make(sim: IcSim, identity: Identity | None = None) -> Agent:
+        # icp-py-core verifies against this module global, not Agent(root_key=...).
+        monkeypatch.setattr(icp_certificate, "IC_ROOT_KEY", sim.root_key)
+        who = identity if identity is not None else dev_identity(sim)
+        return Agent(who, Client(sim.url), root_key=sim.root_key)
 
     return make
+
+
+@pytest.fixture
+def icsim_agent(icsim: IcSim, icsim_agent_for: Callable[..., Agent]) -> Callable[..., Agent]:
+    """`icsim_agent(identity=None)`: an agent for the `icsim` fixture's emulator."""
+    return lambda identity=None: icsim_agent_for(icsim, identity)
 
 
 class IcsimCanister:
@@ -84,3 +92,33 @@ def icsim_canister(icsim: IcSim) -> Iterator[Callable[..., IcsimCanister]]:
     yield make
     for client in clients:
         client.close()
+
+
+# ---- raw protocol helpers (envelopes signed by icp-py-core, sent by the test itself) ----
+
+UPLOAD_TYPE = Types.Record(
+    {"filename": Types.Text, "chunk": Types.Vec(Types.Nat8), "chunksize": Types.Nat64, "offset": Types.Nat64}
+)
+
+
+def upload_arg(filename: str, chunk: bytes, offset: int) -> bytes:
+    value = {"filename": filename, "chunk": chunk, "chunksize": len(chunk), "offset": offset}
+    return encode([{"type": UPLOAD_TYPE, "value": value}])
+
+
+def call_envelope(
+    identity: Identity, canister: str, method: str, arg: bytes, expiry_ns: int | None = None
+) -> tuple[bytes, bytes]:
+    content = {
+        "request_type": "call",
+        "sender": identity.sender().bytes,
+        "canister_id": Principal.from_str(canister).bytes,
+        "method_name": method,
+        "arg": arg,
+        "ingress_expiry": expiry_ns if expiry_ns is not None else time.time_ns() + 120 * 10**9,
+    }
+    return sign_request(content, identity)
+
+
+def dev_identity(sim: IcSim) -> Identity:
+    return Identity.from_pem(sim.dev_identity_pem.read_text())

@@ -7,44 +7,17 @@ import time
 import cbor2
 import httpx
 import pytest
-from icp_agent.agent import sign_request
 from icp_candid.candid import Types, decode, encode
 from icp_core.errors import ReplicaReject, TransportError
 from icp_identity import Identity
 from icp_principal import Principal
 from py_arkworks_bls12381 import GT, G1Point, G2Point
 
+from tests.fixtures_icsim import call_envelope, dev_identity, upload_arg
 from tests.icsim import IcSim
 from tests.icsim.certify import BLS_DST, ROOT_KEY_DER_PREFIX, STATE_ROOT_DOMAIN, verify
 from tests.icsim.hashtree import build, reveal
 from tests.icsim.requestid import request_id
-
-UPLOAD_TYPE = Types.Record(
-    {"filename": Types.Text, "chunk": Types.Vec(Types.Nat8), "chunksize": Types.Nat64, "offset": Types.Nat64}
-)
-
-
-def upload_arg(filename: str, chunk: bytes, offset: int) -> bytes:
-    value = {"filename": filename, "chunk": chunk, "chunksize": len(chunk), "offset": offset}
-    return encode([{"type": UPLOAD_TYPE, "value": value}])
-
-
-def call_envelope(
-    identity: Identity, canister: str, method: str, arg: bytes, expiry_ns: int | None = None
-) -> tuple[bytes, bytes]:
-    content = {
-        "request_type": "call",
-        "sender": identity.sender().bytes,
-        "canister_id": Principal.from_str(canister).bytes,
-        "method_name": method,
-        "arg": arg,
-        "ingress_expiry": expiry_ns if expiry_ns is not None else time.time_ns() + 120 * 10**9,
-    }
-    return sign_request(content, identity)
-
-
-def dev_identity(sim: IcSim) -> Identity:
-    return Identity.from_pem(sim.dev_identity_pem.read_text())
 
 
 def test_status_serves_the_root_key(icsim: IcSim) -> None:

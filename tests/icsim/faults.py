@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from tests.icsim.principal import from_text
+
 
 @dataclass
 class _Armed:
@@ -49,10 +51,11 @@ class Faults:
         with self._lock:
             self._delays.append(_Armed(n, method=method, seconds=seconds))
 
-    def trap_on_call(self, canister_id: bytes, method: str, nth: int = 1) -> None:
-        """Make the nth call of `method` from now on trap instead of running."""
+    def trap_on_call(self, canister_id: str | bytes, method: str, nth: int = 1) -> None:
+        """Make the nth call of `method` on that canister (from now on) trap instead of running."""
+        raw = canister_id if isinstance(canister_id, bytes) else from_text(canister_id)
         with self._lock:
-            self._traps[(canister_id, method)] = nth
+            self._traps[(raw, method)] = nth
 
     def clear(self) -> None:
         with self._lock:

@@ -28,6 +28,12 @@ class BlockConfig:
     latency: float = 0.0
 
 
+@dataclass(frozen=True)
+class BlockStats:
+    messages: int
+    ingress_bytes: int
+
+
 @dataclass
 class RequestRecord:
     request_id: bytes
@@ -66,7 +72,7 @@ class Replica:
         self._queue: deque[RequestRecord] = deque()
         self._running = False
         self._thread: threading.Thread | None = None
-        self.blocks_made = 0
+        self.block_log: list[BlockStats] = []
         self.executed = 0
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -150,31 +156,28 @@ class Replica:
         next_block = time.monotonic()
         while True:
             with self._lock:
-                while self._running and not self._queue:
-                    self._lock.wait()
+                while self._running and (not self._queue or time.monotonic() < next_block):
+                    self._lock.wait(None if not self._queue else next_block - time.monotonic())
                 if not self._running:
                     return
-            delay = next_block - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+                batch = self._take_block()
             started = time.monotonic()
-            batch = self._take_block()
             for record in batch:
                 self._execute(record)
-            self.blocks_made += 1
+            self.block_log.append(BlockStats(len(batch), sum(r.size for r in batch)))
             next_block = started + self.blocks.interval
 
     def _take_block(self) -> list[RequestRecord]:
-        with self._lock:
-            batch: list[RequestRecord] = []
-            total = 0
-            while self._queue and len(batch) < MAX_MESSAGES_PER_BLOCK:
-                size = self._queue[0].size
-                if batch and total + size > self.blocks.ingress_bytes:
-                    break
-                batch.append(self._queue.popleft())
-                total += size
-            return batch
+        """The next block's messages: FIFO, at most the ingress byte cap and 1000 messages (call locked)."""
+        batch: list[RequestRecord] = []
+        total = 0
+        while self._queue and len(batch) < MAX_MESSAGES_PER_BLOCK:
+            size = self._queue[0].size
+            if batch and total + size > self.blocks.ingress_bytes:
+                break
+            batch.append(self._queue.popleft())
+            total += size
+        return batch
 
     def _execute(self, record: RequestRecord) -> None:
         if time.time_ns() > record.expiry_ns:
