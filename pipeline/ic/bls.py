@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import types
+from functools import lru_cache
 
 import pyblst
 
@@ -29,12 +30,18 @@ def verify_signature(signature: bytes, message: bytes, public_key: bytes, dst: b
         return False
     try:
         sig = pyblst.BlstP1Element.uncompress(bytes(signature))
-        key = pyblst.BlstP2Element.uncompress(bytes(public_key))
+        key = _g2_point(bytes(public_key))
         hashed = pyblst.BlstP1Element.hash_to_group(bytes(message), dst)
-        generator = pyblst.BlstP2Element.uncompress(_G2_GENERATOR)
+        generator = _g2_point(_G2_GENERATOR)
         return bool(pyblst.final_verify(pyblst.miller_loop(sig, generator), pyblst.miller_loop(hashed, key)))
     except Exception:  # pyblst raises plain exceptions for bad encodings or points off the subgroup
         return False
+
+
+@lru_cache(maxsize=64)
+def _g2_point(compressed: bytes) -> pyblst.BlstP2Element:
+    """Decoded (and subgroup-checked) G2 points; the same few root and subnet keys sign everything."""
+    return pyblst.BlstP2Element.uncompress(compressed)
 
 
 class _P1Affine:
