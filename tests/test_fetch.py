@@ -285,11 +285,11 @@ def test_url_sha_mismatch_leaves_nothing(tiny: Path, hubsim: HubSim) -> None:
 
 def test_gated_repo_needs_token(hubsim: HubSim, monkeypatch: pytest.MonkeyPatch) -> None:
     hubsim.add_repo("acme/gated", {"config.json": CONFIG}, gated=True)
-    with pytest.raises(PrepError, match=r"acme/gated is a gated repo .*no token given") as err:
+    with pytest.raises(PrepError, match=r"acme/gated is a gated repo .*HF_TOKEN is not set") as err:
         fetch_repo("acme/gated", ["config.json"], progress=False)
     assert "HF_TOKEN" in str(err.value)
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
-    with pytest.raises(PrepError, match="with the given token"):
+    with pytest.raises(PrepError, match="with the token in HF_TOKEN"):
         fetch_repo("acme/gated", ["config.json"], progress=False)
     monkeypatch.setenv("HF_TOKEN", "hf_hubsim_token")
     assert (

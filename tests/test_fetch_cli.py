@@ -120,7 +120,7 @@ def closed_port_url() -> str:
         ("acme/nope", {}, 1, "repo acme/nope not found"),
         (REPO + "@v9", {}, 1, "revision 'v9' not found"),
         (REPO + ":missing.bin", {}, 1, "'missing.bin' matches no file"),
-        ("acme/gated", {}, 1, "acme/gated is a gated repo and the Hub refused access (no token given)"),
+        ("acme/gated", {}, 1, "acme/gated is a gated repo and the Hub refused access (HF_TOKEN is not set)"),
         (REPO, {"HF_ENDPOINT": "closed"}, 1, "cannot reach the Hub"),
         ("bad-key", {}, 2, "unknown key `source.revsion`"),
         ("bad-value", {}, 2, "`source.files` must be a non-empty list"),

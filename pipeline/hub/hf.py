@@ -143,7 +143,7 @@ def _hub_errors(settings: HubSettings, repo: str, revision: str, path: str | Non
     try:
         yield
     except GatedRepoError as exc:
-        refused = " (no token given)" if settings.token is None else " with the given token"
+        refused = " (HF_TOKEN is not set)" if settings.token is None else " with the token in HF_TOKEN"
         raise PrepError(
             f"{repo} is a gated repo and the Hub refused access{refused}",
             hint="accept the licence on the model page, then set HF_TOKEN to a token with read access",
