@@ -288,3 +288,58 @@ def test_call_that_never_gets_through_expires_with_a_safe_to_resend_error(ic_wor
     ic_world.sim.faults.clear()
     assert "not executed before it expired" in str(err.value) and "HTTP 503" in str(err.value)
     assert _calls(ic_world, "file_upload_chunk") == 0
+
+
+class _CountingProxy:
+    """A TCP relay in front of icsim that counts the connections clients open."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.connections = 0
+        self._target = ("127.0.0.1", target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                inbound, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            outbound = socket.create_connection(self._target)
+            for source, sink in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_one_connection_is_reused_for_sequential_requests(ic_world: IcWorld) -> None:
+    proxy = _CountingProxy(int(ic_world.sim.url.rsplit(":", 1)[1]))
+    identity = load_identity(pem=ic_world.ed25519.path)
+    try:
+        with IcClient(Network("proxied", proxy.url, is_mainnet=False), identity, retry=FAST_RETRY) as client:
+            for offset in range(5):
+                client.query(ic_world.canister_id, "health", candid.encode([], []))
+                client.call(ic_world.canister_id, "file_upload_chunk", _chunk_arg(b"i" * 10, offset * 10))
+                client.module_hash(ic_world.canister_id)
+    finally:
+        proxy.close()
+    assert proxy.connections == 1
