@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from typing import Any
 
@@ -130,13 +131,17 @@ class IcppLlama2Canister(CanisterModel):
         digest = hashlib.sha256(prompt["prompt"].encode()).digest()
         steps = max(1, min(prompt["steps"], len(self.vocab)))
         tokens = [self.vocab[b % len(self.vocab)] for b in (digest * (steps // 32 + 1))[:steps]]
-        text = (
-            prompt["prompt"]
-            + " "
-            + b"".join(t for t in tokens if not t.startswith(b"<")).decode("utf-8", "replace")
-        )
+        text = prompt["prompt"] + " " + b"".join(_piece(t) for t in tokens).decode("utf-8", "replace")
         self.chats[ctx.caller] = self.chats.get(ctx.caller, 0) + steps
         return {"Ok": {"inference": text, "num_tokens": steps}}
+
+
+def _piece(token: bytes) -> bytes:
+    """What llama2.c prints for a token: `<0xNN>` byte tokens as that byte, other <...> as nothing."""
+    match = re.fullmatch(rb"<0x([0-9A-F]{2})>", token)
+    if match:
+        return bytes([int(match.group(1), 16)])
+    return b"" if token.startswith(b"<") else token
 
 
 def _parse_header(model: bytes) -> dict[str, int]:
