@@ -64,26 +64,34 @@ ROOT_SECRET, ROOT_DER = _key(1111)
 SUBNET_SECRET, SUBNET_DER = _key(2222)
 
 
-def _delegated(parent_secret: ark.Scalar = ROOT_SECRET, child_secret: ark.Scalar = SUBNET_SECRET) -> bytes:
-    parent = _certificate(
-        {
+def _delegated(
+    parent_secret: ark.Scalar = ROOT_SECRET, child_secret: ark.Scalar = SUBNET_SECRET, *, flat: bool = False
+) -> bytes:
+    ranges = cbor2.dumps([list(RANGE)])
+    if flat:  # /subnet/<id>/canister_ranges
+        parent_content: dict = {
+            b"subnet": {SUBNET_ID: {b"public_key": SUBNET_DER, b"canister_ranges": ranges}}
+        }
+    else:  # /canister_ranges/<id>/<shard>
+        parent_content = {
             b"subnet": {SUBNET_ID: {b"public_key": SUBNET_DER}},
-            b"canister_ranges": {SUBNET_ID: {RANGE[0]: cbor2.dumps([list(RANGE)])}},
-        },
-        parent_secret,
-    )
+            b"canister_ranges": {SUBNET_ID: {RANGE[0]: ranges}},
+        }
+    parent = _certificate(parent_content, parent_secret)
     content = {b"canister": {CANISTER: {b"module_hash": b"\xab" * 32}}}
     return _certificate(content, child_secret, {"subnet_id": SUBNET_ID, "certificate": parent})
 
 
-def test_delegated_certificate_verifies_and_reads() -> None:
-    certificate = verify_certificate(_delegated(), CANISTER, ROOT_DER)
+@pytest.mark.parametrize("flat", [False, True], ids=["sharded-ranges", "flat-ranges"])
+def test_delegated_certificate_verifies_and_reads(flat: bool) -> None:
+    certificate = verify_certificate(_delegated(flat=flat), CANISTER, ROOT_DER)
     assert certificate.lookup([b"canister", CANISTER, b"module_hash"]) == b"\xab" * 32
 
 
-def test_canister_outside_the_subnet_ranges_is_refused() -> None:
+@pytest.mark.parametrize("flat", [False, True], ids=["sharded-ranges", "flat-ranges"])
+def test_canister_outside_the_subnet_ranges_is_refused(flat: bool) -> None:
     with pytest.raises(CertificateError, match="does not cover"):
-        verify_certificate(_delegated(), OUTSIDE, ROOT_DER)
+        verify_certificate(_delegated(flat=flat), OUTSIDE, ROOT_DER)
 
 
 def test_delegation_not_signed_by_the_root_key_is_refused() -> None:

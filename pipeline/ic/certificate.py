@@ -1,8 +1,9 @@
 """Certificate verification with an explicit root key.
 
-icp-py-core verifies against its module-global mainnet key whatever `Agent(root_key=...)` says, so
-we keep its hash-tree code (`Certificate`: lookups, root hash, delegation range checks) and do the
-signature, delegation and freshness checks here with the root key each client was given.
+icp-py-core verifies against its module-global mainnet key whatever `Agent(root_key=...)` says, and
+reads only the sharded canister-range encoding in delegations, so we keep its hash-tree code
+(`Certificate`: lookups, root hash) and do the signature, delegation and freshness checks here, with
+the root key each client was given.
 """
 
 from __future__ import annotations
@@ -51,13 +52,45 @@ def verify_certificate(
         if parent.delegation is not None:
             raise CertificateError("certificate delegation has a delegation itself; refusing it")
         _check_signature(parent, root_key_der, "delegation certificate")
-        try:
-            signing_key = certificate.check_delegation(effective_canister_id, must_verify=False)
-        except ValueError as err:
-            raise CertificateError(f"certificate delegation does not cover this canister: {err}") from None
+        subnet_id = bytes(certificate.delegation["subnet_id"])
+        signing_key = _delegated_subnet_key(parent, subnet_id, effective_canister_id)
     _check_signature(certificate, signing_key, "certificate")
     _check_time(certificate, now_ns if now_ns is not None else time.time_ns(), max_age_ns)
     return certificate
+
+
+def _delegated_subnet_key(parent: Certificate, subnet_id: bytes, canister_id: bytes) -> bytes:
+    """The subnet's key, once the root-signed parent shows the canister is on that subnet."""
+    ranges = _canister_ranges(parent, subnet_id)
+    if not any(low <= canister_id <= high for low, high in ranges):
+        raise CertificateError(
+            "certificate delegation does not cover this canister (not in the subnet's ranges)"
+        )
+    key = parent.lookup([b"subnet", subnet_id, b"public_key"])
+    if key is None:
+        raise CertificateError("delegation certificate lacks the subnet's public key")
+    return bytes(key)
+
+
+def _canister_ranges(parent: Certificate, subnet_id: bytes) -> list[tuple[bytes, bytes]]:
+    """Both encodings replicas use: /subnet/<id>/canister_ranges (one list) and
+    /canister_ranges/<id>/<shard> (lists per shard; icp-py-core 2.3.1 reads only these)."""
+    encoded = []
+    flat = parent.lookup([b"subnet", subnet_id, b"canister_ranges"])
+    if flat is not None:
+        encoded.append(bytes(flat))
+    shards = parent.lookup_tree([b"canister_ranges", subnet_id])
+    if shards is not None:
+        for path in parent.list_paths(shards):
+            leaf = parent.lookup([b"canister_ranges", subnet_id, *path])
+            if leaf is not None:
+                encoded.append(bytes(leaf))
+    if not encoded:
+        raise CertificateError("delegation certificate lists no canister ranges for its subnet")
+    try:
+        return [(bytes(low), bytes(high)) for data in encoded for low, high in cbor2.loads(data)]
+    except (ValueError, TypeError, cbor2.CBORDecodeError) as err:
+        raise CertificateError(f"delegation certificate has malformed canister ranges: {err}") from None
 
 
 def _parse(data: bytes, what: str) -> Certificate:
