@@ -117,3 +117,39 @@ def test_status_shows_journal_and_canister_without_sending(
     assert row["bytes_complete"] and row["canister_bytes"] == 2_000_000 and row["in_flight"] == 0
     calls = icsim.canister("llama_cpp").counters.calls
     assert sum(calls.values()) == calls_before + 1 and calls["filesystem_file_size"] >= 1
+
+
+def test_recipe_form_uploads_the_built_artifact(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    from pipeline.manifest import artifact_from_file, write_manifest
+
+    stage_dir = tmp_path / "work" / "smollm2-135m" / "build"
+    stage_dir.mkdir(parents=True)
+    model = write_gguf(stage_dir / "model.gguf", 3_000_000)
+    write_manifest(
+        stage_dir, stage="build", recipe="smollm2-135m", inputs=[], params={}, tools={},
+        artifacts=[artifact_from_file("model", model)],
+    )  # fmt: skip
+    args = [
+        sys.executable, "-m", "pipeline", "upload", "smollm2-135m", "--network", icsim.url,
+        "--canister", icsim.canister_ids["llama_cpp"], "--pem", str(icsim.dev_identity_pem),
+        "--yes", "--json",
+    ]  # fmt: skip
+    code, events, stderr = run_prep(args, prep_env)
+    assert code == 0, stderr
+    canister = icsim.canister("llama_cpp")
+    assert sha256(canister.file_bytes("models/model.gguf")) == sha256(model.read_bytes())
+    assert canister.loaded_model == "models/model.gguf"
+    assert canister.max_tokens == {"max_tokens_update": 10, "max_tokens_query": 1}
+
+
+def test_recipe_form_without_a_build_says_what_to_run(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    args = [
+        sys.executable, "-m", "pipeline", "upload", "smollm2-135m", "--network", icsim.url,
+        "--canister", icsim.canister_ids["llama_cpp"], "--pem", str(icsim.dev_identity_pem), "--yes",
+    ]  # fmt: skip
+    code, _, stderr = run_prep(args, prep_env)
+    assert code == 1 and "prep build smollm2-135m" in stderr
