@@ -371,15 +371,15 @@ class IcClient:
     def _read_cbor(self, verb: str, path: str, body: bytes | None, *, attempts: int) -> dict[str, Any]:
         """An idempotent request (status, query, read_state), retried on transient failures."""
         delays = self.retry.delays(self.retry.first_delay_s, self.retry.max_delay_s)
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        while True:
             try:
-                response = self._send(verb, path, body)
-                return _decode_cbor(response.content, self.network.url)
+                return _decode_cbor(self._send(verb, path, body).content, self.network.url)
             except TransientIcError:
-                if attempt == attempts:
+                if attempt >= attempts:
                     raise
+            attempt += 1
             time.sleep(next(delays))
-        raise AssertionError("unreachable")
 
     def _post(self, path: str, body: bytes) -> httpx.Response:
         return self._send("POST", path, body)
