@@ -36,10 +36,13 @@ _HINTS_BY_ERROR_CODE = {
     "IC0207": "the canister is out of cycles: top it up",
     "IC0301": "no such canister on this network: check --canister and --network",
     "IC0302": "the canister has no such method: is it the canister kind you think?",
-    "IC0406": "the identity is not allowed to call this: use a controller identity",
+    "IC0406": "the canister refused the message (often: this identity is not allowed); try a controller",
+    "IC0502": "the canister trapped: its message says why",
     "IC0503": "the canister trapped: its message says why",
-    "IC0504": "the canister is out of memory or over a limit",
-    "IC0512": "the identity is not allowed to call this: use a controller identity",
+    "IC0507": "the canister ran out of memory",
+    "IC0508": "the canister is stopped: start it",
+    "IC0512": "only a controller may do this: use a controller identity",
+    "IC0522": "the message hit the instruction limit",
     "IC0536": "the canister has no such method: is it the canister kind you think?",
 }
 
