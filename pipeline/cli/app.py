@@ -44,7 +44,9 @@ def _register_commands() -> None:
     # One import per line, so that adding a command is a one-line change.
     import pipeline.cli.build  # noqa: F401
     import pipeline.cli.canister  # noqa: F401
+    import pipeline.cli.convert  # noqa: F401
     import pipeline.cli.fetch  # noqa: F401
+    import pipeline.cli.inspect  # noqa: F401
     import pipeline.cli.quantize  # noqa: F401
     import pipeline.cli.recipes  # noqa: F401
     import pipeline.cli.trim  # noqa: F401
