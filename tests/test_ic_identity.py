@@ -108,3 +108,15 @@ def test_dfx_default_identity_without_settings_file(dfx_store: Path) -> None:
     (dfx_store / "default").mkdir()
     key = write_secp256k1_pem(dfx_store / "default" / "identity.pem", with_parameters=True)
     assert load_identity().principal == key.principal
+
+
+def test_fast_ed25519_signatures_equal_icp_py_core_ones(ed25519_pem) -> None:
+    identity = load_identity(pem=ed25519_pem.path)
+    message = b"\x0aic-request" + bytes(range(32))
+    assert identity.sign(message) == identity.signer.sign(message)
+
+
+def test_secp256k1_signatures_verify(secp256k1_pem) -> None:
+    identity = load_identity(pem=secp256k1_pem.path)
+    public_key, signature = identity.sign(b"message")
+    assert public_key == identity.signer.der_pubkey and identity.signer.verify(b"message", signature)

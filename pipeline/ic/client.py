@@ -367,7 +367,7 @@ class IcClient:
         request_id = to_request_id(content)
         if self.identity.is_anonymous:
             return request_id, encode_envelope({"content": content})
-        public_key, signature = self.identity.signer.sign(IC_REQUEST_DOMAIN_SEPARATOR + request_id)
+        public_key, signature = self.identity.sign(IC_REQUEST_DOMAIN_SEPARATOR + request_id)
         envelope = {"content": content, "sender_pubkey": public_key, "sender_sig": signature}
         return request_id, encode_envelope(envelope)
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from icp_identity import Identity
 
 from pipeline.errors import PrepError, UsageError
@@ -25,10 +26,24 @@ class IcIdentity:
     key_type: str  # "ed25519" | "secp256k1" | "p256" | "anonymous"
     source: str  # e.g. "PEM file /x/id.pem", "dfx identity 'default'", "anonymous"
     signer: Identity = field(repr=False, compare=False)
+    _ed25519: Ed25519PrivateKey | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Ed25519 signatures are deterministic: OpenSSL's equal icp-py-core's pure-Python ones, ~12x faster.
+        if self.key_type == "ed25519":
+            key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(self.signer.privkey))
+            object.__setattr__(self, "_ed25519", key)
 
     @property
     def is_anonymous(self) -> bool:
         return self.key_type == "anonymous"
+
+    def sign(self, message: bytes) -> tuple[bytes, bytes]:
+        """(DER public key, signature) over `message`, as the IC expects for this key type."""
+        if self._ed25519 is not None:
+            return self.signer.der_pubkey, self._ed25519.sign(message)
+        public_key, signature = self.signer.sign(message)
+        return public_key, signature
 
 
 def anonymous_identity() -> IcIdentity:
