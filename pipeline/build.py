@@ -16,14 +16,13 @@ from typing import Any
 
 from pipeline.convert.converter import convert_model
 from pipeline.errors import PrepError
-from pipeline.formats.safetensors import read_safetensors_header
+from pipeline.formats.inspect import inspect_file
 from pipeline.hub import FetchedFile, FetchResult
 from pipeline.llamacpp import DISTRIBUTION as LLAMA_DISTRIBUTION
 from pipeline.llamacpp import quantize_with_llama
 from pipeline.manifest import Artifact, InputRecord, artifact_from_file, fresh, tool_versions, write_manifest
 from pipeline.preflight import FitReport, check_fit
 from pipeline.quantize import LLAMA_FILE_TYPES, quantize_gguf
-from pipeline.quantize.layout import read_layout
 from pipeline.recipes import Recipe
 from pipeline.trim import trim_gpt2
 from pipeline.workspace import Workspace
@@ -86,17 +85,14 @@ def inputs_by_name(fetched: FetchResult) -> dict[str, FetchedFile]:
 
 
 def validate_artifact(artifact: Artifact) -> None:
-    """Structural check of a built file by its format (header, offsets, sizes), without loading weights."""
-    name = artifact.path.name
-    if name.endswith(".gguf"):
-        read_layout(artifact.path)
-    elif name.endswith(".safetensors"):
-        read_safetensors_header(artifact.path)
-    elif name.endswith(".json"):
+    """Structural check of a built file by its content (header, offsets, sizes), without loading weights."""
+    if artifact.path.name.endswith(".json") and not artifact.path.name.endswith("tokenizer.json"):
         try:
             json.loads(artifact.path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise PrepError(f"{artifact.path}: not valid JSON ({err})") from err
+        return
+    inspect_file(artifact.path)
 
 
 def _extra_tools(recipe: Recipe) -> tuple[str, ...]:

@@ -131,3 +131,18 @@ def test_local_smoke_generates_from_the_built_gguf(tiny_world: TinyWorld, tmp_pa
     smoke = replace(recipe.target.smoke, max_tokens=4, expect=".")
     answer = smoke_local(recipe.target.kind, result.artifacts, smoke)
     assert answer.passed and answer.n_generated > 0
+
+
+def test_passthrough_validates_llama2c_files(tiny_world: TinyWorld, tmp_path: Path) -> None:
+    _, _, result = _build(tiny_world, "stories15m", tmp_path)
+    assert set(result.artifacts) == {"model", "tokenizer"}
+    assert result.fit.ok
+
+
+def test_build_refuses_a_file_that_is_not_what_it_claims(tmp_path: Path) -> None:
+    from pipeline.build import validate_artifact
+
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF" + bytes(10))
+    with pytest.raises(PrepError, match="model.gguf"):
+        validate_artifact(_artifact(fake))

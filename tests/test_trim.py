@@ -107,3 +107,14 @@ def test_missing_tensor_is_named(gpt2_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(PrepError, match=r"transformer\.h\.2\.ln_1\.weight"):
         trim_gpt2(gpt2_dir, tmp_path / "out", "f16")
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_cached_generation_matches_full_forward(gpt2_dir: Path) -> None:
+    config = read_gpt2_config(gpt2_dir / "config.json")
+    model = Gpt2Numpy(gpt2_dir / "model.safetensors", config)
+    prompt = [5, 17, 42]
+    generated = model.generate(prompt, max_tokens=4)
+    ids = list(prompt)
+    for _ in generated:
+        ids.append(int(np.argmax(model.forward(ids)[-1])))
+    assert ids[len(prompt) :] == generated
