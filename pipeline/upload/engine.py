@@ -427,7 +427,9 @@ class UploadEngine:
             entry = InFlight(
                 call.request_id.hex(), call.method, call.expiry_ns, chunk.index, chunk.offset, chunk.length
             )
-            journal.add_inflight(entry, call.envelope)
+            # Offset chunks other than 0 rewrite the same bytes if repeated: their envelopes need no flush.
+            idempotent = isinstance(driver, OffsetFile) and chunk.index != 0
+            journal.add_inflight(entry, call.envelope, sync_envelope=not idempotent)
             try:
                 outcome = deliver(
                     self.client,

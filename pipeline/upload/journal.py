@@ -105,10 +105,14 @@ class Journal:
             change(self.record)
             self._save()
 
-    def add_inflight(self, entry: InFlight, envelope: bytes) -> None:
-        """Records a signed call before its first submission, envelope included."""
+    def add_inflight(self, entry: InFlight, envelope: bytes, *, sync_envelope: bool = True) -> None:
+        """Records a signed call before its first submission, envelope included.
+
+        Without `sync_envelope` the envelope reaches the page cache (it survives kill -9) but is not
+        flushed to disk: for calls whose repetition is harmless, losing it in a power cut costs a resend.
+        """
         self.envelopes.mkdir(parents=True, exist_ok=True)
-        _write_durably(self.envelopes / f"{entry.request_id}.cbor", envelope)
+        _write_durably(self.envelopes / f"{entry.request_id}.cbor", envelope, sync=sync_envelope)
         self.update(lambda r: r.inflight.__setitem__(entry.request_id, entry))
 
     def envelope(self, request_id: str) -> bytes | None:
@@ -135,13 +139,16 @@ class Journal:
         _write_durably(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write_durably(path: Path, data: bytes, *, sync: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+    if not sync:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
