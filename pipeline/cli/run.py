@@ -1,0 +1,104 @@
+"""`prep run`: every stage of a recipe into one canister, each skipped when it has nothing to do."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.cli.app import app
+from pipeline.cli.ic_options import (
+    AnonymousOption,
+    CanisterOption,
+    IdentityOption,
+    NetworkOption,
+    PemOption,
+    UrlOption,
+    canister_on,
+    choose_identity,
+    connect,
+)
+from pipeline.cli.output import JsonFlag, Output
+from pipeline.errors import UsageError
+from pipeline.recipes import load_recipe
+from pipeline.run import RunOptions, StageReport, run_recipe
+from pipeline.upload.engine import DEFAULT_WINDOW
+from pipeline.workspace import Workspace
+
+
+@app.command("run")
+def run_command(
+    recipe_name: Annotated[str, typer.Argument(help="Recipe name or path to a recipe .toml.")],
+    network: NetworkOption = "local",
+    canister: CanisterOption = "",
+    url: UrlOption = None,
+    pem: PemOption = None,
+    identity: IdentityOption = None,
+    anonymous: AnonymousOption = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before a mainnet upload.")] = False,
+    locked: Annotated[
+        bool, typer.Option("--locked", help="Refuse fetched files that differ from the lock file.")
+    ] = False,
+    strict_order: Annotated[
+        bool,
+        typer.Option("--strict-order", help="One chunk at a time, in order: the canister's sha256 matches."),
+    ] = False,
+    window: Annotated[
+        int, typer.Option("--window", min=1, max=64, help="Chunks in flight at once.")
+    ] = DEFAULT_WINDOW,
+    no_interface_check: Annotated[
+        bool, typer.Option("--no-interface-check", help="Skip comparing the canister's candid:service.")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Fetch, build, upload, load and smoke-test a recipe; a rerun skips what is already done."""
+    out = Output(json=json_output)
+    if not canister:
+        raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
+    recipe = load_recipe(recipe_name)
+    options = RunOptions(
+        locked=locked,
+        strict_order=strict_order,
+        window=window,
+        check_interface=not no_interface_check,
+        progress=not json_output,
+    )
+
+    def on_event(event: dict[str, Any]) -> None:
+        out.event(event)
+        if not json_output and event.get("event") == "stage" and event.get("status") != "started":
+            out.info(_stage_line(event))
+
+    with connect(network, url, choose_identity(pem, identity, anonymous)) as client:
+        canister_id = canister_on(client.network, canister)
+        report = run_recipe(
+            recipe,
+            client,
+            canister_id,
+            Workspace.default(),
+            options,
+            on_event=on_event,
+            confirm=(lambda plan: True) if yes else _ask(out),
+        )
+    out.result(report.to_json(), report.summary())
+
+
+def _stage_line(event: dict[str, Any]) -> str:
+    if event["status"] == "failed":
+        return f"{event['stage']}: failed"
+    stage = StageReport(**{k: v for k, v in event.items() if k != "event"})
+    return f"{stage.stage}: {stage.status} in {stage.seconds:.2f} s ({stage.detail})"
+
+
+def _ask(out: Output):
+    def confirm(plan: dict[str, Any]) -> bool:
+        out.info(
+            f"mainnet upload to {plan['canister']} ({plan['kind']}): {plan['bytes']:,} bytes in "
+            f"{plan['messages']} messages, about {plan['estimated_cycles'] / 1e12:.3f} T cycles"
+        )
+        if not sys.stdin.isatty():
+            return False
+        return typer.confirm("Proceed?", default=False, err=True)
+
+    return confirm

@@ -1,0 +1,348 @@
+"""`prep run`: fetch -> build -> upload -> load -> smoke for one recipe and one canister.
+
+Every stage decides for itself whether there is work: fetch finds its files cached and verified, build
+finds its manifest fresh, upload finds every byte acknowledged in its journal (and the canister agreeing),
+load finds the same model loaded by the same code, smoke finds a passed answer recorded for the same
+code and artifacts. So a rerun after success does nothing, and a rerun after an interruption continues
+where the previous one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from pipeline.build import BuildResult, build_recipe
+from pipeline.errors import PrepError
+from pipeline.hub import FetchResult, fetch_recipe
+from pipeline.ic.client import IcClient
+from pipeline.manifest import Artifact
+from pipeline.recipes import Recipe
+from pipeline.smoke import SmokeAnswer, request_for_recipe, smoke_canister
+from pipeline.targets.profile import TargetProfile, load_profile
+from pipeline.upload.engine import DEFAULT_WINDOW, UploadFile, UploadReport
+from pipeline.upload.journal import journal_path
+from pipeline.upload.progress import UploadProgress
+from pipeline.upload.run import UploadOptions, recipe_variables, run_upload, upload_status
+from pipeline.workspace import Workspace, write_json_atomic
+
+EventSink = Callable[[dict[str, Any]], None]
+Confirm = Callable[[dict[str, Any]], bool]
+STAGES = ("fetch", "build", "upload", "load", "smoke")
+SMOKE_STAGE = "smoke"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    locked: bool = False
+    strict_order: bool = False
+    window: int = DEFAULT_WINDOW
+    check_interface: bool = True
+    progress: bool = True  # progress bars and notes on stderr
+
+
+@dataclass
+class StageReport:
+    stage: str
+    status: str  # "ran", "resumed" or "skipped"
+    seconds: float
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    recipe: str
+    kind: str
+    network_url: str
+    canister_id: str
+    stages: list[StageReport] = field(default_factory=list)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    smoke: SmokeAnswer | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["smoke"] = self.smoke.to_json() if self.smoke else None
+        return data
+
+    def summary(self) -> str:
+        lines = [f"{self.recipe} -> {self.kind} canister {self.canister_id} at {self.network_url}"]
+        for stage in self.stages:
+            lines.append(f"  {stage.stage:<7} {stage.status:<8} {stage.seconds:7.2f} s  {stage.detail}")
+        for role, item in sorted(self.artifacts.items()):
+            lines.append(f"  {role}: {item['remote']}  {item['size']:,} B  sha256 {item['sha256']}")
+        if self.smoke is not None:
+            lines.append(f"  answer: {self.smoke.prompt + self.smoke.text!r}")
+        ran = [s.stage for s in self.stages if s.status != "skipped"]
+        lines.append(
+            f"done in {self.seconds:.1f} s; " + (f"ran {', '.join(ran)}" if ran else "nothing to do")
+        )
+        return "\n".join(lines)
+
+
+def run_recipe(
+    recipe: Recipe,
+    client: IcClient,
+    canister_id: str,
+    workspace: Workspace,
+    options: RunOptions | None = None,
+    *,
+    on_event: EventSink | None = None,
+    confirm: Confirm | None = None,
+) -> RunReport:
+    """Runs every stage that has work to do; raises PrepError naming the stage that failed."""
+    return _Run(recipe, client, canister_id, workspace, options or RunOptions(), on_event, confirm).run()
+
+
+class _Run:
+    def __init__(
+        self,
+        recipe: Recipe,
+        client: IcClient,
+        canister_id: str,
+        workspace: Workspace,
+        options: RunOptions,
+        on_event: EventSink | None,
+        confirm: Confirm | None,
+    ) -> None:
+        self.recipe = recipe
+        self.client = client
+        self.canister_id = canister_id
+        self.workspace = workspace
+        self.options = options
+        self.emit = on_event or (lambda _event: None)
+        self.confirm = _ConfirmOnce(confirm)
+        self.profile: TargetProfile = load_profile(recipe.target.kind)
+        self.report = RunReport(recipe.name, self.profile.kind, client.network.url, canister_id)
+        self.stage = ""
+
+    def run(self) -> RunReport:
+        started = time.monotonic()
+        fetched, _ = self._stage("fetch", self._fetch)
+        built, _ = self._stage("build", lambda: self._build(fetched))
+        files = self._upload_files(built.artifacts)
+        _, uploaded = self._stage("upload", lambda: self._upload(files))
+        _, loaded = self._stage("load", lambda: self._load(files))
+        fresh_canister = uploaded.status == "skipped" and loaded.status == "skipped"
+        self._stage(SMOKE_STAGE, lambda: self._smoke(built.artifacts, fresh_canister))
+        self.report.seconds = round(time.monotonic() - started, 3)
+        return self.report
+
+    def _stage(
+        self, name: str, work: Callable[[], tuple[Any, str, str, dict[str, Any]]]
+    ) -> tuple[Any, StageReport]:
+        self.stage = name
+        self.emit({"event": "stage", "stage": name, "status": "started"})
+        started = time.monotonic()
+        try:
+            result, status, detail, data = work()
+        except PrepError as err:
+            self.emit({"event": "stage", "stage": name, "status": "failed", "error": err.message})
+            raise PrepError(f"{name} failed: {err.message}", hint=err.hint) from err
+        report = StageReport(name, status, round(time.monotonic() - started, 3), detail, data)
+        self.report.stages.append(report)
+        self.emit({"event": "stage", **asdict(report)})
+        return result, report
+
+    def _tagged(self, event: dict[str, Any]) -> None:
+        self.emit({**event, "stage": self.stage})
+
+    # ---- fetch and build ------------------------------------------------------------------------
+
+    def _fetch(self) -> tuple[FetchResult, str, str, dict[str, Any]]:
+        fetched = fetch_recipe(
+            self.recipe,
+            locked=self.options.locked,
+            progress=self.options.progress,
+            workspace=self.workspace,
+            on_event=self._tagged,
+        )
+        downloaded = [f for f in fetched.files.values() if f.status != "cached"]
+        total = sum(f.size for f in fetched.files.values())
+        status = "ran" if downloaded else "skipped"
+        detail = f"{_count(len(fetched.files), 'file')}, {total:,} B" + (
+            f", {len(downloaded)} downloaded" if downloaded else ", all cached and verified"
+        )
+        data = {"files": len(fetched.files), "bytes": total, "downloaded": len(downloaded)}
+        return fetched, status, detail, data
+
+    def _build(self, fetched: FetchResult) -> tuple[BuildResult, str, str, dict[str, Any]]:
+        built = build_recipe(self.recipe, fetched, self.workspace, on_event=self._tagged)
+        total = sum(a.size for a in built.artifacts.values())
+        detail = f"{_count(len(built.artifacts), 'artifact')}, {total:,} B" + (
+            ", inputs unchanged" if built.skipped else ""
+        )
+        return built, "skipped" if built.skipped else "ran", detail, {"bytes": total}
+
+    def _upload_files(self, artifacts: dict[str, Artifact]) -> tuple[UploadFile, ...]:
+        files = []
+        for role in self.profile.roles:
+            artifact = artifacts.get(role.name)
+            if artifact is None:
+                raise PrepError(
+                    f"the build of {self.recipe.name} made no {role.name!r} file; "
+                    f"a {self.profile.kind} canister needs one",
+                    hint=f"roles of {self.profile.kind}: {', '.join(r.name for r in self.profile.roles)}",
+                )
+            remote = self.recipe.target.files.get(role.name, role.remote)
+            files.append(UploadFile(role.name, artifact.path, remote, artifact.sha256))
+            self.report.artifacts[role.name] = {
+                "path": str(artifact.path),
+                "remote": remote,
+                "size": artifact.size,
+                "sha256": artifact.sha256,
+            }
+        return tuple(files)
+
+    # ---- upload and load ------------------------------------------------------------------------
+
+    def _upload(self, files: tuple[UploadFile, ...]) -> tuple[None, str, str, dict[str, Any]]:
+        self._forget_contradicted_journals(files)
+        resumed: list[dict[str, Any]] = []
+        report = self._engine(files, load=False, seen=resumed)
+        rate = report.bytes_sent / report.seconds / 1e6 if report.bytes_sent and report.seconds else 0.0
+        data = {
+            "bytes_sent": report.bytes_sent,
+            "chunks_sent": report.chunks_sent,
+            "chunks_resent": report.chunks_resent,
+            "steps": report.steps,
+            "seconds": round(report.seconds, 3),
+            "mb_per_s": round(rate, 3),
+        }
+        if report.bytes_sent == 0 and not report.steps:
+            return None, "skipped", "the canister holds every byte (journal and canister agree)", data
+        status = "resumed" if any(e.get("action") == "continue" for e in resumed) else "ran"
+        detail = f"{report.bytes_sent:,} B in {_count(report.chunks_sent, 'chunk')}, {rate:.2f} MB/s"
+        if report.steps:
+            detail += f"; then {', '.join(report.steps)}"
+        return None, status, detail, data
+
+    def _load(self, files: tuple[UploadFile, ...]) -> tuple[None, str, str, dict[str, Any]]:
+        report = self._engine(files, load=True, seen=[])
+        probes = {s.method for s in self.profile.steps if s.probe}
+        work = [s for s in report.steps if s not in probes]
+        data = {"steps": report.steps}
+        checks = ", ".join(sorted(probes & set(report.steps)))
+        if not self.profile.steps:
+            return None, "skipped", f"{self.profile.kind} sets its files up as they arrive (upload)", data
+        if not work:
+            return None, "skipped", "already loaded by this code" + (f"; {checks} ok" if checks else ""), data
+        return None, "ran", ", ".join(report.steps), data
+
+    def _engine(
+        self, files: tuple[UploadFile, ...], *, load: bool, seen: list[dict[str, Any]]
+    ) -> UploadReport:
+        def record(event: dict[str, Any]) -> None:
+            if event.get("event") == "resume":
+                seen.append(event)
+            self._tagged(event)
+
+        options = UploadOptions(
+            workspace_root=self.workspace.root,
+            strict_order=self.options.strict_order,
+            window=self.options.window,
+            check_interface=self.options.check_interface,
+            load=load,
+        )
+        progress = UploadProgress(record, bar=None if self.options.progress else False)
+        return run_upload(
+            self.client,
+            self.profile,
+            self.canister_id,
+            files,
+            options,
+            variables=recipe_variables(self.recipe.target),
+            progress=progress,
+            confirm=self.confirm,
+        )
+
+    def _forget_contradicted_journals(self, files: tuple[UploadFile, ...]) -> None:
+        """A journal that says "complete" while the canister holds another size is stale: drop it.
+
+        Only offset-addressed kinds can be asked (their files persist); append kinds' buffers are
+        consumed by their load steps, so their lengths say nothing once loaded.
+        """
+        if self.profile.addressing != "offset":
+            return
+        remotes = {f.role: f.remote for f in files}
+        rows = upload_status(self.client, self.profile, self.canister_id, self.workspace.root, remotes)
+        for row, upload in zip(rows, files, strict=True):
+            held = row.get("canister_bytes")
+            complete = row.get("bytes_complete") and not row.get("in_flight")
+            if complete and "canister_error" not in row and held != row["size"]:
+                path = journal_path(
+                    self.workspace.root, self.client.network.url, self.canister_id, upload.remote
+                )
+                path.unlink(missing_ok=True)
+                self._tagged(
+                    {
+                        "event": "resume",
+                        "role": upload.role,
+                        "action": "restart",
+                        "reason": f"journal says complete, the canister holds {held} of {row['size']} bytes",
+                    }
+                )
+
+    # ---- smoke ----------------------------------------------------------------------------------
+
+    def _smoke(
+        self, artifacts: dict[str, Artifact], fresh_canister: bool
+    ) -> tuple[SmokeAnswer, str, str, dict[str, Any]]:
+        request = request_for_recipe(self.recipe.target)
+        module_hash = self.client.module_hash(self.canister_id)
+        key = {
+            "network_url": self.client.network.url,
+            "canister_id": self.canister_id,
+            "module_hash": module_hash.hex() if module_hash else None,
+            "artifacts": {role: a.sha256 for role, a in sorted(artifacts.items())},
+            "request": asdict(request),
+        }
+        path = self._smoke_record_path()
+        previous = _read_record(path)
+        if fresh_canister and previous is not None and previous.get("key") == key:
+            answer = SmokeAnswer(**previous["answer"])
+            self.report.smoke = answer
+            return answer, "skipped", f"answered before by the same code and model: {_short(answer)}", {}
+        answer = smoke_canister(self.client, self.profile, self.canister_id, request, on_event=self._tagged)
+        write_json_atomic(path, {"key": key, "answer": answer.to_json()})
+        self.report.smoke = answer
+        return answer, "ran", f"{_short(answer)} matches {answer.expect!r}", answer.to_json()
+
+    def _smoke_record_path(self) -> Path:
+        host = quote(urlsplit(self.client.network.url).netloc or self.client.network.url, safe="")
+        return self.workspace.stage_dir(self.recipe.name, SMOKE_STAGE) / f"{host}--{self.canister_id}.json"
+
+
+class _ConfirmOnce:
+    """Asks at most once per run: the load stage's plan repeats the upload's, already answered."""
+
+    def __init__(self, confirm: Confirm | None) -> None:
+        self.confirm = confirm
+        self.approved = False
+
+    def __call__(self, plan: dict[str, Any]) -> bool:
+        if not self.approved and self.confirm is not None:
+            self.approved = self.confirm(plan)
+        return self.approved
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _short(answer: SmokeAnswer, limit: int = 60) -> str:
+    text = answer.text.strip().replace("\n", " ")
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
