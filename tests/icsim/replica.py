@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -153,11 +154,14 @@ class Replica:
     # ---- blocks -----------------------------------------------------------------------
 
     def _block_loop(self) -> None:
-        next_block = time.monotonic()
+        epoch = next_block = time.monotonic()
         while True:
             with self._lock:
-                while self._running and (not self._queue or time.monotonic() < next_block):
-                    self._lock.wait(None if not self._queue else next_block - time.monotonic())
+                while self._running and not self._queue:
+                    self._lock.wait()
+                next_block = self._next_tick(epoch, next_block)
+                while self._running and time.monotonic() < next_block:
+                    self._lock.wait(next_block - time.monotonic())
                 if not self._running:
                     return
                 batch = self._take_block()
@@ -166,6 +170,14 @@ class Replica:
                 self._execute(record)
             self.block_log.append(BlockStats(len(batch), sum(r.size for r in batch)))
             next_block = started + self.blocks.interval
+
+    def _next_tick(self, epoch: float, next_block: float) -> float:
+        """Blocks come on a fixed cadence: a message arriving while idle waits for the next tick."""
+        now = time.monotonic()
+        interval = self.blocks.interval
+        if interval <= 0 or next_block >= now:
+            return next_block
+        return epoch + math.ceil((now - epoch) / interval) * interval
 
     def _take_block(self) -> list[RequestRecord]:
         """The next block's messages: FIFO, at most the ingress byte cap and 1000 messages (call locked)."""
