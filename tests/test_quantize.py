@@ -114,3 +114,32 @@ def test_k_quant_loads_and_generates(float_ggufs: dict[str, Path], tmp_path: Pat
     generation = generate(out, "Once upon a time", max_tokens=5)
     assert generation.n_prompt_tokens > 0
     assert generation.n_generated > 0
+
+
+def test_k_quant_without_the_llama_extra_says_how_to_get_it(
+    float_ggufs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from pipeline.build import quantize_file
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what an absent package looks like to `import`
+    with pytest.raises(PrepError, match="llama-cpp-python") as err:
+        quantize_file(float_ggufs["llama"], tmp_path / "k.gguf", "q4_k_m")
+    assert "make install" in str(err.value) and "ic-model-prep[llama]" in str(err.value)
+    assert not (tmp_path / "k.gguf").exists()
+
+
+def test_quantize_cli(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli-q8.gguf"
+    command = [sys.executable, "-m", "pipeline", "quantize", str(float_ggufs["gpt2"]), "--out", str(out)]
+    done = subprocess.run([*command, "--type", "q8_0", "--json"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["size_after"] == out.stat().st_size < result["size_before"]
+    bad = subprocess.run([*command, "--type", "q3_x"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "q3_x" in bad.stderr

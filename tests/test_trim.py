@@ -118,3 +118,24 @@ def test_cached_generation_matches_full_forward(gpt2_dir: Path) -> None:
     for _ in generated:
         ids.append(int(np.argmax(model.forward(ids)[-1])))
     assert ids[len(prompt) :] == generated
+
+
+def test_trim_cli(gpt2_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "trim",
+        str(gpt2_dir),
+        "--out",
+        str(tmp_path / "t"),
+        "--json",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["tensors_kept"] == len(loader_tensor_names(2))
+    assert result["size_after"] < result["size_before"]
