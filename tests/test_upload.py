@@ -96,6 +96,17 @@ def test_strict_order_makes_the_canister_sha_match(
     assert canister.details["models/model.gguf"]["filesha256"] == sha256(model_file.read_bytes())  # type: ignore[attr-defined]
 
 
+def test_strict_order_resends_in_order_when_the_canister_sha_is_off(
+    upload_run: EngineRun, icsim: IcSim, model_file: Path
+) -> None:
+    upload_run("llama_cpp", [("model", model_file, "models/model.gguf")], strict_order=True)
+    canister = icsim.canister("llama_cpp")
+    canister.details["models/model.gguf"]["filesha256"] = "0" * 64  # type: ignore[attr-defined]
+    report = upload_run("llama_cpp", [("model", model_file, "models/model.gguf")], strict_order=True)
+    assert report.chunks_sent == 6
+    assert canister.details["models/model.gguf"]["filesha256"] == sha256(model_file.read_bytes())  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("kind", ["llama_cpp", "gpt2", "icpp_llama2"])
 @pytest.mark.parametrize("fault", ["dropped replies", "5xx storm", "delay past timeout"])
 def test_faults_neither_duplicate_nor_lose_bytes(

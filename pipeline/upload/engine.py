@@ -206,6 +206,16 @@ class UploadEngine:
                 self.progress.event("resume", role=role.name, action="restart", reason=reason)
             journal.start(FileRecord(**{**vars(wanted), "done": [], "inflight": {}}))
         assert journal.record is not None
+        if (
+            journal.record.bytes_complete
+            and self.request.strict_order
+            and isinstance(driver, OffsetFile)
+            and not self._running_sha_matches(driver, journal.record)
+        ):
+            self.progress.event(
+                "resume", role=role.name, action="restart", reason="canister's sha256 differs"
+            )
+            journal.update(lambda r: (setattr(r, "bytes_complete", False), r.set_done_chunks(set())))
         if not journal.record.bytes_complete:
             with LocalFile(upload.path) as local:
                 if isinstance(driver, OffsetFile):
@@ -276,6 +286,8 @@ class UploadEngine:
             for _round in range(VERIFY_ROUNDS):
                 self._send_chunks(journal, driver, local, todo)
                 bad = self._verify_offset(driver, local, chunks)
+                if not bad and self.request.strict_order and not self._running_sha_matches(driver, record):
+                    bad = chunks  # the canister's running hash restarts only at offset 0: resend in order
                 if not bad:
                     break
                 self.progress.event(
@@ -292,8 +304,6 @@ class UploadEngine:
                 )
         finally:
             self.progress.end_file()
-        if self.request.strict_order:
-            self._check_running_sha(driver, record)
         self.progress.event(
             "verify", role=record.role, ok=True, sha256=record.local_sha256, bytes=record.size
         )
@@ -321,14 +331,17 @@ class UploadEngine:
                 return
         else:
             rest = todo
-        with ThreadPoolExecutor(max_workers=self.request.window, thread_name_prefix="upload") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.request.window, thread_name_prefix="upload")
+        try:
             futures = [pool.submit(self._send_chunk, journal, driver, local, c) for c in rest]
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [f for f in finished if f.exception() is not None]
             if failed:
-                for f in futures:
-                    f.cancel()
                 raise failed[0].exception()  # type: ignore[misc]
+        finally:
+            # On a failure or Ctrl-C, chunks not yet started stay unsent; those in flight finish and are
+            # journaled, so the next run knows exactly what landed.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _verify_offset(self, driver: OffsetFile, local: LocalFile, chunks: list[Chunk]) -> list[Chunk]:
         """Reads the file back range by range (concurrent queries); returns the chunks that differ."""
@@ -345,15 +358,12 @@ class UploadEngine:
             results = list(pool.map(same, chunks))
         return [c for c, ok in zip(chunks, results, strict=True) if not ok]
 
-    def _check_running_sha(self, driver: OffsetFile, record: FileRecord) -> None:
-        reported = driver.running_sha()
-        if reported is not None and reported.lower() != record.local_sha256:
-            raise PrepError(
-                f"canister {record.canister_id} reports sha256 {reported} for {record.remote}, "
-                f"the local file has {record.local_sha256}",
-                hint="its running hash restarts after an upgrade; rerun prep upload --strict-order to send "
-                "the file again from offset 0",
-            )
+    def _running_sha_matches(self, driver: OffsetFile, record: FileRecord) -> bool:
+        try:
+            reported = driver.running_sha()
+        except PrepError:  # no upload details (e.g. lost in an upgrade): the hash cannot match
+            return False
+        return reported is None or reported.lower() == record.local_sha256
 
     # ---- append-only ----------------------------------------------------------------------------
 
