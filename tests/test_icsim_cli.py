@@ -1,0 +1,46 @@
+"""`python -m tests.icsim` serves on its own and prints what tools need to reach it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cbor2
+import httpx
+from icp_identity import Identity
+
+from tests.icsim import IcSim
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_standalone_runner_prints_canisters_identity_and_root_key() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.icsim", "--port", "0", "--block-interval", "0.01", "--latency", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [process.stdout.readline().split(maxsplit=1) for _ in range(7)]
+        fields = {key: value.strip() for key, value in lines}
+        assert [key for key, _ in lines[:3]] == ["llama_cpp", "icpp_llama2", "gpt2"]
+        assert fields["llama_cpp"] == "rrkah-fqaaa-aaaaa-aaaaq-cai"
+        status = cbor2.loads(httpx.get(f"{fields['url']}/api/v2/status").content)
+        assert status["root_key"].hex() == fields["root_key"]
+        identity = Identity.from_pem(Path(fields["identity"]).read_text())
+        assert identity.sender().to_str() == fields["principal"]
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+def test_controller_option_replaces_the_dev_identity(icsim_agent_for) -> None:
+    with IcSim(controllers=["2vxsx-fae"]) as sim:
+        agent = icsim_agent_for(sim, Identity(anonymous=True))
+        canister = sim.canister_ids["llama_cpp"]
+        (reply,) = agent.query_raw(canister, "check_access", b"DIDL\x00\x00")
+        assert reply["value"] == {"17724": {"3475804314": 200}}
+        (reply,) = icsim_agent_for(sim).query_raw(canister, "check_access", b"DIDL\x00\x00")
+        assert reply["value"] == {"3456837": {"2631092639": 401}}
