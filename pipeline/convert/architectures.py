@@ -55,9 +55,9 @@ class HfArchitecture:
             raise PrepError(f"{self.model_dir}: tensor {hf_name!r} has no GGUF name for {self.arch_name}")
         return name
 
-    def transform(self, hf_name: str, data: np.ndarray) -> np.ndarray:
-        """The tensor as GGUF stores it (numpy order); by default unchanged."""
-        return data
+    def rows(self, hf_name: str, data: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of the tensor as GGUF stores it (numpy order), from the stored `data`."""
+        return data[start:stop]
 
     def transformed_shape(self, hf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         return shape
@@ -138,13 +138,14 @@ class Llama(DecoderArchitecture):
         writer.add_vocab_size(int(self._param("vocab_size")))
         writer.add_rope_dimension_count(self.head_dim())
 
-    def transform(self, hf_name: str, data: np.ndarray) -> np.ndarray:
+    def rows(self, hf_name: str, data: np.ndarray, start: int, stop: int) -> np.ndarray:
         # HF stores q/k rows in the rotate-half order; llama.cpp's rope wants interleaved pairs.
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-            return _unpermute_rope(data, self.n_head)
+            return data[_rope_row_order(data.shape[0], self.n_head)[start:stop]]
         if hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-            return _unpermute_rope(data, int(self._param("num_key_value_heads", default=self.n_head)))
-        return data
+            n_kv_head = int(self._param("num_key_value_heads", default=self.n_head))
+            return data[_rope_row_order(data.shape[0], n_kv_head)[start:stop]]
+        return data[start:stop]
 
     def write_vocab(self, writer: gguf.GGUFWriter) -> None:
         tokenizer_config_path = self.model_dir / "tokenizer_config.json"
@@ -157,9 +158,11 @@ class Llama(DecoderArchitecture):
             writer.add_add_bos_token(False)
 
 
-def _unpermute_rope(data: np.ndarray, n_head: int) -> np.ndarray:
-    rows = data.shape[0]
-    return data.reshape(n_head, 2, rows // n_head // 2, *data.shape[1:]).swapaxes(1, 2).reshape(data.shape)
+def _rope_row_order(n_rows: int, n_head: int) -> np.ndarray:
+    """Source row of each output row: per head, (2, half) -> (half, 2), llama.cpp's q/k permutation."""
+    if n_rows % (2 * n_head):
+        raise PrepError(f"{n_rows} q/k rows do not split into {n_head} heads of pairs")
+    return np.arange(n_rows).reshape(n_head, 2, n_rows // n_head // 2).swapaxes(1, 2).reshape(-1)
 
 
 class Gpt2(HfArchitecture):
@@ -169,8 +172,8 @@ class Gpt2(HfArchitecture):
     # Conv1D stores (in, out); GGUF wants (out, in) like a Linear.
     conv1d_suffixes = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")
 
-    def transform(self, hf_name: str, data: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(data.T) if hf_name.endswith(self.conv1d_suffixes) else data
+    def rows(self, hf_name: str, data: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return data[:, start:stop].T if hf_name.endswith(self.conv1d_suffixes) else data[start:stop]
 
     def transformed_shape(self, hf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         return shape[::-1] if hf_name.endswith(self.conv1d_suffixes) else shape

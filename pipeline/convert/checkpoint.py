@@ -64,21 +64,28 @@ class HfCheckpoint:
                 raise PrepError(f"{index_path}: tensors listed but in no shard: {', '.join(missing[:5])}")
         return tensors
 
-    def load(self, name: str) -> np.ndarray:
-        """The tensor as an array: F32/F16 as stored, BF16 widened to F32 (as llama.cpp does)."""
+    def view(self, name: str) -> np.ndarray:
+        """The tensor memory-mapped in its stored dtype (BF16 as uint16 bits); nothing is read yet."""
         ref = self.tensors[name]
         entry = ref.entry
         if entry.dtype in NATIVE_DTYPES:
             dtype = NATIVE_DTYPES[entry.dtype]
-            return np.fromfile(
-                ref.path, dtype=dtype, count=entry.nbytes // dtype.itemsize, offset=entry.start
-            ).reshape(entry.shape)
-        if entry.dtype == "BF16":
-            raw = np.fromfile(ref.path, dtype="<u2", count=entry.nbytes // 2, offset=entry.start)
-            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry.shape)
-        raise PrepError(
-            f"{ref.path}: tensor {name!r} has dtype {entry.dtype}; only F32, F16 and BF16 are converted"
-        )
+        elif entry.dtype == "BF16":
+            dtype = np.dtype("<u2")
+        else:
+            raise PrepError(
+                f"{ref.path}: tensor {name!r} has dtype {entry.dtype}; only F32, F16 and BF16 are converted"
+            )
+        if entry.nbytes == 0:
+            return np.empty(entry.shape, dtype=dtype)
+        return np.memmap(ref.path, dtype=dtype, mode="r", offset=entry.start, shape=entry.shape)
+
+
+def as_float(chunk: np.ndarray) -> np.ndarray:
+    """F32/F16 as stored; BF16 bits (uint16) widened to F32 exactly, as llama.cpp does."""
+    if chunk.dtype == np.uint16:
+        return (chunk.astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(chunk)
 
 
 def load_json(path: Path) -> dict[str, Any]:

@@ -7,17 +7,19 @@ Output goes to a temp file next to `out`, fsync'd and renamed into place.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import gguf
 import numpy as np
 
 from pipeline.convert.architectures import HfArchitecture, architecture_for
-from pipeline.convert.checkpoint import HfCheckpoint
+from pipeline.convert.checkpoint import HfCheckpoint, as_float
 from pipeline.errors import PrepError
 
 Q = gguf.GGMLQuantizationType
@@ -29,6 +31,8 @@ OUTTYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
 }
 # Tensors llama.cpp always keeps in F32 (those of our architectures).
 F32_TENSORS = (gguf.MODEL_TENSOR.POS_EMBD, gguf.MODEL_TENSOR.TOKEN_TYPES)
+# Rows converted at a time, in F32 bytes: bounds memory whatever the tensor size.
+CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,14 @@ def convert_model(model_dir: Path, out: Path, outtype: str) -> ConvertReport:
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for tensor in plan:
-            writer.write_tensor_data(_tensor_bytes(checkpoint, arch, tensor))
         assert writer.fout is not None
-        writer.fout[0].flush()
-        os.fsync(writer.fout[0].fileno())
+        fout = writer.fout[0]
+        for tensor in plan:
+            writer.write_padding(fout, fout.tell())
+            written = _write_tensor_data(fout, checkpoint, arch, tensor)
+            writer.write_padding(fout, written)
+        fout.flush()
+        os.fsync(fout.fileno())
         writer.close()
         os.replace(tmp, out)
     except BaseException:
@@ -127,14 +134,18 @@ def _tensor_qtype(
     return default_qtype
 
 
+def _tensor_nbytes(tensor: PlannedTensor) -> int:
+    block_size, type_size = gguf.GGML_QUANT_SIZES[tensor.qtype]
+    return math.prod(tensor.shape) // block_size * type_size
+
+
 def _add_tensor_info(writer: gguf.GGUFWriter, tensor: PlannedTensor) -> None:
+    nbytes = _tensor_nbytes(tensor)
     if tensor.qtype in (Q.F32, Q.F16):
         dtype = np.dtype(np.float32 if tensor.qtype == Q.F32 else np.float16)
-        nbytes = int(np.prod(tensor.shape, dtype=np.int64)) * dtype.itemsize
         writer.add_tensor_info(tensor.name, tensor.shape, dtype, nbytes)
         return
     byte_shape = gguf.quant_shape_to_byte_shape(tensor.shape, tensor.qtype)
-    nbytes = int(np.prod(byte_shape, dtype=np.int64))
     writer.add_tensor_info(tensor.name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=tensor.qtype)
 
 
@@ -159,10 +170,20 @@ def _write_metadata(
     arch.write_vocab(writer)
 
 
-def _tensor_bytes(checkpoint: HfCheckpoint, arch: HfArchitecture, tensor: PlannedTensor) -> np.ndarray:
-    data = arch.transform(tensor.source, checkpoint.load(tensor.source))
-    if data.shape != tensor.shape:
-        raise PrepError(
-            f"tensor {tensor.source!r}: shape {data.shape} does not match the planned {tensor.shape}"
-        )
-    return np.ascontiguousarray(gguf.quants.quantize(data, tensor.qtype))
+def _write_tensor_data(
+    fout: BinaryIO, checkpoint: HfCheckpoint, arch: HfArchitecture, tensor: PlannedTensor
+) -> int:
+    """Streams one tensor in row chunks: memory stays at one chunk plus the mapped source pages."""
+    data = checkpoint.view(tensor.source)
+    n_rows = tensor.shape[0] if tensor.shape else 1
+    row_elems = math.prod(tensor.shape[1:]) if len(tensor.shape) > 1 else 1
+    rows_per_chunk = max(1, CHUNK_BYTES // (4 * row_elems))
+    written = 0
+    for start in range(0, n_rows, rows_per_chunk):
+        rows = arch.rows(tensor.source, data, start, min(start + rows_per_chunk, n_rows))
+        chunk = np.ascontiguousarray(gguf.quants.quantize(as_float(rows), tensor.qtype))
+        chunk.tofile(fout)
+        written += chunk.nbytes
+    if written != _tensor_nbytes(tensor):
+        raise PrepError(f"tensor {tensor.source!r}: wrote {written} bytes, planned {_tensor_nbytes(tensor)}")
+    return written
