@@ -16,6 +16,7 @@ from tests.icsim.certify import RootKey, tagged
 from tests.icsim.envelope import Envelope, EnvelopeError
 from tests.icsim.faults import Faults
 from tests.icsim.hashtree import State
+from tests.icsim.nodekey import NodeKey
 from tests.icsim.principal import self_authenticating, to_text
 
 MAX_MESSAGES_PER_BLOCK = 1000
@@ -67,6 +68,7 @@ class Replica:
         self.blocks = blocks
         self.faults = faults
         self.subnet_id = self_authenticating(root_key.der)
+        self.node_key = NodeKey()
         self._canister_locks = {cid: threading.Lock() for cid in self.canisters}
         self._lock = threading.Condition()
         self._requests: dict[bytes, RequestRecord] = {}
@@ -247,6 +249,7 @@ class Replica:
             self.subnet_id: {
                 b"public_key": self.root_key.der,
                 b"canister_ranges": cbor2.dumps([[ids[0], ids[-1]]]),
+                b"node": {self.node_key.node_id: {b"public_key": self.node_key.der}},
             }
         }
         return state

@@ -159,7 +159,8 @@ class Handler(BaseHTTPRequestHandler):
             }
         else:
             reply = {"status": "replied", "reply": {"arg": result}}
-        self._send(200, tagged(reply))
+        signed = self.server.replica.node_key.sign_query_response(reply, envelope.request_id)
+        self._send(200, tagged(signed))
 
     def _call(self, canister_id: bytes, body: bytes, synchronous: bool) -> None:
         replica = self.server.replica
