@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
 from pipeline.targets.profile import load_profile
 from pipeline.upload.engine import DEFAULT_WINDOW
-from pipeline.upload.progress import UploadProgress
+from pipeline.upload.progress import UploadProgress, describe_event
 from pipeline.upload.run import UploadOptions, adhoc_files, recipe_files, run_upload, upload_status
 from pipeline.workspace import Workspace
 
@@ -96,8 +97,10 @@ def upload_command(
             check_interface=not no_interface_check,
             load=not no_load,
         )
-        progress = UploadProgress(out.event if json_output else None, bar=None if not json_output else False)
-        confirm = (lambda plan: True) if yes else _ask(out)
+        progress = UploadProgress(
+            out.event if json_output else _narrate(out), bar=False if json_output else None
+        )
+        confirm = (lambda plan: True) if yes else _ask
         report = run_upload(
             client,
             profile,
@@ -108,7 +111,7 @@ def upload_command(
             progress=progress,
             confirm=confirm,
         )
-    rate = sum(f["size"] for f in report.files) / max(report.seconds, 1e-9) / 1e6
+    rate = report.bytes_sent / max(report.seconds, 1e-9) / 1e6
     out.result(
         {"canister": canister_id, "kind": report.kind, "files": report.files, "steps": report.steps,
          "bytes_sent": report.bytes_sent, "chunks_sent": report.chunks_sent,
@@ -119,29 +122,38 @@ def upload_command(
     )  # fmt: skip
 
 
-def _ask(out: Output):
-    def confirm(plan: dict[str, Any]) -> bool:
-        out.info(
-            f"mainnet upload to {plan['canister']} ({plan['kind']}): {plan['bytes']:,} bytes in "
-            f"{plan['messages']} messages, about {plan['estimated_cycles'] / 1e12:.3f} T cycles"
-        )
-        if not sys.stdin.isatty():
-            return False
-        return typer.confirm("Proceed?", default=False, err=True)
+def _narrate(out: Output) -> Callable[[dict[str, Any]], None]:
+    def show(event: dict[str, Any]) -> None:
+        text = describe_event(event)
+        if text:
+            out.info(text)
 
-    return confirm
+    return show
+
+
+def _ask(plan: dict[str, Any]) -> bool:
+    """Mainnet confirmation; the plan line is already on stderr. Without a terminal, the answer is no."""
+    if not sys.stdin.isatty():
+        return False
+    return typer.confirm("Upload to mainnet?", default=False, err=True)
 
 
 def _status_text(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
-        journal = (
-            f"journal: {row['chunks_done']} chunks / {row['acked_bytes']:,} bytes acked of {row['size']:,}"
-            f"{', complete' if row['bytes_complete'] else ''}, {row['in_flight']} in flight"
-            f"{'' if row['same_code'] else ', canister code changed since'}"
-            if "size" in row
-            else "no journal"
-        )
+        if "size" not in row:
+            journal = "no journal"
+        else:
+            progress = (
+                f"{row['acked_bytes']:,} bytes"
+                if row["addressing"] == "append"
+                else f"{row['chunks_done']} chunks"
+            )
+            journal = (
+                f"journal: {progress} of {row['size']:,} bytes acknowledged"
+                f"{', complete' if row['bytes_complete'] else ''}, {row['in_flight']} in flight"
+                f"{'' if row['same_code'] else ', canister code changed since'}"
+            )
         held = row.get("canister_bytes")
         canister = row.get("canister_error") or (
             "canister: nothing" if held is None else f"canister: {held:,} bytes"

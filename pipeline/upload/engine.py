@@ -263,7 +263,9 @@ class UploadEngine:
             self.progress.event(
                 "resume", role=record.role, action="settled", chunk=entry.chunk, executed=executed
             )
-            journal.settle(entry.request_id, change=_mark_done(entry) if executed else None)
+            journal.settle(
+                entry.request_id, change=_mark_done(entry, self.profile.addressing) if executed else None
+            )
 
     # ---- offset-addressed -----------------------------------------------------------------------
 
@@ -465,7 +467,7 @@ class UploadEngine:
             except PrepError:
                 journal.settle(entry.request_id)
                 raise
-            journal.settle(entry.request_id, change=_mark_done(entry))
+            journal.settle(entry.request_id, change=_mark_done(entry, self.profile.addressing))
             self.report.bytes_sent += chunk.length
             self.report.chunks_sent += 1
             self.progress.chunk(role, chunk.index, chunk.length, resent=resent, offset=chunk.offset)
@@ -546,14 +548,14 @@ class UploadEngine:
         raise PrepError(f"{spec.method} was not accepted after {MAX_SIGNATURES_PER_CHUNK} tries")
 
 
-def _mark_done(entry: InFlight) -> Callable[[FileRecord], None]:
+def _mark_done(entry: InFlight, addressing: str) -> Callable[[FileRecord], None]:
     def change(record: FileRecord) -> None:
         if entry.chunk is None:
             return
         done = record.done_chunks()
         done.add(entry.chunk)
         record.set_done_chunks(done)
-        if entry.offset == record.acked_bytes:
+        if addressing == "append" and entry.offset == record.acked_bytes:
             record.acked_bytes += entry.length
 
     return change

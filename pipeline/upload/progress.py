@@ -57,3 +57,29 @@ class UploadProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def describe_event(event: dict[str, Any]) -> str | None:
+    """One line of human text for the events worth narrating without --json (chunks show in the bar)."""
+    name = event["event"]
+    if name == "plan":
+        return (
+            f"{event['kind']} canister {event['canister']} on {event['url']}: {event['bytes']:,} bytes in "
+            f"{event['messages']} messages (~{event['estimated_cycles'] / 1e12:.3f} T cycles)"
+        )
+    if name == "resume":
+        if event.get("action") == "settled":
+            state = "landed" if event["executed"] else "did not land"
+            return f"{event['role']}: chunk {event['chunk']} in flight at the last run {state}"
+        if event.get("action") == "continue":
+            done = event.get("bytes_done", event.get("chunks_done"))
+            unit = "bytes" if "bytes_done" in event else "chunks"
+            return f"{event['role']}: resuming, {done:,} {unit} already in the canister"
+        return f"{event['role']}: starting over ({event.get('reason')})"
+    if name == "restart":
+        return f"starting over: {event['reason']}"
+    if name == "verify" and not event["ok"]:
+        return f"{event['role']}: read-back found {len(event['bad_chunks'])} chunk(s) to send again"
+    if name == "step":
+        return f"{event['method']}" + (f" ({event['role']})" if event.get("role") else "")
+    return None

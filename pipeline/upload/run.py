@@ -132,7 +132,12 @@ def upload_status(
         remote = (remotes or {}).get(role.name, role.remote)
         journal = Journal(journal_path(workspace_root, client.network.url, canister_id, remote))
         record = journal.record
-        row: dict[str, Any] = {"role": role.name, "remote": remote, "journal": str(journal.path)}
+        row: dict[str, Any] = {
+            "role": role.name,
+            "remote": remote,
+            "addressing": profile.addressing,
+            "journal": str(journal.path),
+        }
         if record is not None:
             done = record.done_chunks()
             row.update(
