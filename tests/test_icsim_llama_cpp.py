@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import gguf
+import numpy as np
 import pytest
 
+from pipeline.ic.errors import CallRejected
 from tests.fixtures_icsim import IcsimCanister as Canister
 from tests.icsim import IcSim
 
@@ -40,6 +45,24 @@ INPUT = "record { args : vec text }"
 MAX_TOKENS = "record { max_tokens_update : nat64; max_tokens_query : nat64 }"
 
 
+def tiny_gguf(architecture: str) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tiny.gguf"
+        writer = gguf.GGUFWriter(path, architecture)
+        writer.add_block_count(1)
+        writer.add_tensor("token_embd.weight", np.arange(40, dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return path.read_bytes()
+
+
+MODEL = tiny_gguf("llama")
+OFFSETS = [0, 96, 192]
+CHUNKS = [MODEL[0:96], MODEL[96:192], MODEL[192:]]
+
+
 @pytest.fixture
 def llama(icsim_canister) -> Canister:
     return icsim_canister("llama_cpp")
@@ -50,12 +73,17 @@ def upload(canister: Canister, filename: str, chunk: bytes, offset: int, chunksi
     return canister.update("file_upload_chunk", [UPLOAD], [value], UPLOAD_RESULT)
 
 
+def upload_model(canister: Canister, data: bytes = MODEL, filename: str = "m.gguf") -> None:
+    for offset in range(0, len(data), 96):
+        assert "Ok" in upload(canister, filename, data[offset : offset + 96], offset)
+
+
+def load(canister: Canister, filename: str = "m.gguf") -> Any:
+    return canister.update("load_model", [INPUT], [{"args": ["--model", filename]}], RUN_RESULT)
+
+
 def details(canister: Canister, filename: str) -> Any:
     return canister.query("uploaded_file_details", [FILENAME], [{"filename": filename}], DETAILS_RESULT)
-
-
-CHUNKS = [b"GGUF" + bytes(range(60)), bytes(range(100, 164)), bytes(range(200, 232))]
-OFFSETS = [0, 64, 128]
 
 
 def test_in_order_upload_reports_the_file_sha(icsim: IcSim, llama: Canister) -> None:
@@ -71,7 +99,7 @@ def test_in_order_upload_reports_the_file_sha(icsim: IcSim, llama: Canister) -> 
 
 def test_offset_zero_truncates_and_restarts_the_sha(icsim: IcSim, llama: Canister) -> None:
     upload(llama, "m.gguf", CHUNKS[0], 0)
-    upload(llama, "m.gguf", CHUNKS[1], 64)
+    upload(llama, "m.gguf", CHUNKS[1], OFFSETS[1])
     reply = upload(llama, "m.gguf", b"GGUF", 0)
     assert reply["Ok"]["filesha256"] == hashlib.sha256(b"GGUF").hexdigest()
     assert icsim.canister("llama_cpp").file_bytes("m.gguf") == b"GGUF"
@@ -92,12 +120,12 @@ def test_immediate_repeat_is_ignored_but_an_older_duplicate_corrupts_the_sha(
 ) -> None:
     model = icsim.canister("llama_cpp")
     upload(llama, "m.gguf", CHUNKS[0], 0)
-    upload(llama, "m.gguf", CHUNKS[1], 64)
-    repeat = upload(llama, "m.gguf", CHUNKS[1], 64)
+    upload(llama, "m.gguf", CHUNKS[1], OFFSETS[1])
+    repeat = upload(llama, "m.gguf", CHUNKS[1], OFFSETS[1])
     assert repeat["Ok"]["filesha256"] == hashlib.sha256(CHUNKS[0] + CHUNKS[1]).hexdigest()
     assert model.counters.bytes_in["m.gguf"] == len(CHUNKS[0]) + len(CHUNKS[1])
-    upload(llama, "m.gguf", CHUNKS[2], 128)
-    older = upload(llama, "m.gguf", CHUNKS[1], 64)
+    upload(llama, "m.gguf", CHUNKS[2], OFFSETS[2])
+    older = upload(llama, "m.gguf", CHUNKS[1], OFFSETS[1])
     whole = b"".join(CHUNKS)
     assert model.file_bytes("m.gguf") == whole
     assert older["Ok"]["filesha256"] != hashlib.sha256(whole).hexdigest()
@@ -112,7 +140,7 @@ def test_download_and_size_read_the_file_back(llama: Canister) -> None:
     for chunk, offset in zip(CHUNKS, OFFSETS, strict=True):
         upload(llama, "m.gguf", chunk, offset)
     size = llama.query("filesystem_file_size", [FILENAME], [{"filename": "m.gguf"}], SIZE_RESULT)
-    assert size["Ok"]["exists"] and size["Ok"]["filesize"] == 160
+    assert size["Ok"]["exists"] and size["Ok"]["filesize"] == len(MODEL)
     got, offset, done = b"", 0, False
     while not done:
         arg = {"filename": "m.gguf", "chunksize": 50, "offset": offset}
@@ -134,7 +162,8 @@ def test_remove_keeps_the_upload_details(llama: Canister) -> None:
 
 def test_upgrade_keeps_files_and_resets_heap(icsim: IcSim, llama: Canister) -> None:
     model = icsim.canister("llama_cpp")
-    upload(llama, "m.gguf", CHUNKS[0], 0)
+    for chunk, offset in zip(CHUNKS, OFFSETS, strict=True):
+        upload(llama, "m.gguf", chunk, offset)
     load = llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
     assert "Ok" in load
     llama.update(
@@ -148,26 +177,31 @@ def test_upgrade_keeps_files_and_resets_heap(icsim: IcSim, llama: Canister) -> N
         "max_tokens_update": 0,
         "max_tokens_query": 0,
     }
-    assert model.file_bytes("m.gguf") == CHUNKS[0]
-    resumed = upload(llama, "m.gguf", CHUNKS[1], 64)
+    assert model.file_bytes("m.gguf") == MODEL
+    resumed = upload(llama, "m.gguf", CHUNKS[1], OFFSETS[1])
     assert resumed["Ok"]["filesha256"] == hashlib.sha256(CHUNKS[1]).hexdigest()  # sha256(file[N:])
 
 
-def test_load_model_needs_gguf_magic_and_ready_follows(llama: Canister) -> None:
+def test_load_model_checks_the_gguf_and_ready_follows(icsim: IcSim, llama: Canister) -> None:
     assert llama.query("ready", [], [], STATUS_RESULT) == {"Err": {"Other": "Model not yet loaded"}}
     upload(llama, "bad.gguf", b"NOPE" + bytes(10), 0)
-    bad = llama.update("load_model", [INPUT], [{"args": ["--model", "bad.gguf"]}], RUN_RESULT)
-    assert "invalid GGUF magic" in bad["Err"]["error"]
-    missing = llama.update("load_model", [INPUT], [{"args": ["--model", "none.gguf"]}], RUN_RESULT)
-    assert "does not exist" in missing["Err"]["error"]
-    upload(llama, "m.gguf", CHUNKS[0], 0)
-    assert (
-        llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)["Ok"][
-            "status_code"
-        ]
-        == 200
-    )
+    assert "invalid GGUF magic" in load(llama, "bad.gguf")["Err"]["error"]
+    assert "does not exist" in load(llama, "none.gguf")["Err"]["error"]
+    upload(llama, "part.gguf", MODEL[: len(MODEL) - 8], 0)
+    assert "not within the file bounds" in load(llama, "part.gguf")["Err"]["error"]
+    upload_model(llama, tiny_gguf("bert"), "bert.gguf")
+    assert "unknown model architecture: 'bert'" in load(llama, "bert.gguf")["Err"]["error"]
+    assert llama.query("ready", [], [], STATUS_RESULT) == {"Err": {"Other": "Model not yet loaded"}}
+    upload_model(llama)
+    assert load(llama)["Ok"]["status_code"] == 200
     assert llama.query("ready", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
+
+
+def test_loading_more_than_one_message_may_read_traps(icsim: IcSim, llama: Canister, monkeypatch) -> None:
+    monkeypatch.setattr(icsim.canister("llama_cpp"), "max_load_bytes", len(MODEL) - 1)
+    upload_model(llama)
+    with pytest.raises(CallRejected, match="IC0524"):
+        load(llama)
 
 
 def test_access_control(icsim: IcSim, llama: Canister, icsim_canister) -> None:
@@ -184,8 +218,8 @@ def test_access_control(icsim: IcSim, llama: Canister, icsim_canister) -> None:
 
 
 def test_chat_consumes_the_prompt_then_generates_until_eog(llama: Canister) -> None:
-    upload(llama, "m.gguf", CHUNKS[0], 0)
-    llama.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)
+    upload_model(llama)
+    load(llama)
     llama.update(
         "set_max_tokens", [MAX_TOKENS], [{"max_tokens_update": 3, "max_tokens_query": 3}], STATUS_RESULT
     )

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import mmap
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
 from tests.icsim.candid import BLOB, BOOL, NAT16, NAT64, TEXT, Opt, Vec, record, variant
-from tests.icsim.canisters.base import CallContext, CanisterModel, query, update
+from tests.icsim.canisters.base import CallContext, CanisterModel, Reject, query, update
 from tests.icsim.principal import to_text
 
 MAX_CHUNK_SIZE = 2 * 1024 * 1024
 GGUF_MAGIC = b"GGUF"
+# What the canister's llama.cpp build can load (a model of another architecture fails in load_model).
+KNOWN_ARCHITECTURES = frozenset(
+    ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gpt2", "phi3", "mistral", "granite",
+     "deepseek2", "smollm3")
+)  # fmt: skip
+# One message reads at most ~2 GiB of stable memory; a 1.83 GB model failed to load with IC0524.
+MAX_LOAD_BYTES = 1_800_000_000
 PROMPT_WORDS_PER_CALL = 4
 
 API_ERROR = variant(Other=TEXT, StatusCode=NAT16)
@@ -59,6 +72,7 @@ class Chat:
 
 class LlamaCppCanister(CanisterModel):
     kind = "llama_cpp"
+    max_load_bytes = MAX_LOAD_BYTES
 
     def reset_heap(self) -> None:
         self.sessions: dict[str, UploadSession] = {}
@@ -192,21 +206,31 @@ class LlamaCppCanister(CanisterModel):
         model = _flag_value(arg["args"], ("--model", "-m"))
         if model is None:
             return {"Err": _run_output(400, error="load_model needs --model <file>")}
-        data_head = self._head(model)
-        if data_head is None:
+        try:
+            path = self.file_path(model)
+            size = path.stat().st_size
+        except (FileNotFoundError, ValueError):
             return {"Err": _run_output(500, error=f"failed to load model: file {model} does not exist")}
-        if not data_head.startswith(GGUF_MAGIC):
-            return {"Err": _run_output(500, error=f"failed to load model from {model}: invalid GGUF magic")}
+        if size > self.max_load_bytes:
+            raise Reject(
+                5,
+                f"Error from Canister {self.canister_text}: Canister exceeded the limit of stable memory "
+                f"that a single message may read ({size} bytes requested)",
+                "IC0524",
+            )
+        try:
+            layout = gguf_layout(path)
+        except ValueError as exc:
+            return {"Err": _run_output(500, error=f"failed to load model from {model}: {exc}")}
+        if layout.architecture not in KNOWN_ARCHITECTURES:
+            message = f"error loading model architecture: unknown model architecture: '{layout.architecture}'"
+            return {"Err": _run_output(500, error=message)}
+        if layout.data_end > size:
+            message = f"failed to load model from {model}: tensor data is not within the file bounds"
+            return {"Err": _run_output(500, error=message + ", model is corrupted or incomplete")}
         self.loaded_model = model
         self.chats.clear()
         return {"Ok": _run_output(200, output=f"Model {model} loaded")}
-
-    def _head(self, filename: str) -> bytes | None:
-        try:
-            with self.file_path(filename).open("rb") as handle:
-                return handle.read(4)
-        except (FileNotFoundError, ValueError):
-            return None
 
     @query(returns=(STATUS_RESULT,))
     def ready(self, ctx: CallContext) -> dict[str, Any]:
@@ -292,6 +316,88 @@ class LlamaCppCanister(CanisterModel):
             200, output=output, conversation=chat.conversation, generated_eog=chat.generated >= total,
             n_tokens_generated=chat.generated,
         )  # fmt: skip
+
+
+GGUF_STRING, GGUF_ARRAY = 8, 9
+GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+GGUF_DEFAULT_ALIGNMENT = 32
+
+
+@dataclass(frozen=True)
+class GgufLayout:
+    architecture: str
+    data_end: int  # the byte where the last tensor's data ends
+
+
+def gguf_layout(path: Path) -> GgufLayout:
+    """What llama.cpp checks first when loading: header, architecture, tensor data inside the file."""
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        reader = _GgufReader(data)
+        if reader.take(4) != GGUF_MAGIC:
+            raise ValueError("invalid GGUF magic")
+        version = reader.unpack("<I")
+        if version not in (2, 3):
+            raise ValueError(f"unsupported GGUF version {version}")
+        tensor_count, kv_count = reader.unpack("<Q"), reader.unpack("<Q")
+        architecture, alignment = None, GGUF_DEFAULT_ALIGNMENT
+        for _ in range(kv_count):
+            key, value_type = reader.string(), reader.unpack("<I")
+            if key == "general.architecture" and value_type == GGUF_STRING:
+                architecture = reader.string()
+            elif key == "general.alignment" and value_type == 4:
+                alignment = reader.unpack("<I")
+            else:
+                reader.skip_value(value_type)
+        data_end = 0
+        for _ in range(tensor_count):
+            name = reader.string()
+            dims = [reader.unpack("<Q") for _ in range(reader.unpack("<I"))]
+            ggml_type, offset = reader.unpack("<I"), reader.unpack("<Q")
+            data_end = max(data_end, offset + _tensor_bytes(name, ggml_type, dims))
+        data_start = -(-reader.pos // alignment) * alignment
+    if architecture is None:
+        raise ValueError("GGUF has no general.architecture")
+    return GgufLayout(architecture, data_start + data_end)
+
+
+def _tensor_bytes(name: str, ggml_type: int, dims: list[int]) -> int:
+    try:
+        block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"tensor {name!r} has unknown ggml type {ggml_type}") from exc
+    return math.prod(dims) // block_size * type_size
+
+
+class _GgufReader:
+    def __init__(self, data: mmap.mmap) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("GGUF header is truncated")
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+    def unpack(self, fmt: str) -> int:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        return self.take(self.unpack("<Q")).decode("utf-8", "replace")
+
+    def skip_value(self, value_type: int) -> None:
+        if value_type == GGUF_STRING:
+            self.string()
+        elif value_type == GGUF_ARRAY:
+            item_type, count = self.unpack("<I"), self.unpack("<Q")
+            if item_type in GGUF_SCALAR_SIZES:
+                self.take(GGUF_SCALAR_SIZES[item_type] * count)
+                return
+            for _ in range(count):
+                self.skip_value(item_type)
+        elif value_type in GGUF_SCALAR_SIZES:
+            self.take(GGUF_SCALAR_SIZES[value_type])
+        else:
+            raise ValueError(f"unknown GGUF value type {value_type}")
 
 
 def _answer_for(prompt: str) -> list[str]:
