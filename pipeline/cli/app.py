@@ -49,10 +49,12 @@ def _register_commands() -> None:
     import pipeline.cli.inspect  # noqa: F401
     import pipeline.cli.quantize  # noqa: F401
     import pipeline.cli.recipes  # noqa: F401
+    import pipeline.cli.release  # noqa: F401
     import pipeline.cli.run  # noqa: F401
     import pipeline.cli.smoke  # noqa: F401
     import pipeline.cli.trim  # noqa: F401
     import pipeline.cli.upload  # noqa: F401
+    import pipeline.cli.verify  # noqa: F401
     import pipeline.cli.version  # noqa: F401
     import pipeline.cli.whoami  # noqa: F401
 
