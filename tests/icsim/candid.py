@@ -95,7 +95,11 @@ class Prim(Type):
             raw = bytes(value)
             out += b"\x01" + leb128(len(raw)) + raw
         elif self.fmt:
-            out += struct.pack("<" + self.fmt, value)
+            number = value if self.fmt in "fd" and isinstance(value, float) else _int(value)
+            try:
+                out += struct.pack("<" + self.fmt, number)
+            except struct.error as exc:
+                raise TypeError(f"{value!r} does not fit {name}") from exc
         else:
             raise TypeError(f"cannot encode a value of type {name}")
 
