@@ -241,3 +241,20 @@ def test_query_responses_carry_node_signatures(icsim: IcSim, icsim_agent) -> Non
     public_key = extract_ed25519_pubkey_from_der(node_key)
     assert verify_ed25519_signature(signature["signature"], signable, public_key)
     assert not verify_ed25519_signature(signature["signature"], signable + b"x", public_key)
+
+
+def test_request_status_received_replied_then_done(icsim_agent_for) -> None:
+    with IcSim(block_interval=60.0) as sim:
+        canister = sim.canister_ids["llama_cpp"]
+        agent = icsim_agent_for(sim)
+        rid, envelope = call_envelope(dev_identity(sim), canister, "health", encode([]))
+        httpx.post(f"{sim.url}/api/v2/canister/{canister}/call", content=envelope)
+        assert agent.request_status_raw(canister, rid)[0] == "received"  # waiting for the next block
+        sim.blocks.interval = 0.0
+        sim.restart()  # a fresh block clock: the resubmitted envelope runs at once
+        assert httpx.post(f"{sim.url}/api/v4/canister/{canister}/call", content=envelope).status_code == 200
+        status, certificate = agent.request_status_raw(canister, rid)
+        assert status == "replied" and certificate.lookup_reply(rid) is not None
+        sim.replica.record(rid).expiry_ns = time.time_ns() - 1  # as if its ingress expiry had passed
+        status, certificate = agent.request_status_raw(canister, rid)
+        assert status == "done" and certificate.lookup_reply(rid) is None
