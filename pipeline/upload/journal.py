@@ -77,7 +77,10 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.envelopes = path.with_name(path.stem + ".inflight")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the record and the change counters
+        self._save_lock = threading.Lock()  # one writer at a time; waiting writers share its fsync
+        self._changes = 0
+        self._saved = 0
         self.record: FileRecord | None = self._load()
 
     def _load(self) -> FileRecord | None:
@@ -92,18 +95,33 @@ class Journal:
 
     def start(self, record: FileRecord) -> None:
         """Begins a fresh record for this file; envelopes of an older record are dropped."""
-        with self._lock:
-            for stale in self.envelopes.glob("*.cbor") if self.envelopes.is_dir() else ():
-                stale.unlink()
-            self.record = record
-            self._save()
+        for stale in self.envelopes.glob("*.cbor") if self.envelopes.is_dir() else ():
+            stale.unlink()
+        self.update(lambda _: None, replace=record)
 
-    def update(self, change: Callable[[FileRecord], None]) -> None:
-        """Applies `change(record)` and persists it durably before returning."""
+    def update(self, change: Callable[[FileRecord], None], *, replace: FileRecord | None = None) -> None:
+        """Applies `change(record)` and returns once a durable save includes it.
+
+        Saves are group commits: while one thread writes and fsyncs, the changes of others pile up and
+        the next write carries them all, so a window of concurrent chunks costs a few fsyncs, not one each.
+        """
         with self._lock:
+            if replace is not None:
+                self.record = replace
             assert self.record is not None
             change(self.record)
-            self._save()
+            self._changes += 1
+            mine = self._changes
+        with self._save_lock:
+            if self._saved >= mine:
+                return
+            with self._lock:
+                assert self.record is not None
+                data = json.dumps(asdict(self.record), indent=1, sort_keys=True).encode()
+                covered = self._changes
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_durably(self.path, data)
+            self._saved = covered
 
     def add_inflight(self, entry: InFlight, envelope: bytes, *, sync_envelope: bool = True) -> None:
         """Records a signed call before its first submission, envelope included.
@@ -131,12 +149,6 @@ class Journal:
 
         self.update(apply)
         (self.envelopes / f"{request_id}.cbor").unlink(missing_ok=True)
-
-    def _save(self) -> None:
-        assert self.record is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = asdict(self.record)
-        _write_durably(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 def _write_durably(path: Path, data: bytes, *, sync: bool = True) -> None:
