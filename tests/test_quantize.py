@@ -143,3 +143,24 @@ def test_quantize_cli(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
     assert result["size_after"] == out.stat().st_size < result["size_before"]
     bad = subprocess.run([*command, "--type", "q3_x"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "q3_x" in bad.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_fast_q8_0_matches_gguf_quants_bit_for_bit(dtype: type) -> None:
+    from pipeline.quantize.blocks import quantize_q8_0
+
+    rng = np.random.default_rng(7)
+    values = (rng.standard_normal((64, 256)) * np.array([[1e-3], [1.0], [1e3], [0.3]]).repeat(16, 0)).astype(
+        dtype
+    )
+    values[0, :32] = 0  # empty block
+    values[1, :64] = np.arange(-32, 32) * 0.5  # exact halves: round away from zero
+    values[2, :32] = np.float32(0.5) - np.float32(2**-25)  # just below one half
+    expected = gguf_quantize_q8_0(values.astype(np.float32))
+    assert np.array_equal(quantize_q8_0(values), expected)
+
+
+def gguf_quantize_q8_0(values: np.ndarray) -> np.ndarray:
+    from gguf.quants import quantize
+
+    return quantize(values, GGMLQuantizationType.Q8_0).reshape(-1)

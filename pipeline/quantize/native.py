@@ -22,6 +22,7 @@ from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
 from gguf.quants import quantize as gguf_quantize
 
 from pipeline.errors import PrepError
+from pipeline.quantize.blocks import quantize_q8_0
 from pipeline.quantize.layout import (
     GgufLayout,
     align,
@@ -130,6 +131,8 @@ def _slabs(rows: np.ndarray) -> Iterator[np.ndarray]:
 def _convert_slab(
     slab: np.ndarray, source_type: GGMLQuantizationType, target: GGMLQuantizationType
 ) -> np.ndarray:
+    if target == Q.Q8_0 and source_type != Q.BF16:
+        return quantize_q8_0(slab)
     values = _to_float32(slab, source_type)
     if target == Q.Q6_K:
         return quantize_q6_k(values)
