@@ -18,6 +18,10 @@ lint:
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/ruff format --check pipeline tests bench
 
+# No network needed: Hugging Face and the IC are emulated (tests/hubsim, tests/icsim).
+demo:
+	$(BIN)/python scripts/demo.py
+
 bench:
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 

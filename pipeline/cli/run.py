@@ -88,7 +88,7 @@ def _stage_line(event: dict[str, Any]) -> str:
     if event["status"] == "failed":
         return f"{event['stage']}: failed"
     stage = StageReport(**{k: v for k, v in event.items() if k != "event"})
-    return f"{stage.stage}: {stage.status} in {stage.seconds:.2f} s ({stage.detail})"
+    return f"{stage.stage}: {stage.status} ({stage.seconds:.2f} s)"
 
 
 def _ask(out: Output):
