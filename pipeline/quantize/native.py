@@ -97,7 +97,9 @@ def _output_header(layout: GgufLayout, plans: list[TensorPlan], file_type: int) 
     offsets, infos, offset = [], [], 0
     for plan in plans:
         offsets.append(offset)
-        infos.append(encode_tensor_info(plan.tensor.name, plan.tensor.shape, plan.target, offset))
+        # ggml writes a tensor's dimensions without trailing ones (ggml_n_dims).
+        shape = plan.tensor.shape[: plan.tensor.n_dims]
+        infos.append(encode_tensor_info(plan.tensor.name, shape, plan.target, offset))
         offset = align(offset + tensor_nbytes(plan.tensor.shape, plan.target), layout.alignment)
     return encode_header(len(plans), entries, infos, layout.alignment), offsets
 
