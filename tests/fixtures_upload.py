@@ -53,11 +53,16 @@ def sha256(data: bytes) -> str:
 
 
 def icsim_client(
-    sim: IcSim, pem: Path | None = None, *, mainnet: bool = False, timeout: float = 10.0
+    sim: IcSim,
+    pem: Path | None = None,
+    *,
+    mainnet: bool = False,
+    timeout: float = 10.0,
+    expiry_s: float = 240.0,
 ) -> IcClient:
     network = Network("ic" if mainnet else "icsim", sim.url, is_mainnet=mainnet)
     identity = load_identity(pem=pem or sim.dev_identity_pem)
-    return IcClient(network, identity, timeout=timeout, root_key=sim.root_key)
+    return IcClient(network, identity, timeout=timeout, root_key=sim.root_key, ingress_expiry_s=expiry_s)
 
 
 @dataclass
@@ -78,6 +83,7 @@ class EngineRun:
         pem: Path | None = None,
         mainnet: bool = False,
         timeout: float = 10.0,
+        expiry_s: float = 240.0,
         **options: Any,
     ) -> UploadReport:
         profile = load_profile(kind)
@@ -94,7 +100,7 @@ class EngineRun:
             if self.on_event is not None:
                 self.on_event(event)
 
-        with icsim_client(self.sim, pem, mainnet=mainnet, timeout=timeout) as client:
+        with icsim_client(self.sim, pem, mainnet=mainnet, timeout=timeout, expiry_s=expiry_s) as client:
             engine = UploadEngine(client, request, UploadProgress(record, bar=False), backoff=FAST_BACKOFF)
             return engine.run()
 

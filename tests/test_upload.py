@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,40 @@ def test_faults_neither_duplicate_nor_lose_bytes(
     if kind != "llama_cpp":  # append kinds: every byte executed exactly once
         received = sum(icsim.canister(kind).counters.bytes_in.values())
         assert received == sum(path.stat().st_size for _, path, _ in files)
+
+
+@pytest.mark.parametrize("kind", ["llama_cpp", "gpt2", "icpp_llama2"])
+def test_a_trap_rolls_back_and_the_chunk_is_sent_again(
+    kind: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files(kind, tmp_path)
+    icsim.faults.trap_on_call(icsim.canister_ids[kind], UPLOAD_METHODS[kind][0], nth=2)
+    upload_run(target, files)
+    assert_uploaded_and_loaded(icsim, kind, files)
+    assert any("trapped" in e["reason"] for e in upload_run.named("retry"))
+    if kind != "llama_cpp":
+        assert sum(icsim.canister(kind).counters.bytes_in.values()) == sum(
+            p.stat().st_size for _, p, _ in files
+        )
+
+
+def test_a_call_unsent_until_it_expires_is_signed_again_exactly_once(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    """The call endpoint fails for longer than the ingress expiry: only then is a fresh call signed."""
+    target, files = kind_files("gpt2", tmp_path)
+    icsim.faults.http_errors(10**6, status=503, endpoint="call")
+    outage = threading.Timer(3.5, icsim.faults.clear)
+    outage.start()
+    try:
+        upload_run(target, files, expiry_s=2.0)
+    finally:
+        outage.cancel()
+    assert any("expired without executing" in e["reason"] for e in upload_run.named("retry"))
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert sum(icsim.canister("gpt2").counters.bytes_in.values()) == sum(
+        p.stat().st_size for _, p, _ in files
+    )
 
 
 @pytest.mark.parametrize("kind", ["llama_cpp", "gpt2", "icpp_llama2"])

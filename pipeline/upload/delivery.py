@@ -22,7 +22,7 @@ PERMANENT_ERROR_CODES = ("IC0207", "IC0301", "IC0302", "IC0406", "IC0512", "IC05
 # The replica may not know a message for a moment after accepting it; resend if still unknown then.
 RESUBMIT_UNKNOWN_AFTER_S = 2.0
 # Past this close to expiry the replica would refuse the envelope: only ask for its status.
-EXPIRY_MARGIN_NS = 5_000_000_000
+EXPIRY_MARGIN_NS = 1_000_000_000
 
 
 class CallExpired(IcError):
