@@ -105,8 +105,8 @@ def test_qwen2_pads_vocabulary_to_config_size(tiny_model, tmp_path: Path) -> Non
     tokens = field(reader, "tokenizer.ggml.tokens")
     types = field(reader, "tokenizer.ggml.token_type")
     assert tokens[n_tokens] == f"[PAD{n_tokens}]" and types[n_tokens] == gguf.TokenType.UNUSED
-    im_start = tokens.index("<|im_start|>")
-    assert types[im_start] == gguf.TokenType.CONTROL
+    assert types[tokens.index("<|im_start|>")] == gguf.TokenType.CONTROL
+    assert types[tokens.index("<tool_call>")] == gguf.TokenType.USER_DEFINED  # added, not special
 
 
 def test_gpt2_conv1d_transposed_and_buffers_dropped(tiny_model, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,12 @@ CASES: list[tuple[str, str, int, Dims | None]] = [
     ("llama", "llama", 1, None),
     ("llama-sharded", "llama", 3, None),
     ("llama-odd", "llama", 1, Dims(n_embd=48, n_head=4, n_kv_head=2, n_ff=96)),
+    ("llama-rope-linear", "llama", 1, None),
 ]
+# Config changes on top of the generated checkpoint, per case.
+CONFIG_CHANGES: dict[str, dict[str, Any]] = {
+    "llama-rope-linear": {"rope_scaling": {"type": "linear", "factor": 2.0}, "rope_theta": 500000.0},
+}
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 # The name llama.cpp uses for the real tokenizer of each family (tiny vocabularies have unknown hashes).
 FAMILY_PRE = {"gpt2": "gpt-2", "qwen2": "qwen2", "llama": "llama-bpe"}
@@ -48,8 +54,14 @@ IGNORED_KEYS: frozenset[str] = frozenset()
 
 
 @pytest.fixture(scope="module")
-def model_dirs(tiny_model) -> dict[str, Path]:
-    return {case: tiny_model(arch, shards=shards, dims=dims) for case, arch, shards, dims in CASES}
+def model_dirs(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    dirs = {case: tiny_model(arch, shards=shards, dims=dims) for case, arch, shards, dims in CASES}
+    for case, changes in CONFIG_CHANGES.items():
+        changed = Path(shutil.copytree(dirs[case], tmp_path_factory.mktemp(case) / case))
+        config = json.loads((changed / "config.json").read_text())
+        (changed / "config.json").write_text(json.dumps(config | changes, indent=2))
+        dirs[case] = changed
+    return dirs
 
 
 @pytest.fixture(scope="module")

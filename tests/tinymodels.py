@@ -101,11 +101,17 @@ def _special_tokens(arch: Arch) -> list[str]:
     }[arch]
 
 
+def _user_tokens(arch: Arch) -> list[str]:
+    """Added tokens that are not special (Qwen2.5 has tool-call markers like these)."""
+    return ["<tool_call>", "</tool_call>"] if arch == "qwen2" else []
+
+
 def _train_tokenizer(arch: Arch, bpe_vocab: int) -> Tokenizer:
     tokenizer = _byte_level_bpe(arch, bpe_vocab)
     tokenizer.add_special_tokens(
         [AddedToken(tok, special=True, normalized=False) for tok in _special_tokens(arch)]
     )
+    tokenizer.add_tokens([AddedToken(tok, special=False, normalized=False) for tok in _user_tokens(arch)])
     if arch == "llama":
         bos = "<s>"
         tokenizer.post_processor = processors.Sequence(
@@ -127,15 +133,15 @@ def _tokenizer_files(arch: Arch, tokenizer: Tokenizer, n_ctx: int) -> tuple[dict
     """tokenizer_config.json and generation_config.json as the family's real checkpoints have them."""
     ids = {tok: tokenizer.token_to_id(tok) for tok in _special_tokens(arch)}
     added = {
-        str(i): {
+        str(tokenizer.token_to_id(tok)): {
             "content": tok,
             "lstrip": False,
             "normalized": False,
             "rstrip": False,
             "single_word": False,
-            "special": True,
+            "special": tok in ids,
         }
-        for tok, i in ids.items()
+        for tok in _special_tokens(arch) + _user_tokens(arch)
     }
     if arch == "gpt2":
         eot = "<|endoftext|>"
