@@ -77,6 +77,13 @@ def test_gguf_bad_magic_and_version(gguf_file: Path, tmp_path: Path) -> None:
         read_gguf(bad_magic)
 
 
+def test_gguf_duplicate_tensor_name(gguf_file: Path, tmp_path: Path) -> None:
+    data = gguf_file.read_bytes()
+    (tmp_path / "d.gguf").write_bytes(data.replace(b"blk.0.attn_q.weight", b"blk.1.attn_q.weight", 1))
+    with pytest.raises(PrepError, match="'blk.1.attn_q.weight' appears more than once"):
+        read_gguf(tmp_path / "d.gguf")
+
+
 def test_gguf_vocab_only_file_is_valid(tiny_model, tmp_path: Path) -> None:
     import gguf
 

@@ -146,6 +146,10 @@ def _parse(path: Path, buffer: mmap.mmap, file_size: int) -> GgufInfo:
         key = cursor.string(f"metadata key #{index}")
         metadata[key] = _read_value(cursor, key)
     infos = [_read_tensor_info(cursor, index) for index in range(tensor_count)]
+    names = [info[0] for info in infos]
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise PrepError(f"{path}: tensor name {duplicate!r} appears more than once")
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise PrepError(f"{path}: general.alignment {alignment!r} is not a power of two")
