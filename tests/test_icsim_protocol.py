@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import cbor2
@@ -14,6 +15,7 @@ from icp_agent.agent import (
     verify_ed25519_signature,
 )
 from icp_candid.candid import Types, decode, encode
+from icp_certificate.certificate import Certificate
 from icp_core.errors import ReplicaReject, TransportError
 from icp_identity import Identity
 from icp_principal import Principal
@@ -24,6 +26,7 @@ from tests.icsim import IcSim
 from tests.icsim.certify import BLS_DST, ROOT_KEY_DER_PREFIX, STATE_ROOT_DOMAIN, verify
 from tests.icsim.hashtree import build, reveal
 from tests.icsim.requestid import request_id
+from tests.icsim.statustree import RequestStatusTree
 
 
 def test_status_serves_the_root_key(icsim: IcSim) -> None:
@@ -83,8 +86,13 @@ def test_only_requested_paths_are_revealed(icsim: IcSim, icsim_agent) -> None:
 
 def test_reveal_keeps_the_root_hash() -> None:
     state = {b"a": {b"x": b"1", b"y": b"2"}, b"b": b"3", b"c": {b"z": {b"w": b"4"}}}
-    assert reveal(state, [[b"a", b"y"]]).digest() == build(state).digest()
-    assert reveal(state, [[b"c"]]).digest() == build(state).digest()
+    full = build(state)
+    for paths in ([[b"a", b"y"]], [[b"c"]], [[b"b"], [b"a", b"x"]], [[b"zz"]]):
+        shown = Certificate({"tree": reveal(full, paths).to_cbor()})  # icp-py-core recomputes the digest
+        assert shown.root_hash() == full.digest()
+    shown = Certificate({"tree": reveal(full, [[b"a", b"y"]]).to_cbor()})
+    assert shown.lookup([b"a", b"y"]) == b"2"
+    assert shown.lookup([b"a", b"x"]) is None and shown.lookup([b"b"]) is None
 
 
 def test_controllers_and_candid_metadata(icsim: IcSim, icsim_agent) -> None:
@@ -258,3 +266,22 @@ def test_request_status_received_replied_then_done(icsim_agent_for) -> None:
         sim.replica.record(rid).expiry_ns = time.time_ns() - 1  # as if its ingress expiry had passed
         status, certificate = agent.request_status_raw(canister, rid)
         assert status == "done" and certificate.lookup_reply(rid) is None
+
+
+def test_incremental_status_tree_matches_a_fresh_one() -> None:
+    def subtree(index: int):
+        return lambda status: build({b"status": status.encode(), b"reply": bytes([index % 256])})
+
+    entries = {hashlib.sha256(i.to_bytes(2, "big")).digest(): ("replied", subtree(i)) for i in range(300)}
+    incremental = RequestStatusTree()
+    tree = incremental.tree(entries)
+    labels = [path[0] for path in Certificate({"tree": tree.to_cbor()}).list_paths()[::2]]
+    assert labels == sorted(entries)
+    for rid in list(entries)[:10]:
+        shown = Certificate({"tree": reveal(tree, [[rid]]).to_cbor()})
+        assert shown.root_hash() == tree.digest()
+        assert shown.lookup([rid, b"status"]) == b"replied"
+    first = next(iter(entries))
+    entries[first] = ("done", entries[first][1])
+    updated = incremental.tree(entries)
+    assert updated.digest() == RequestStatusTree().tree(entries).digest() != tree.digest()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import cbor2
 import pyblst
 
-from tests.icsim.hashtree import State, reveal
+from tests.icsim.hashtree import State, build, reveal
 
 ROOT_KEY_DER_PREFIX = bytes.fromhex(
     "308182301d060d2b0601040182dc7c0503010201060c2b0601040182dc7c05030201036100"
@@ -43,7 +43,7 @@ class RootKey:
 
     def certificate(self, state: State, paths: Sequence[Sequence[bytes]]) -> bytes:
         """CBOR certificate revealing `paths` (and nothing else) of `state`, signed over its root hash."""
-        tree = reveal(state, paths)
+        tree = reveal(build(state), paths)
         signature = self.sign(STATE_ROOT_DOMAIN + tree.digest())
         return tagged({"tree": tree.to_cbor(), "signature": signature})
 

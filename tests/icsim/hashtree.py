@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-State = dict[bytes, Union["State", bytes]]
+State = dict[bytes, Union["State", bytes, "Node"]]
 
 
 def _domain(name: str) -> bytes:
@@ -22,15 +23,22 @@ DS_LEAF = _domain("ic-hashtree-leaf")
 
 @dataclass(frozen=True)
 class Node:
-    """One hash-tree node; `kind` is empty|fork|labeled|leaf|pruned."""
+    """One hash-tree node; `kind` is empty|fork|labeled|leaf|pruned.
+
+    Forks and labeled nodes know the lowest and highest label below them at their level, so revealing
+    one path in a wide subtree visits O(log n) nodes; digests are computed once per node.
+    """
 
     kind: str
     left: Node | None = None
     right: Node | None = None
     label: bytes = b""
     data: bytes = b""
+    low: bytes = b""
+    high: bytes = b""
 
-    def digest(self) -> bytes:
+    @functools.cached_property
+    def _digest(self) -> bytes:
         if self.kind == "empty":
             return hashlib.sha256(DS_EMPTY).digest()
         if self.kind == "fork":
@@ -42,6 +50,9 @@ class Node:
         if self.kind == "leaf":
             return hashlib.sha256(DS_LEAF + self.data).digest()
         return self.data
+
+    def digest(self) -> bytes:
+        return self._digest
 
     def to_cbor(self) -> list:
         if self.kind == "empty":
@@ -64,34 +75,42 @@ def pruned(node: Node) -> Node:
     return node if node.kind == "pruned" else Node("pruned", data=node.digest())
 
 
-def _fork_all(nodes: list[Node]) -> Node:
+def fork_all(nodes: list[Node]) -> Node:
     if not nodes:
         return EMPTY
     if len(nodes) == 1:
         return nodes[0]
     middle = (len(nodes) + 1) // 2
-    left, right = _fork_all(nodes[:middle]), _fork_all(nodes[middle:])
-    if left.kind == "pruned" and right.kind == "pruned":
-        return pruned(Node("fork", left, right))
-    return Node("fork", left, right)
+    left, right = fork_all(nodes[:middle]), fork_all(nodes[middle:])
+    return Node("fork", left, right, low=left.low, high=right.high)
 
 
-def build(state: State | bytes) -> Node:
-    """The full tree of a state (labels sorted, children combined in a balanced fork tree)."""
+def labeled(label: bytes, child: Node) -> Node:
+    return Node("labeled", child, label=label, low=label, high=label)
+
+
+def build(state: State | bytes | Node) -> Node:
+    """The full tree of a state (labels sorted, children combined in a balanced fork tree).
+
+    A Node inside the state is a subtree built earlier, reused as it is."""
+    if isinstance(state, Node):
+        return state
     if isinstance(state, (bytes, bytearray)):
         return Node("leaf", data=bytes(state))
-    return _fork_all([Node("labeled", build(state[label]), label=label) for label in sorted(state)])
+    return fork_all([labeled(label, build(state[label])) for label in sorted(state)])
 
 
-def reveal(state: State | bytes, paths: Sequence[Sequence[bytes]]) -> Node:
-    """A tree with the same root digest as build(state) that shows only the subtrees under `paths`."""
-    if any(len(p) == 0 for p in paths) or isinstance(state, (bytes, bytearray)):
-        return build(state)
-    children = []
-    for label in sorted(state):
-        below = [p[1:] for p in paths if p[0] == label]
-        child = Node(
-            "labeled", build(state[label]) if not below else reveal(state[label], below), label=label
-        )
-        children.append(child if below else pruned(child))
-    return _fork_all(children)
+def reveal(tree: Node, paths: Sequence[Sequence[bytes]]) -> Node:
+    """A tree with the same root digest as `tree` that shows only the subtrees under `paths`."""
+    if not paths or any(len(p) == 0 for p in paths):
+        return tree if paths else pruned(tree)
+    if tree.kind == "fork":
+        assert tree.left is not None and tree.right is not None
+        if not any(tree.low <= p[0] <= tree.high for p in paths):
+            return pruned(tree)
+        return Node("fork", reveal(tree.left, paths), reveal(tree.right, paths), low=tree.low, high=tree.high)
+    if tree.kind == "labeled":
+        assert tree.left is not None
+        below = [p[1:] for p in paths if p[0] == tree.label]
+        return labeled(tree.label, reveal(tree.left, below)) if below else pruned(tree)
+    return tree

@@ -15,12 +15,14 @@ from tests.icsim.canisters.base import CallContext, CanisterModel, Reject
 from tests.icsim.certify import RootKey, tagged
 from tests.icsim.envelope import Envelope, EnvelopeError
 from tests.icsim.faults import Faults
-from tests.icsim.hashtree import State
+from tests.icsim.hashtree import Node, State, build
 from tests.icsim.nodekey import NodeKey
 from tests.icsim.principal import self_authenticating, to_text
+from tests.icsim.statustree import RequestStatusTree
 
 MAX_MESSAGES_PER_BLOCK = 1000
 TERMINAL = ("replied", "rejected")
+FORGET_AFTER_EXPIRY_NS = 5 * 60 * 1_000_000_000
 
 
 @dataclass
@@ -50,12 +52,21 @@ class RequestRecord:
     reject: Reject | None = None
     visible_at: float = 0.0
     finished: threading.Event = field(default_factory=threading.Event)
+    _subtree: tuple[str, Node] | None = None
 
-    def certified_status(self, now: float) -> str:
-        if self.status in TERMINAL and now < self.visible_at:
-            return "processing"
-        if self.status in TERMINAL and time.time_ns() > self.expiry_ns:
-            return "done"
+    def status_subtree(self, status: str) -> Node:
+        """The request_status/<id> subtree for `status`, built once per status."""
+        if self._subtree is None or self._subtree[0] != status:
+            self._subtree = (status, build(_status_state(self, status)))
+        return self._subtree[1]
+
+    def certified_status(self, now: float, now_ns: int | None = None) -> str:
+        """The status read_state shows at monotonic time `now` (and wall-clock `now_ns`)."""
+        if self.status in TERMINAL:
+            if now < self.visible_at:
+                return "processing"
+            if (now_ns if now_ns is not None else time.time_ns()) > self.expiry_ns:
+                return "done"
         return self.status
 
 
@@ -76,6 +87,7 @@ class Replica:
         self._running = False
         self._thread: threading.Thread | None = None
         self.block_log: list[BlockStats] = []
+        self._status_tree = RequestStatusTree()
         self.executed = 0
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -218,6 +230,19 @@ class Replica:
 
     # ---- certified state --------------------------------------------------------------
 
+    def _request_status_tree(self, records: list[RequestRecord], now: float) -> Node:
+        now_ns = time.time_ns()
+        entries = {r.request_id: (r.certified_status(now, now_ns), r.status_subtree) for r in records}
+        return self._status_tree.tree(entries)
+
+    def _forget_old_requests(self) -> None:
+        """Like the replica, drop request statuses some time after their expiry (call locked)."""
+        horizon = time.time_ns() - FORGET_AFTER_EXPIRY_NS
+        for rid in [
+            rid for rid, r in self._requests.items() if r.expiry_ns < horizon and r.finished.is_set()
+        ]:
+            del self._requests[rid]
+
     def record(self, request_id: bytes) -> RequestRecord | None:
         with self._lock:
             return self._requests.get(request_id)
@@ -229,11 +254,10 @@ class Replica:
     def state_tree(self, canister_id: bytes | None) -> State:
         """The certified state: time, request statuses, canister info (for this canister) and subnet."""
         now = time.monotonic()
-        statuses: State = {}
         with self._lock:
+            self._forget_old_requests()
             records = list(self._requests.values())
-        for record in records:
-            statuses[record.request_id] = _status_subtree(record, record.certified_status(now))
+        statuses = self._request_status_tree(records, now)
         state: State = {b"time": leb128(time.time_ns()), b"request_status": statuses}
         canisters: State = {}
         for cid, model in self.canisters.items():
@@ -255,7 +279,7 @@ class Replica:
         return state
 
 
-def _status_subtree(record: RequestRecord, status: str) -> State:
+def _status_state(record: RequestRecord, status: str) -> State:
     subtree: State = {b"status": status.encode()}
     if status == "replied" and record.reply is not None:
         subtree[b"reply"] = record.reply
