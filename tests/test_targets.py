@@ -12,7 +12,6 @@ import pytest
 from pipeline.errors import PrepError
 from pipeline.ic import candid
 from pipeline.targets.calls import encode_args, interpret_reply, render
-from pipeline.targets.limits import gguf_architecture
 from pipeline.targets.profile import canisters_dir, load_profile
 from tests.fixtures_upload import sha256, write_gguf
 from tests.icsim import sim as icsim_module
@@ -121,13 +120,6 @@ def test_profile_errors_name_the_file_and_key(tmp_path: Path) -> None:
         load_profile(folder)
     with pytest.raises(PrepError, match="unknown canister kind"):
         load_profile("no_such_kind")
-
-
-def test_gguf_architecture_is_read_from_the_header(tmp_path: Path) -> None:
-    assert gguf_architecture(write_gguf(tmp_path / "a.gguf", 1000, arch="qwen2")) == "qwen2"
-    (tmp_path / "b.gguf").write_bytes(b"NOPE" + bytes(100))
-    with pytest.raises(PrepError, match="not a GGUF"):
-        gguf_architecture(tmp_path / "b.gguf")
 
 
 class RenamedLlamaCpp(LlamaCppCanister):

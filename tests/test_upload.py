@@ -250,10 +250,10 @@ def test_too_big_or_unloadable_files_are_refused_before_any_byte(
     huge = write_gguf(tmp_path / "huge.gguf", 1000)
     with open(huge, "r+b") as f:
         f.truncate(1_800_000_000)  # sparse: no disk used, never hashed
-    with pytest.raises(PrepError, match="can load at most 1,750,000,000 bytes"):
+    with pytest.raises(PrepError, match="over the 1,750,000,000-byte limit"):
         upload_run("llama_cpp", [("model", huge, "models/model.gguf")])
     bert = write_gguf(tmp_path / "bert.gguf", 5000, arch="bert")
-    with pytest.raises(PrepError, match="architecture 'bert'"):
+    with pytest.raises(PrepError, match="GGUF architecture 'bert'"):
         upload_run("llama_cpp", [("model", bert, "models/model.gguf")])
     assert upload_calls(icsim, "llama_cpp") == 0
 

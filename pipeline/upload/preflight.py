@@ -9,8 +9,9 @@ from pipeline.errors import PrepError
 from pipeline.ic import candid
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected
+from pipeline.manifest import Artifact
+from pipeline.preflight import check_fit
 from pipeline.targets.calls import CanisterRefused
-from pipeline.targets.limits import check_file_fits
 from pipeline.targets.profile import TargetProfile, known_kinds, load_profile
 from pipeline.targets.retry import read_with_retries
 from pipeline.targets.session import TargetSession
@@ -88,6 +89,9 @@ def check_access(session: TargetSession) -> None:
 
 
 def check_files(profile: TargetProfile, files: Sequence[tuple[str, Path, int]]) -> None:
-    """Each (role, path, size) must fit the kind's limits."""
-    for role_name, path, size in files:
-        check_file_fits(profile, profile.role(role_name), path, size)
+    """Each (role, path, size) must fit the kind's limits (size per load, GGUF architecture, heap).
+
+    Runs before the files are hashed, so their artifacts carry no sha256 yet.
+    """
+    artifacts = {role: Artifact(role, path, size, sha256="") for role, path, size in files}
+    check_fit(profile.kind, artifacts, profile=profile)
