@@ -285,3 +285,18 @@ def test_incremental_status_tree_matches_a_fresh_one() -> None:
     entries[first] = ("done", entries[first][1])
     updated = incremental.tree(entries)
     assert updated.digest() == RequestStatusTree().tree(entries).digest() != tree.digest()
+
+
+def test_malformed_requests_get_4xx_with_a_reason(icsim: IcSim) -> None:
+    canister = icsim.canister_ids["llama_cpp"]
+    base = f"{icsim.url}/api/v4/canister/{canister}/call"
+    assert httpx.post(base, content=b"not cbor").status_code == 400
+    reply = httpx.post(base, content=cbor2.dumps({"content": {"request_type": "call"}}))
+    assert reply.status_code == 400 and "missing field" in reply.text
+    _, query_envelope = call_envelope(dev_identity(icsim), canister, "health", encode([]))
+    reply = httpx.post(f"{icsim.url}/api/v3/canister/{canister}/query", content=query_envelope)
+    assert reply.status_code == 400 and "Expected a query request" in reply.text
+    other = "rno2w-sqaaa-aaaaa-aaacq-cai"
+    reply = httpx.post(f"{icsim.url}/api/v4/canister/{other}/call", content=query_envelope)
+    assert reply.status_code == 400 and "does not match effective canister id" in reply.text
+    assert httpx.post(f"{icsim.url}/api/v9/canister/{canister}/call", content=b"").status_code == 404
