@@ -110,6 +110,7 @@ class CanisterModel:
     # ---- interface -------------------------------------------------------
 
     @classmethod
+    @functools.cache
     def methods(cls) -> dict[str, Method]:
         found: dict[str, Method] = {}
         for klass in reversed(cls.__mro__):
