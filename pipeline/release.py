@@ -287,11 +287,10 @@ def _source_record(source: HubSource | UrlSource, fetched: FetchResult) -> dict[
         files = [f for f in fetched.files.values() if f.url == source.url]
         return {"url": source.url, "files": _file_records(files)}
     files = [f for f in fetched.files.values() if f.repo == source.repo]
-    commits = sorted({f.commit for f in files if f.commit})
     return {
         "repo": source.repo,
         "revision": source.revision,
-        "commit": commits[0] if len(commits) == 1 else commits,
+        "commit": files[0].commit if files else None,  # one source resolves to one commit
         "patterns": list(source.files),
         "files": _file_records(files),
     }

@@ -197,7 +197,10 @@ class _Dialogue:
                 "max_tokens_update": request.max_tokens_update or defaults.get("max_tokens_update", 10),
                 "max_tokens_query": request.max_tokens_query or defaults.get("max_tokens_query", 10),
             }
-            self.ask("set_max_tokens", limits)
+            try:
+                self.ask("set_max_tokens", limits)
+            except CanisterRefused as err:  # only controllers may; the load already set the limits
+                self.emit({"event": "smoke_note", "method": "set_max_tokens", "refused": err.message})
         if "remove_prompt_cache" in self.methods:
             self.ask("remove_prompt_cache", {"args": cache})
         self.ask("new_chat", {"args": cache})

@@ -91,3 +91,13 @@ def test_a_new_kind_folder_gets_its_dialogue_from_its_candid(tmp_path: Path) -> 
 def test_smoke_needs_a_recipe_or_a_kind(deploy_world: DeployWorld) -> None:
     done = deploy_world.prep("smoke", *deploy_world.target_args("gpt2"))
     assert done.code == 2 and "RECIPE or --kind" in done.stderr
+
+
+def test_anyone_may_smoke_a_loaded_llama_cpp_model(deploy_world: DeployWorld) -> None:
+    assert deploy_world.prep(*deploy_world.run_args("llama_cpp")).code == 0
+    target = deploy_world.target_args("llama_cpp")
+    anonymous = [*target[: target.index("--pem")], "--anonymous"]
+    done = deploy_world.prep("smoke", str(deploy_world.recipe("llama_cpp")), *anonymous, "--json")
+    assert done.code == 0, done.stderr
+    assert done.result["passed"]
+    assert any(e["event"] == "smoke_note" and e["method"] == "set_max_tokens" for e in done.events)
