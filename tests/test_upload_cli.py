@@ -153,3 +153,22 @@ def test_recipe_form_without_a_build_says_what_to_run(
     ]  # fmt: skip
     code, _, stderr = run_prep(args, prep_env)
     assert code == 1 and "prep build smollm2-135m" in stderr
+
+
+def test_adhoc_roles_one_by_one_load_once_all_are_in(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    from tests.tinymodels import make_llama2c
+
+    model_bin, tokenizer_bin = make_llama2c(tmp_path / "llama2c")
+    code, events, stderr = run_prep(
+        prep_args(icsim, "icpp_llama2", tokenizer_bin, "--remote", "tokenizer"), prep_env
+    )
+    assert code == 0, stderr
+    assert [e["missing"] for e in events if e["event"] == "steps_skipped"] == [["model"]]
+    code, events, stderr = run_prep(prep_args(icsim, "icpp_llama2", model_bin, "--remote", "model"), prep_env)
+    assert code == 0, stderr
+    assert events[-1]["steps"][-3:] == ["initialize", "set_canister_mode", "ready"]
+    canister = icsim.canister("icpp_llama2")
+    assert bytes(canister.tokenizer_bytes) == tokenizer_bin.read_bytes()
+    assert bytes(canister.model_bytes) == model_bin.read_bytes()

@@ -88,7 +88,11 @@ class UploadEngine:
         self.progress = progress or UploadProgress()
         self.confirm = confirm
         self.backoff = backoff or Backoff()
-        base = {f"remote_{f.role}": f.remote for f in request.files} | {"principal": client.principal}
+        remotes = {r.name: r.remote for r in self.profile.roles} | {f.role: f.remote for f in request.files}
+        base = {f"remote_{role}": remote for role, remote in remotes.items()} | {
+            "principal": client.principal
+        }
+        self.remotes = remotes
         # Profile defaults may refer to other variables, e.g. load_args = ["--model", "{remote_model}"].
         defaults = {name: render(value, base) for name, value in self.profile.defaults.items()}
         variables = {**defaults, **request.variables, **base}
@@ -120,7 +124,7 @@ class UploadEngine:
                 hint="wait until nobody upgrades it, then run prep upload again",
             )
         if self.request.run_steps:
-            self._run_load_steps(records, module_hash)
+            self._run_load_steps(module_hash)
         self.report.seconds = time.monotonic() - started
         self.report.chunks_resent = self.progress.resent
         self.progress.event(
@@ -499,20 +503,33 @@ class UploadEngine:
                 raise
             journal.update(lambda r, i=index: setattr(r, "steps_done", i + 1))
 
-    def _run_load_steps(self, records: list[FileRecord], module_hash: bytes) -> None:
-        journals = [
-            Journal(journal_path(self.request.workspace_root, r.network_url, r.canister_id, r.remote))
-            for r in records
+    def _run_load_steps(self, module_hash: bytes) -> None:
+        """The kind's steps once every role's file is in: this run's, or an earlier run's (per journal)."""
+        url, cid = self.client.network.url, self.request.canister_id
+        journals = {
+            role: Journal(journal_path(self.request.workspace_root, url, cid, remote))
+            for role, remote in self.remotes.items()
+        }
+        missing = [
+            role.name
+            for role in self.profile.roles
+            if (record := journals[role.name].record) is None
+            or not record.bytes_complete
+            or record.steps_done < len(role.after)
+            or record.module_hash != module_hash.hex()
         ]
+        if missing:
+            self.progress.event("steps_skipped", missing=missing)
+            return
         key = hashlib.sha256(
             repr((module_hash.hex(), sorted(self.session.variables.items(), key=str))).encode()
         ).hexdigest()
-        loaded = all(j.record is not None and j.record.loaded == key for j in journals)
+        loaded = all(j.record is not None and j.record.loaded == key for j in journals.values())
         for spec in self.profile.steps:
             if loaded and not spec.probe:
                 continue
             self._run_call(spec, role=None)
-        for journal in journals:
+        for journal in journals.values():
             journal.update(lambda r: setattr(r, "loaded", key))
 
     def _run_call(self, spec: CallSpec, *, role: str | None) -> Any:

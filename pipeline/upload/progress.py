@@ -80,6 +80,8 @@ def describe_event(event: dict[str, Any]) -> str | None:
         return f"starting over: {event['reason']}"
     if name == "verify" and not event["ok"]:
         return f"{event['role']}: read-back found {len(event['bad_chunks'])} chunk(s) to send again"
+    if name == "steps_skipped":
+        return f"not loading yet: upload {', '.join(event['missing'])} too, then the steps run"
     if name == "step":
         return f"{event['method']}" + (f" ({event['role']})" if event.get("role") else "")
     return None

@@ -101,8 +101,7 @@ def run_upload(
     progress: UploadProgress | None = None,
     confirm: Callable[[dict[str, Any]], bool] | None = None,
 ) -> UploadReport:
-    """Uploads `files`; the load steps run only when every role of the kind is among them."""
-    all_roles = {r.name for r in profile.roles} <= {f.role for f in files}
+    """Uploads `files`; the load steps run once every role of the kind is in (this run or an earlier one)."""
     request = UploadRequest(
         profile=profile,
         canister_id=canister_id,
@@ -112,7 +111,7 @@ def run_upload(
         strict_order=options.strict_order,
         window=options.window,
         check_interface=options.check_interface,
-        run_steps=options.load and all_roles,
+        run_steps=options.load,
     )
     return UploadEngine(client, request, progress, confirm).run()
 
