@@ -116,3 +116,15 @@ def test_upgrade_changes_module_hash_in_read_state(icsim: IcSim, icsim_agent) ->
         [b"canister", raw, b"module_hash"]
     )
     assert before != after
+
+
+def test_out_of_cycles_refuses_calls_and_queries(icsim: IcSim, icsim_agent) -> None:
+    canister = icsim.canister_ids["llama_cpp"]
+    icsim.faults.out_of_cycles(canister)
+    _, envelope = upload_envelope(icsim)
+    reply = post_call(icsim, envelope)
+    assert reply.status_code == 400 and "IC0207" in reply.text
+    with pytest.raises(ReplicaReject, match="IC0207"):
+        icsim_agent().query_raw(canister, "health", encode([]))
+    icsim.faults.out_of_cycles(canister, exhausted=False)
+    assert post_call(icsim, envelope).status_code == 200 and uploads(icsim) == 1

@@ -37,7 +37,7 @@ def test_status_serves_the_root_key(icsim: IcSim) -> None:
     assert icsim.root_key.startswith(ROOT_KEY_DER_PREFIX) and len(icsim.root_key) == 133
 
 
-@pytest.mark.parametrize("kind", ["ed25519", "secp256k1", "anonymous"])
+@pytest.mark.parametrize("kind", ["ed25519", "secp256k1", "p256", "anonymous"])
 def test_query_and_update_for_each_identity_kind(icsim: IcSim, icsim_agent, kind: str) -> None:
     identity = Identity(anonymous=True) if kind == "anonymous" else Identity(type=kind)
     agent = icsim_agent(identity)

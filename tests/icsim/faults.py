@@ -33,6 +33,7 @@ class Faults:
         self._errors: list[_Armed] = []
         self._delays: list[_Armed] = []
         self._traps: dict[tuple[bytes, str], int] = {}
+        self._out_of_cycles: set[bytes] = set()
         self.fired: dict[str, int] = {"drop": 0, "http_error": 0, "delay": 0, "trap": 0}
 
     def drop_replies(self, n: int, method: str | None = None) -> None:
@@ -57,8 +58,22 @@ class Faults:
         with self._lock:
             self._traps[(raw, method)] = nth
 
+    def out_of_cycles(self, canister_id: str | bytes, exhausted: bool = True) -> None:
+        """Make the canister refuse messages (IC0207) until called again with exhausted=False."""
+        raw = canister_id if isinstance(canister_id, bytes) else from_text(canister_id)
+        with self._lock:
+            if exhausted:
+                self._out_of_cycles.add(raw)
+            else:
+                self._out_of_cycles.discard(raw)
+
+    def is_out_of_cycles(self, canister_id: bytes) -> bool:
+        with self._lock:
+            return canister_id in self._out_of_cycles
+
     def clear(self) -> None:
         with self._lock:
+            self._out_of_cycles.clear()
             self._drops.clear()
             self._errors.clear()
             self._delays.clear()

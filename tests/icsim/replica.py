@@ -128,7 +128,9 @@ class Replica:
 
     def submit(self, envelope: Envelope, size: int) -> RequestRecord:
         """Accept a call; an identical request already known is not executed again."""
-        self.canister(envelope.canister_id)
+        model = self.canister(envelope.canister_id)
+        if self.faults.is_out_of_cycles(model.canister_id):
+            raise EnvelopeError(400, f"IC0207: {out_of_cycles_message(model)}")
         with self._lock:
             known = self._requests.get(envelope.request_id)
             if known is not None:
@@ -158,6 +160,8 @@ class Replica:
         model = self.canisters.get(envelope.canister_id)
         if model is None:
             return Reject(3, f"Canister {to_text(envelope.canister_id)} not found", "IC0301")
+        if self.faults.is_out_of_cycles(model.canister_id):
+            return Reject(2, out_of_cycles_message(model), "IC0207")
         ctx = CallContext(envelope.sender, envelope.sender in model.controllers, is_query=True)
         with self._canister_locks[model.canister_id]:
             try:
@@ -277,6 +281,10 @@ class Replica:
             }
         }
         return state
+
+
+def out_of_cycles_message(model: CanisterModel) -> str:
+    return f"Canister {model.canister_text} is out of cycles: please top up the canister with cycles"
 
 
 def _status_state(record: RequestRecord, status: str) -> State:
