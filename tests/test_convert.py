@@ -14,6 +14,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from pipeline.convert import ARCHITECTURES, convert_model
 from pipeline.convert.pretokenizer import KNOWN_HASHES, pre_tokenizer_name, probe_hash
 from pipeline.errors import PrepError
+from pipeline.formats.gguf import read_gguf
 from pipeline.formats.safetensors import read_safetensors_header
 from tests.fixtures_models import smollm2_gguf
 from tests.tinymodels import Dims
@@ -225,3 +226,12 @@ def test_probe_hash_of_real_smollm2_vocabulary() -> None:
     tokenizer.add_special_tokens([AddedToken(t, special=True) for t in specials])
     assert KNOWN_HASHES.get(probe_hash(tokenizer)) == "smollm"
     assert pre_tokenizer_name(tokenizer, json.loads(tokenizer.to_str())) == "smollm"
+
+
+def test_smollm_sized_vocabulary_turns_off_bos(tiny_model, tmp_path: Path) -> None:
+    plain = read_gguf(convert_model(tiny_model("llama"), tmp_path / "a.gguf", "f16").out)
+    assert plain.metadata["tokenizer.ggml.add_bos_token"] is True
+    model_dir = tiny_model("llama", dims=Dims(model_vocab=49152))
+    smollm_like = read_gguf(convert_model(model_dir, tmp_path / "b.gguf", "f16").out)
+    assert smollm_like.metadata["tokenizer.ggml.add_bos_token"] is False
+    assert smollm_like.metadata["tokenizer.ggml.tokens"].length == 49152

@@ -40,6 +40,8 @@ CASES: list[tuple[str, str, int, Dims | None]] = [
     ("llama-sharded", "llama", 3, None),
     ("llama-odd", "llama", 1, Dims(n_embd=48, n_head=4, n_kv_head=2, n_ff=96)),
     ("llama-rope-linear", "llama", 1, None),
+    # SmolLM's 49,152-row vocabulary: llama.cpp then sets add_bos_token false.
+    ("llama-smollm-vocab", "llama", 1, Dims(model_vocab=49152)),
 ]
 # Config changes on top of the generated checkpoint, per case.
 CONFIG_CHANGES: dict[str, dict[str, Any]] = {

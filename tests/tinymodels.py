@@ -68,6 +68,7 @@ class Dims:
     n_ff: int = 128
     n_ctx: int = 128
     bpe_vocab: int = 400
+    model_vocab: int | None = None  # embedding rows, when larger than the tokenizer (padded like Qwen/SmolLM)
 
 
 # ---------------------------------------------------------------------------------------------- tokenizers
@@ -406,6 +407,12 @@ def make_tiny_model(
     n_tokens = tokenizer.get_vocab_size(with_added_tokens=True)
     # Qwen pads its embedding matrix past the tokenizer's vocabulary (151,936 rows for 151,665 tokens).
     vocab_size = -(-n_tokens // 64) * 64 if arch == "qwen2" else n_tokens
+    if dims.model_vocab is not None:
+        if dims.model_vocab < n_tokens:
+            raise ValueError(
+                f"model_vocab {dims.model_vocab} is smaller than the tokenizer's {n_tokens} tokens"
+            )
+        vocab_size = dims.model_vocab
     ids = {tok: tokenizer.token_to_id(tok) for tok in _special_tokens(arch)}
     tokenizer_config, generation_config = _tokenizer_files(arch, tokenizer, dims.n_ctx)
     tokenizer.save(str(out / "tokenizer.json"))
