@@ -221,7 +221,7 @@ class Replica:
         with self._canister_locks[model.canister_id]:
             try:
                 if self.faults.take_trap(record.canister_id, record.method_name):
-                    raise model._trapped(f"icsim injected a trap in '{record.method_name}'")
+                    raise model.trapped(f"icsim injected a trap in '{record.method_name}'")
                 reply = model.execute(record.method_name, record.arg, ctx)
             except Reject as reject:
                 record.reject, record.status = reject, "rejected"

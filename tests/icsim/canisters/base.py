@@ -137,15 +137,15 @@ class CanisterModel:
         try:
             values = candid.decode(arg, list(method.args))
         except CandidDecodeError as exc:
-            raise self._trapped(f"failed to decode the argument of '{method_name}': {exc}") from exc
+            raise self.trapped(f"failed to decode the argument of '{method_name}': {exc}") from exc
         try:
             result = method.function(self, ctx, *values)
         except Trap as exc:
-            raise self._trapped(str(exc)) from exc
+            raise self.trapped(str(exc)) from exc
         replies = list(result) if len(method.returns) != 1 else [result]
         return candid.encode(list(method.returns), replies)
 
-    def _trapped(self, message: str) -> Reject:
+    def trapped(self, message: str) -> Reject:
         return Reject(5, f"Error from Canister {self.canister_text}: Canister trapped: {message}", "IC0503")
 
     @property
