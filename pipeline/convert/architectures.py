@@ -28,7 +28,8 @@ class HfArchitecture:
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
     skipped_suffixes: ClassVar[tuple[str, ...]] = SKIPPED_SUFFIXES
 
-    def __init__(self, config: dict[str, Any], model_dir: Path) -> None:
+    def __init__(self, hf_name: str, config: dict[str, Any], model_dir: Path) -> None:
+        self.hf_name = hf_name
         self.config = config
         self.model_dir = model_dir
         self.block_count = int(self._param("num_hidden_layers", "n_layer", "n_layers", "num_layers"))
@@ -198,7 +199,7 @@ def architecture_for(config: dict[str, Any], model_dir: Path) -> HfArchitecture:
     names = config.get("architectures") or []
     for name in names:
         if name in ARCHITECTURES:
-            return ARCHITECTURES[name](config, model_dir)
+            return ARCHITECTURES[name](name, config, model_dir)
     raise PrepError(
         f"{model_dir / 'config.json'}: architecture {', '.join(names) or '(none)'} is not supported",
         hint=f"supported: {', '.join(sorted(ARCHITECTURES))}",

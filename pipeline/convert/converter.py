@@ -94,11 +94,10 @@ def convert_model(model_dir: Path, out: Path, outtype: str) -> ConvertReport:
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    hf_name = next(iter(checkpoint.config.get("architectures") or []), "")
     return ConvertReport(
         out=out,
         architecture=arch.arch_name,
-        hf_architecture=hf_name,
+        hf_architecture=arch.hf_name,
         outtype=outtype,
         tensor_count=len(plan),
         parameter_count=parameter_count,
@@ -116,12 +115,12 @@ def plan_tensors(
             continue
         name = arch.gguf_name(source)
         shape = arch.transformed_shape(source, ref.entry.shape)
-        plan.append(PlannedTensor(source, name, shape, _tensor_qtype(arch, name, shape, default_qtype)))
+        plan.append(PlannedTensor(source, name, shape, _tensor_qtype(name, shape, default_qtype)))
     return plan
 
 
 def _tensor_qtype(
-    arch: HfArchitecture, name: str, shape: tuple[int, ...], default_qtype: gguf.GGMLQuantizationType
+    name: str, shape: tuple[int, ...], default_qtype: gguf.GGMLQuantizationType
 ) -> gguf.GGMLQuantizationType:
     # llama.cpp's rules: 1-D tensors, norms, biases and a few named tensors stay F32.
     if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
