@@ -145,22 +145,22 @@ def test_quantize_cli(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
     assert bad.returncode == 2 and "q3_x" in bad.stderr
 
 
+@pytest.mark.parametrize("qtype", [GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_fast_q8_0_matches_gguf_quants_bit_for_bit(dtype: type) -> None:
-    from pipeline.quantize.blocks import quantize_q8_0
-
-    rng = np.random.default_rng(7)
-    values = (rng.standard_normal((64, 256)) * np.array([[1e-3], [1.0], [1e3], [0.3]]).repeat(16, 0)).astype(
-        dtype
-    )
-    values[0, :32] = 0  # empty block
-    values[1, :64] = np.arange(-32, 32) * 0.5  # exact halves: round away from zero
-    values[2, :32] = np.float32(0.5) - np.float32(2**-25)  # just below one half
-    expected = gguf_quantize_q8_0(values.astype(np.float32))
-    assert np.array_equal(quantize_q8_0(values), expected)
-
-
-def gguf_quantize_q8_0(values: np.ndarray) -> np.ndarray:
+def test_block_major_quantizers_match_gguf_quants_bit_for_bit(
+    qtype: GGMLQuantizationType, dtype: type
+) -> None:
     from gguf.quants import quantize
 
-    return quantize(values, GGMLQuantizationType.Q8_0).reshape(-1)
+    from pipeline.quantize.blocks import quantize_q4_0, quantize_q8_0
+
+    rng = np.random.default_rng(7)
+    scales = np.array([[1e-3], [1.0], [1e3], [0.3]]).repeat(16, 0)
+    values = (rng.standard_normal((64, 256)) * scales).astype(dtype)
+    values[0, :32] = 0  # empty block
+    values[1, :64] = np.arange(-32, 32) * 0.5  # exact halves: Q8_0 rounds them away from zero
+    values[2, :32] = np.float32(0.5) - np.float32(2**-25)  # just below one half
+    values[3, :32] = 0
+    values[3, [3, 7]] = [-2, 2]  # +-tie for the largest magnitude: the first one wins in Q4_0
+    ours = {GGMLQuantizationType.Q8_0: quantize_q8_0, GGMLQuantizationType.Q4_0: quantize_q4_0}[qtype](values)
+    assert np.array_equal(ours, quantize(values.astype(np.float32), qtype).reshape(-1))

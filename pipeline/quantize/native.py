@@ -22,7 +22,7 @@ from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
 from gguf.quants import quantize as gguf_quantize
 
 from pipeline.errors import PrepError
-from pipeline.quantize.blocks import quantize_q8_0
+from pipeline.quantize.blocks import quantize_q4_0, quantize_q8_0
 from pipeline.quantize.layout import (
     GgufLayout,
     align,
@@ -41,6 +41,7 @@ QUANTIZATION_VERSION_KEY = "general.quantization_version"
 _DROPPED_KEYS = {FILE_TYPE_KEY, QUANTIZATION_VERSION_KEY, "split.no", "split.count", "split.tensors.count"}
 _SLAB_ELEMENTS = 4 * 1024 * 1024
 _WORKERS = min(2, os.cpu_count() or 1)
+_BLOCK_MAJOR = {Q.Q8_0: quantize_q8_0, Q.Q4_0: quantize_q4_0}
 
 Progress = Callable[[str, int, int], None]  # (tensor name, index, count)
 
@@ -133,8 +134,8 @@ def _slabs(rows: np.ndarray) -> Iterator[np.ndarray]:
 def _convert_slab(
     slab: np.ndarray, source_type: GGMLQuantizationType, target: GGMLQuantizationType
 ) -> np.ndarray:
-    if target == Q.Q8_0 and source_type != Q.BF16:
-        return quantize_q8_0(slab)
+    if target in _BLOCK_MAJOR and source_type != Q.BF16:
+        return _BLOCK_MAJOR[target](slab)
     values = _to_float32(slab, source_type)
     if target == Q.Q6_K:
         return quantize_q6_k(values)
