@@ -182,6 +182,20 @@ def test_upgrade_mid_upload_restarts_the_files(
     assert_uploaded_and_loaded(icsim, kind, files)
 
 
+def test_llama_cpp_after_an_upgrade_rereads_the_file_and_only_reloads(
+    upload_run: EngineRun, icsim: IcSim, model_file: Path
+) -> None:
+    """Its files live in stable memory: an upgrade loses the loaded model, not the file."""
+    upload_run("llama_cpp", [("model", model_file, "models/model.gguf")])
+    icsim.upgrade(icsim.canister_ids["llama_cpp"])
+    canister = icsim.canister("llama_cpp")
+    assert canister.loaded_model is None  # type: ignore[attr-defined]
+    report = upload_run("llama_cpp", [("model", model_file, "models/model.gguf")])
+    assert report.chunks_sent == 0 and report.steps == ["load_model", "set_max_tokens", "ready"]
+    assert any(e.get("action") == "reverify" for e in upload_run.named("resume"))
+    assert_uploaded_and_loaded(icsim, "llama_cpp", [("model", model_file, "models/model.gguf")])
+
+
 def test_interrupted_upload_resumes_with_at_most_the_window_resent(
     upload_run: EngineRun, icsim: IcSim, tmp_path: Path
 ) -> None:

@@ -36,6 +36,8 @@ DEFAULT_WINDOW = 12  # concurrent chunks in flight for offset targets: several l
 MAX_SIGNATURES_PER_CHUNK = 6  # fresh signatures after expiries / retryable rejects, then give up
 MAX_FILE_ATTEMPTS = 3  # whole-file restarts (upgrade seen, remote prefix wrong) before giving up
 VERIFY_ROUNDS = 3
+UPGRADED_DURING = "canister upgraded during the upload (module hash changed)"
+UPGRADED_SINCE = "canister code changed since the last run (module hash)"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class UploadEngine:
         records = [self._describe(f) for f in self.request.files]
         self._announce(records)
         for attempt in range(MAX_FILE_ATTEMPTS):
+            self.report.files.clear()
             try:
                 for upload, record in zip(self.request.files, records, strict=True):
                     self._upload_file(upload, record, module_hash, restart=attempt > 0)
@@ -116,7 +119,7 @@ class UploadEngine:
             now_hash = preflight.check_module(self.client, self.request.canister_id)
             if now_hash == module_hash:
                 break
-            self.progress.event("restart", reason="canister upgraded during the upload (module hash changed)")
+            self.progress.event("restart", reason=UPGRADED_DURING)
             module_hash = now_hash
         else:
             raise PrepError(
@@ -205,9 +208,13 @@ class UploadEngine:
             self._settle_inflight(journal, driver)
             previous = journal.record
         reason = self._restart_reason(previous, wanted, restart)
+        # Offset files live in stable memory and survive upgrades: after one, read the file back and
+        # resend only what differs instead of everything.
+        reverify = isinstance(driver, OffsetFile) and reason in (UPGRADED_DURING, UPGRADED_SINCE)
         if reason is not None:
             if previous is not None:
-                self.progress.event("resume", role=role.name, action="restart", reason=reason)
+                action = "reverify" if reverify else "restart"
+                self.progress.event("resume", role=role.name, action=action, reason=reason)
             journal.start(FileRecord(**{**vars(wanted), "done": [], "inflight": {}}))
         assert journal.record is not None
         if (
@@ -223,7 +230,7 @@ class UploadEngine:
         if not journal.record.bytes_complete:
             with LocalFile(upload.path) as local:
                 if isinstance(driver, OffsetFile):
-                    self._send_offset(journal, driver, local, resumed=reason is None)
+                    self._send_offset(journal, driver, local, resumed=reason is None, reverify=reverify)
                 else:
                     self._send_append(journal, driver, local, resumed=reason is None)
         self._run_role_steps(journal, role)
@@ -236,11 +243,11 @@ class UploadEngine:
         if previous is None:
             return "new upload"
         if restart:
-            return "canister upgraded during the upload"
+            return UPGRADED_DURING
         if not previous.same_upload(wanted):
             return "different file or chunk size than the journal's"
         if previous.module_hash != wanted.module_hash:
-            return "canister code changed since the last run (module hash)"
+            return UPGRADED_SINCE
         return None
 
     def _settle_inflight(self, journal: Journal, driver: OffsetFile | AppendFile) -> None:
@@ -273,7 +280,9 @@ class UploadEngine:
 
     # ---- offset-addressed -----------------------------------------------------------------------
 
-    def _send_offset(self, journal: Journal, driver: OffsetFile, local: LocalFile, *, resumed: bool) -> None:
+    def _send_offset(
+        self, journal: Journal, driver: OffsetFile, local: LocalFile, *, resumed: bool, reverify: bool = False
+    ) -> None:
         record = journal.record
         assert record is not None
         chunks = plan_chunks(record.size, record.chunk_size)
@@ -289,31 +298,46 @@ class UploadEngine:
         )
         try:
             todo = [c for c in chunks if c.index not in done]
-            for _round in range(VERIFY_ROUNDS):
-                self._send_chunks(journal, driver, local, todo)
-                bad = self._verify_offset(driver, local, chunks)
-                if not bad and self.request.strict_order and not self._running_sha_matches(driver, record):
-                    bad = chunks  # the canister's running hash restarts only at offset 0: resend in order
-                if not bad:
-                    break
+            if reverify:
+                todo = self._verify_offset(driver, local, chunks)
+                todo = chunks if any(c.index == 0 for c in todo) else todo
+                kept = {c.index for c in chunks} - {c.index for c in todo}
+                journal.update(lambda r: r.set_done_chunks(kept))
                 self.progress.event(
-                    "verify", role=record.role, ok=False, bad_chunks=sorted(c.index for c in bad)
+                    "verify", role=record.role, ok=not todo, bad_chunks=[c.index for c in todo]
                 )
-                todo = chunks if any(c.index == 0 for c in bad) else bad
-                resend = {c.index for c in todo}
-                journal.update(lambda r, resend=resend: r.set_done_chunks(r.done_chunks() - resend))
-            else:
-                raise PrepError(
-                    f"{record.remote} on canister {record.canister_id} still differs from {local.path} "
-                    f"after {VERIFY_ROUNDS} rounds of re-sending",
-                    hint="something else is writing this file; stop it and run prep upload again",
-                )
+            if todo or not reverify or self.request.strict_order:
+                self._send_until_verified(journal, driver, local, chunks, todo)
         finally:
             self.progress.end_file()
         self.progress.event(
             "verify", role=record.role, ok=True, sha256=record.local_sha256, bytes=record.size
         )
         journal.update(lambda r: setattr(r, "bytes_complete", True))
+
+    def _send_until_verified(
+        self, journal: Journal, driver: OffsetFile, local: LocalFile, chunks: list[Chunk], todo: list[Chunk]
+    ) -> None:
+        """Sends `todo`, reads the whole file back, and resends what differs, a few rounds at most."""
+        record = journal.record
+        assert record is not None
+        for _round in range(VERIFY_ROUNDS):
+            self._send_chunks(journal, driver, local, todo)
+            bad = self._verify_offset(driver, local, chunks)
+            if not bad and self.request.strict_order and not self._running_sha_matches(driver, record):
+                bad = chunks  # the canister's running hash restarts only at offset 0: resend in order
+            if not bad:
+                break
+            self.progress.event("verify", role=record.role, ok=False, bad_chunks=sorted(c.index for c in bad))
+            todo = chunks if any(c.index == 0 for c in bad) else bad
+            resend = {c.index for c in todo}
+            journal.update(lambda r, resend=resend: r.set_done_chunks(r.done_chunks() - resend))
+        else:
+            raise PrepError(
+                f"{record.remote} on canister {record.canister_id} still differs from {local.path} "
+                f"after {VERIFY_ROUNDS} rounds of re-sending",
+                hint="something else is writing this file; stop it and run prep upload again",
+            )
 
     def _offset_resume_point(self, driver: OffsetFile, chunks: list[Chunk], done: set[int]) -> set[int]:
         """Keeps the journal's done chunks only when the canister's file can hold them."""
