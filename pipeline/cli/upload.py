@@ -65,7 +65,10 @@ def upload_command(
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Upload model files into a canister: resumable, exactly once, verified, then loaded."""
+    """Upload model files into a canister: resumable, exactly once, verified, then loaded.
+
+    Progress is journaled in $PREP_WORKDIR/.journal/ (default ./work): rerun the same command to resume.
+    """
     out = Output(json=json_output)
     if not canister:
         raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
