@@ -6,7 +6,11 @@ import struct
 from pathlib import Path
 
 import pytest
+from icp_candid.candid import Types, encode
+from icp_identity import Identity
 
+from pipeline.errors import PrepError
+from pipeline.ic import candid
 from tests.fixtures_icsim import IcsimCanister
 from tests.icsim import IcSim
 from tests.tinymodels import make_llama2c
@@ -49,7 +53,9 @@ def install(canister: IcsimCanister, model: bytes, tokenizer: bytes) -> None:
     assert canister.update("initialize", [], [], STATUS) == OK
 
 
-def test_upload_initialize_ready_and_infer(icsim: IcSim, llama2: IcsimCanister, llama2c_files) -> None:
+def test_upload_initialize_ready_and_infer(
+    icsim: IcSim, llama2: IcsimCanister, llama2c_files, icsim_canister
+) -> None:
     model, tokenizer = llama2c_files
     assert "Err" in llama2.query("ready", [], [], STATUS)
     install(llama2, model, tokenizer)
@@ -65,6 +71,10 @@ def test_upload_initialize_ready_and_infer(icsim: IcSim, llama2: IcsimCanister, 
     first = llama2.update("inference", [PROMPT], [prompt], INFERENCE)
     second = llama2.update("inference", [PROMPT], [prompt], INFERENCE)
     assert first == second and first["Ok"]["inference"].startswith("Once upon a time")
+    anonymous = icsim_canister("icpp_llama2", anonymous=True)
+    raw = anonymous.client.call(anonymous.canister_id, "inference", candid.encode([PROMPT], [prompt]))
+    refused = "The Llama2 canister does not allow calling with anonymous principal."
+    assert candid.decode(raw, ["variant { Err : text }"]) == [{"Err": refused}]
     state = icsim.canister("icpp_llama2")
     assert bytes(state.model_bytes) == model and state.counters.bytes_in["model"] == len(model)
 
@@ -93,11 +103,41 @@ def test_truncated_model_fails_initialize(llama2: IcsimCanister, llama2c_files) 
 
 def test_only_the_owner_uploads(icsim: IcSim, icsim_canister) -> None:
     stranger = icsim_canister("icpp_llama2", anonymous=True)
-    unauthorized = {"Err": {"StatusCode": 401}}
-    assert stranger.update("upload_model_bytes_chunk", ["blob"], [b"abc"], STATUS) == unauthorized
-    assert stranger.update("reset_model", [], [], STATUS) == unauthorized
+    denied = {"Err": {"Other": "Access Denied"}}
+    assert stranger.update("upload_model_bytes_chunk", ["blob"], [b"abc"], STATUS) == denied
+    assert stranger.update("reset_model", [], [], STATUS) == denied
     assert stranger.query("health", [], [], STATUS) == OK
     assert len(icsim.canister("icpp_llama2").model_bytes) == 0
+
+
+def test_owner_is_the_installer_not_every_controller(icsim_agent_for) -> None:
+    installer, other = Identity(), Identity()
+    with IcSim(controllers=[installer.sender().to_str(), other.sender().to_str()]) as sim:
+        (reply,) = icsim_agent_for(sim, other).update_raw(
+            sim.canister_ids["icpp_llama2"],
+            "upload_model_bytes_chunk",
+            encode([{"type": Types.Vec(Types.Nat8), "value": b"x"}]),
+        )
+        assert reply["value"] == {"3456837": {"3382957744": "Access Denied"}}  # Err(Other)
+        agent = icsim_agent_for(sim, installer)
+        agent.update_raw(
+            sim.canister_ids["icpp_llama2"],
+            "upload_model_bytes_chunk",
+            encode([{"type": Types.Vec(Types.Nat8), "value": b"x"}]),
+        )
+        assert bytes(sim.canister("icpp_llama2").model_bytes) == b"x"
+
+
+def test_chat_refusals_are_off_contract(icsim: IcSim, llama2: IcsimCanister, icsim_canister) -> None:
+    prompt = {"prompt": "hi", "steps": 3, "temperature": 0.0, "topp": 0.9, "rng_seed": 0}
+    wrong_mode = {"Err": {"Other": "Access Denied: canister_mode is not set to 'principal'."}}
+    assert llama2.update("inference", [PROMPT], [prompt], INFERENCE) == wrong_mode
+    llama2.update("set_canister_mode", ["text"], ["chat-principal"], STATUS)
+    # Not initialized: the C++ code replies `variant { Err : nat16 }`, not its declared ApiError.
+    raw = llama2.client.call(llama2.canister_id, "new_chat", candid.encode([], []))
+    assert candid.decode(raw, ["variant { Err : nat16 }"]) == [{"Err": 500}]
+    with pytest.raises(PrepError):
+        candid.decode(raw, [STATUS])
 
 
 def test_upgrade_loses_everything(icsim: IcSim, llama2: IcsimCanister, llama2c_files) -> None:

@@ -32,6 +32,14 @@ class Reject(Exception):
 
 
 @dataclass(frozen=True)
+class OffContractReply:
+    """A reply whose wire types differ from the method's declared ones (what some canisters really send)."""
+
+    types: tuple[Type, ...]
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class CallContext:
     caller: bytes
     is_controller: bool
@@ -142,6 +150,8 @@ class CanisterModel:
             result = method.function(self, ctx, *values)
         except Trap as exc:
             raise self.trapped(str(exc)) from exc
+        if isinstance(result, OffContractReply):
+            return candid.encode(list(result.types), list(result.values))
         replies = list(result) if len(method.returns) != 1 else [result]
         return candid.encode(list(method.returns), replies)
 

@@ -8,7 +8,8 @@ import struct
 from typing import Any
 
 from tests.icsim.candid import BLOB, FLOAT32, INT, NAT16, NAT64, NULL, TEXT, record, variant
-from tests.icsim.canisters.base import CallContext, CanisterModel, query, update
+from tests.icsim.canisters.base import CallContext, CanisterModel, OffContractReply, query, update
+from tests.icsim.principal import ANONYMOUS, to_text
 
 API_ERROR = variant(InvalidId=NULL, Other=TEXT, StatusCode=NAT16, ZeroAddress=NULL)
 STATUS_RESULT = variant(Err=API_ERROR, Ok=record(status_code=NAT16))
@@ -22,7 +23,13 @@ HEADER = struct.Struct("<7i")
 CONFIG_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
 
 OK = {"Ok": {"status_code": 200}}
-UNAUTHORIZED = {"Err": {"StatusCode": 401}}
+ACCESS_DENIED = {"Err": {"Other": "Access Denied"}}
+WRONG_MODE = {"Err": {"Other": "Access Denied: canister_mode is not set to 'principal'."}}
+# The C++ code answers these two cases off its own .did: `variant { Err : nat16 }`, `variant { Err : text }`.
+NOT_READY = OffContractReply((variant(Err=NAT16),), ({"Err": 500},))
+ANONYMOUS_REFUSED = OffContractReply(
+    (variant(Err=TEXT),), ({"Err": "The Llama2 canister does not allow calling with anonymous principal."},)
+)
 
 
 def _err(message: str) -> dict[str, Any]:
@@ -30,7 +37,21 @@ def _err(message: str) -> dict[str, Any]:
 
 
 class IcppLlama2Canister(CanisterModel):
+    """The owner is the installer (the first controller), not every controller."""
+
     kind = "icpp_llama2"
+
+    def _is_owner(self, ctx: CallContext) -> bool:
+        return bool(self.controllers) and ctx.caller == self.controllers[0]
+
+    def _chat_refusal(self, ctx: CallContext) -> dict[str, Any] | OffContractReply | None:
+        if self.canister_mode != "chat-principal":
+            return WRONG_MODE
+        if not self.initialized:
+            return NOT_READY
+        if ctx.caller == ANONYMOUS:
+            return ANONYMOUS_REFUSED
+        return None
 
     def reset_heap(self) -> None:
         self.model_bytes = bytearray()
@@ -45,32 +66,32 @@ class IcppLlama2Canister(CanisterModel):
 
     @update(returns=(STATUS_RESULT,))
     def reset_model(self, ctx: CallContext) -> dict[str, Any]:
-        if not ctx.is_controller:
-            return UNAUTHORIZED
+        if not self._is_owner(ctx):
+            return ACCESS_DENIED
         self.model_bytes = bytearray()
         self.initialized = False
         return OK
 
     @update(returns=(STATUS_RESULT,))
     def reset_tokenizer(self, ctx: CallContext) -> dict[str, Any]:
-        if not ctx.is_controller:
-            return UNAUTHORIZED
+        if not self._is_owner(ctx):
+            return ACCESS_DENIED
         self.tokenizer_bytes = bytearray()
         self.initialized = False
         return OK
 
     @update(BLOB, returns=(STATUS_RESULT,))
     def upload_model_bytes_chunk(self, ctx: CallContext, chunk: bytes) -> dict[str, Any]:
-        if not ctx.is_controller:
-            return UNAUTHORIZED
+        if not self._is_owner(ctx):
+            return ACCESS_DENIED
         self.model_bytes += chunk
         self.counters.bytes_in["model"] += len(chunk)
         return OK
 
     @update(BLOB, returns=(STATUS_RESULT,))
     def upload_tokenizer_bytes_chunk(self, ctx: CallContext, chunk: bytes) -> dict[str, Any]:
-        if not ctx.is_controller:
-            return UNAUTHORIZED
+        if not self._is_owner(ctx):
+            return ACCESS_DENIED
         self.tokenizer_bytes += chunk
         self.counters.bytes_in["tokenizer"] += len(chunk)
         return OK
@@ -79,8 +100,8 @@ class IcppLlama2Canister(CanisterModel):
 
     @update(returns=(STATUS_RESULT,))
     def initialize(self, ctx: CallContext) -> dict[str, Any]:
-        if not ctx.is_controller:
-            return UNAUTHORIZED
+        if not self._is_owner(ctx):
+            return ACCESS_DENIED
         try:
             config = _parse_header(bytes(self.model_bytes))
             self.vocab = _parse_tokenizer(bytes(self.tokenizer_bytes), abs(config["vocab_size"]))
@@ -92,10 +113,10 @@ class IcppLlama2Canister(CanisterModel):
 
     @update(TEXT, returns=(STATUS_RESULT,))
     def set_canister_mode(self, ctx: CallContext, mode: str) -> dict[str, Any]:
-        if not ctx.is_controller:
-            return UNAUTHORIZED
+        if not self._is_owner(ctx):
+            return ACCESS_DENIED
         if mode not in CANISTER_MODES:
-            return _err(f"Unknown canister mode {mode!r}; use one of {', '.join(CANISTER_MODES)}")
+            return _err(f"ERROR: unknown canister_mode = {mode}")
         self.canister_mode = mode
         return OK
 
@@ -106,10 +127,14 @@ class IcppLlama2Canister(CanisterModel):
     @query(returns=(STATUS_RESULT,))
     def ready(self, ctx: CallContext) -> dict[str, Any]:
         if not self.initialized:
-            return _err("The model is not initialized; upload model and tokenizer, then call initialize")
+            return _err("Model not yet uploaded or initialize endpoint not yet called")
         if self.canister_mode is None:
-            return _err("The canister mode is not set; call set_canister_mode")
+            return _err("canister_mode is not yet set")
         return OK
+
+    @query(returns=(TEXT,))
+    def whoami(self, ctx: CallContext) -> str:
+        return to_text(ctx.caller)
 
     @query(returns=(MODEL_CONFIG,))
     def get_model_config(self, ctx: CallContext) -> dict[str, int]:
@@ -118,16 +143,18 @@ class IcppLlama2Canister(CanisterModel):
     # ---- chat -----------------------------------------------------------------------------
 
     @update(returns=(STATUS_RESULT,))
-    def new_chat(self, ctx: CallContext) -> dict[str, Any]:
-        if not self.initialized:
-            return _err("The model is not initialized")
+    def new_chat(self, ctx: CallContext) -> dict[str, Any] | OffContractReply:
+        refusal = self._chat_refusal(ctx)
+        if refusal is not None:
+            return refusal
         self.chats[ctx.caller] = 0
         return OK
 
     @update(PROMPT, returns=(INFERENCE_RESULT,))
-    def inference(self, ctx: CallContext, prompt: dict[str, Any]) -> dict[str, Any]:
-        if not self.initialized or self.canister_mode is None:
-            return _err("The canister is not ready; initialize it and set its mode first")
+    def inference(self, ctx: CallContext, prompt: dict[str, Any]) -> dict[str, Any] | OffContractReply:
+        refusal = self._chat_refusal(ctx)
+        if refusal is not None:
+            return refusal
         digest = hashlib.sha256(prompt["prompt"].encode()).digest()
         steps = max(1, min(prompt["steps"], len(self.vocab)))
         tokens = [self.vocab[b % len(self.vocab)] for b in (digest * (steps // 32 + 1))[:steps]]
