@@ -67,7 +67,7 @@ def test_sigkill_at_a_random_chunk_then_rerun_completes(
     chunks = 40
     model = write_gguf(tmp_path / "m.gguf", chunks * 1_900_000 - 11)
     args = prep_args(icsim, "llama_cpp", model, "--window", "8")
-    kill_after_chunks(args, prep_env, random.Random(os.getpid()).randint(2, 30))
+    kill_after_chunks(args, prep_env, random.Random(os.getpid()).randint(2, 20))
     code, events, stderr = run_prep(args, prep_env)
     assert code == 0, stderr
     assert any(e["event"] == "resume" for e in events)
@@ -82,7 +82,7 @@ def test_sigkill_of_an_append_upload_duplicates_nothing(
     kind = kind_with_chunk_size("gpt2", tmp_path / "gpt2", 16_384)
     weights = make_tiny_model("gpt2", tmp_path / "model") / "model.safetensors"
     args = prep_args(icsim, kind, weights, "--remote", "safetensors")
-    kill_after_chunks(args, prep_env, random.Random(os.getpid()).randint(2, 30))
+    kill_after_chunks(args, prep_env, random.Random(os.getpid()).randint(2, 20))
     code, _, stderr = run_prep(args, prep_env)
     assert code == 0, stderr
     canister = icsim.canister("gpt2")
