@@ -26,25 +26,28 @@ def _nearest(values: np.ndarray) -> np.ndarray:
 
 
 def _sub_block_scales(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per 16-value sub-block: best scale and levels (0..63), x of shape (n, 16) float32."""
-    n = x.shape[0]
-    arg = np.argmax(np.abs(x), axis=1)
-    signed_max = x[np.arange(n), arg]
-    zero = np.abs(signed_max) < _EPS
+    """Per 16-value sub-block: best scale and levels (0..63); x is position-major, shape (16, n)."""
+    n = x.shape[1]
+    magnitude = np.abs(x)
+    signed_max = x[0].copy()
+    largest = magnitude[0].copy()
+    for i in range(1, SUB):  # the first value of largest magnitude, as the reference picks it
+        np.copyto(signed_max, x[i], where=magnitude[i] > largest)
+        np.maximum(largest, magnitude[i], out=largest)
+    zero = largest < _EPS
     safe_max = np.where(zero, np.float32(1), signed_max)
     weights = x * x
+    weighted_x = weights * x  # the reference evaluates w*x[i]*l as (w*x[i])*l
 
     def levels_for(iscale: np.ndarray) -> np.ndarray:
-        return np.clip(_nearest(iscale[:, None] * x), -NMAX, NMAX - 1)
+        return np.clip(np.rint(iscale * x), -NMAX, NMAX - 1)
 
     def sums(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lf = levels.astype(np.float32)
         sumlx = np.zeros(n, dtype=np.float32)
         suml2 = np.zeros(n, dtype=np.float32)
-        for i in range(SUB):
-            w = weights[:, i]
-            sumlx += w * x[:, i] * lf[:, i]
-            suml2 += w * lf[:, i] * lf[:, i]
+        for i in range(SUB):  # element by element, in the reference's order
+            sumlx += weighted_x[i] * levels[i]
+            suml2 += weights[i] * levels[i] * levels[i]
         return sumlx, suml2
 
     levels = levels_for(np.float32(-NMAX) / safe_max)
@@ -55,18 +58,18 @@ def _sub_block_scales(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for step in range(-9, 10):
         if step == 0:
             continue
-        iscale = -(np.float32(NMAX) + np.float32(0.1) * np.float32(step)) / safe_max
-        candidate = levels_for(iscale.astype(np.float32))
+        iscale = (-(np.float32(NMAX) + np.float32(0.1) * np.float32(step)) / safe_max).astype(np.float32)
+        candidate = levels_for(iscale)
         cand_lx, cand_l2 = sums(candidate)
         better = (cand_l2 > 0) & (cand_lx * cand_lx > best * cand_l2)
         if better.any():
-            levels = np.where(better[:, None], candidate, levels)
+            np.copyto(levels, candidate, where=better)
             with np.errstate(divide="ignore", invalid="ignore"):
                 new_scale = (cand_lx / cand_l2).astype(np.float32)
             scale = np.where(better, new_scale, scale)
             best = np.where(better, scale * cand_lx, best)
     scale = np.where(zero, np.float32(0), scale)
-    levels = np.where(zero[:, None], -NMAX, levels)
+    np.copyto(levels, np.float32(-NMAX), where=zero)
     return scale, (levels + NMAX).astype(np.uint8)
 
 
@@ -74,9 +77,9 @@ def quantize_q6_k(data: np.ndarray) -> np.ndarray:
     """Quantizes float32 values (a multiple of 256 in total) to Q6_K blocks; returns the raw bytes."""
     x = np.ascontiguousarray(data, dtype=np.float32).reshape(-1, QK_K)
     n_blocks = x.shape[0]
-    sub_scales, levels = _sub_block_scales(x.reshape(-1, SUB))
+    sub_scales, levels_t = _sub_block_scales(np.ascontiguousarray(x.reshape(-1, SUB).T))
     sub_scales = sub_scales.reshape(n_blocks, SUB)
-    levels = levels.reshape(n_blocks, QK_K)
+    levels = np.ascontiguousarray(levels_t.T).reshape(n_blocks, QK_K)
 
     arg = np.argmax(np.abs(sub_scales), axis=1)
     max_scale = sub_scales[np.arange(n_blocks), arg]
