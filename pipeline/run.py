@@ -33,8 +33,16 @@ from pipeline.workspace import Workspace, write_json_atomic
 
 EventSink = Callable[[dict[str, Any]], None]
 Confirm = Callable[[dict[str, Any]], bool]
-STAGES = ("fetch", "build", "upload", "load", "smoke")
 SMOKE_STAGE = "smoke"
+
+
+class StageFailed(PrepError):
+    """A stage of `prep run` failed; the message names it, the exit code is the cause's."""
+
+    def __init__(self, stage: str, cause: PrepError) -> None:
+        super().__init__(f"{stage} failed: {cause.message}", hint=cause.hint)
+        self.stage = stage
+        self.exit_code = cause.exit_code
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ class _Run:
             result, status, detail, data = work()
         except PrepError as err:
             self.emit({"event": "stage", "stage": name, "status": "failed", "error": err.message})
-            raise PrepError(f"{name} failed: {err.message}", hint=err.hint) from err
+            raise StageFailed(name, err) from err
         report = StageReport(name, status, round(time.monotonic() - started, 3), detail, data)
         self.report.stages.append(report)
         self.emit({"event": "stage", **asdict(report)})
