@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.recipes import load_recipe
+from pipeline.run import StageFailed, run_recipe
+from pipeline.workspace import Workspace
 from tests.fixtures_run import PROJECT, DeployWorld
-from tests.fixtures_upload import kind_with_chunk_size
+from tests.fixtures_upload import icsim_client, kind_with_chunk_size
 
 KINDS = ("llama_cpp", "gpt2", "icpp_llama2")
 
@@ -152,3 +155,24 @@ def test_sigkill_mid_upload_then_rerun_completes(
     if kind == "llama_cpp":  # offset-addressed: only what was not acknowledged is sent again
         assert upload["data"]["bytes_sent"] < total
     shutil.rmtree(canisters)
+
+
+def test_mainnet_run_asks_once_and_a_refusal_sends_nothing(deploy_world: DeployWorld) -> None:
+    recipe = load_recipe(deploy_world.recipe("icpp_llama2"))
+    canister_id = deploy_world.sim.canister_ids["icpp_llama2"]
+    plans: list[dict] = []
+    with icsim_client(deploy_world.sim, mainnet=True) as client, pytest.raises(StageFailed) as refused:
+        run_recipe(
+            recipe, client, canister_id, Workspace.default(), confirm=lambda plan: plans.append(plan) or False
+        )
+    assert refused.value.stage == "upload" and "--yes" in str(refused.value)
+    assert deploy_world.sim.canister("icpp_llama2").counters.bytes_in == {}
+    assert len(plans) == 1 and plans[0]["estimated_cycles"] > 0
+
+    plans.clear()
+    with icsim_client(deploy_world.sim, mainnet=True) as client:
+        report = run_recipe(
+            recipe, client, canister_id, Workspace.default(), confirm=lambda plan: plans.append(plan) or True
+        )
+    assert len(plans) == 1  # the load stage does not ask again
+    assert [s.status for s in report.stages][2:] == ["ran", "ran", "ran"]
