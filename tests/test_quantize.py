@@ -90,7 +90,7 @@ def test_refuses_requantizing_and_unknown_types(float_ggufs: dict[str, Path], tm
 
 @pytest.mark.llama
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2", "odd"])
-@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q5_1"])
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"])
 def test_byte_identical_to_llama_cpp(
     float_ggufs: dict[str, Path], tmp_path: Path, arch: str, qtype: str
 ) -> None:
@@ -145,14 +145,16 @@ def test_quantize_cli(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
     assert bad.returncode == 2 and "q3_x" in bad.stderr
 
 
-@pytest.mark.parametrize("qtype", [GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0])
+@pytest.mark.parametrize(
+    "qtype", [GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q5_0]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_block_major_quantizers_match_gguf_quants_bit_for_bit(
     qtype: GGMLQuantizationType, dtype: type
 ) -> None:
     from gguf.quants import quantize
 
-    from pipeline.quantize.blocks import quantize_q4_0, quantize_q8_0
+    from pipeline.quantize.blocks import quantize_q4_0, quantize_q5_0, quantize_q8_0
 
     rng = np.random.default_rng(7)
     scales = np.array([[1e-3], [1.0], [1e3], [0.3]]).repeat(16, 0)
@@ -161,6 +163,34 @@ def test_block_major_quantizers_match_gguf_quants_bit_for_bit(
     values[1, :64] = np.arange(-32, 32) * 0.5  # exact halves: Q8_0 rounds them away from zero
     values[2, :32] = np.float32(0.5) - np.float32(2**-25)  # just below one half
     values[3, :32] = 0
-    values[3, [3, 7]] = [-2, 2]  # +-tie for the largest magnitude: the first one wins in Q4_0
-    ours = {GGMLQuantizationType.Q8_0: quantize_q8_0, GGMLQuantizationType.Q4_0: quantize_q4_0}[qtype](values)
+    values[3, [3, 7]] = [-2, 2]  # +-tie for the largest magnitude: the first one wins in Q4_0/Q5_0
+    # (no block of zeros led by -0.0 here: gguf.quants differs from ggml there, see the llama.cpp test)
+    quantizers = {
+        GGMLQuantizationType.Q8_0: quantize_q8_0,
+        GGMLQuantizationType.Q4_0: quantize_q4_0,
+        GGMLQuantizationType.Q5_0: quantize_q5_0,
+    }
+    ours = quantizers[qtype](values)
     assert np.array_equal(ours, quantize(values.astype(np.float32), qtype).reshape(-1))
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("qtype", ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"])
+def test_signed_zero_blocks_match_llama_cpp(tmp_path: Path, qtype: str) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    from pipeline.llamacpp import quantize_with_llama
+    from pipeline.quantize.plan import NATIVE_FILE_TYPES
+
+    model_dir = make_tiny_model("gpt2", tmp_path / "gpt2", seed=2)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    c_attn = weights["transformer.h.0.attn.c_attn.weight"]
+    c_attn[:32, :] = -0.0  # after the Conv1D transpose: every row starts with a block of -0.0
+    c_attn[:32, ::2] = 0.0  # ... and every other row with +0.0
+    save_file(weights, str(model_dir / "model.safetensors"))
+    source = tmp_path / "f32.gguf"
+    convert_model(model_dir, source, "f32")
+    ours = quantize_gguf(source, tmp_path / "ours.gguf", qtype).path
+    theirs = tmp_path / "theirs.gguf"
+    quantize_with_llama(source, theirs, int(NATIVE_FILE_TYPES[qtype][0]))
+    assert ours.read_bytes() == theirs.read_bytes()

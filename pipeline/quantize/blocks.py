@@ -1,4 +1,4 @@
-"""Q8_0 and Q4_0 in numpy, bit-identical to gguf.quants (and ggml's reference), with fewer passes.
+"""Q8_0, Q4_0 and Q5_0 in numpy, bit-identical to ggml's reference quantizers, with fewer passes.
 
 gguf.quants reduces every 32-value block along the short last axis, which numpy runs slowly, and rounds
 in eight array passes. Here a slab is first laid out block-position-major (32, n_blocks), so every
@@ -45,15 +45,16 @@ def quantize_q8_0(rows: np.ndarray) -> np.ndarray:
 
 
 def _first_largest_magnitude(x: np.ndarray) -> np.ndarray:
-    """Per block (column), the value of largest magnitude, the first one on ties (as ggml picks it)."""
-    magnitude = np.abs(x)
-    best = x[0].copy()
-    best_magnitude = magnitude[0].copy()
-    for position in range(1, x.shape[0]):
-        larger = magnitude[position] > best_magnitude
-        np.copyto(best, x[position], where=larger)
-        np.maximum(best_magnitude, magnitude[position], out=best_magnitude)
-    return best
+    """Per block (column), the value of largest magnitude, the first one on ties, +0.0 for an all-zero
+    block: ggml starts from +0.0 and replaces it only by a strictly larger magnitude (gguf.quants would
+    take a leading -0.0 and so write the scale's sign bit differently)."""
+    high, low = x.max(axis=0), x.min(axis=0)
+    largest = np.where(high >= -low, high, low)
+    for column in np.flatnonzero((high == -low) & (high != 0)):  # +v and -v both present: rare
+        values = x[:, column]
+        largest[column] = values[np.flatnonzero(np.abs(values) == high[column])[0]]
+    largest[largest == 0] = 0.0
+    return largest
 
 
 def quantize_q4_0(rows: np.ndarray) -> np.ndarray:
@@ -64,3 +65,16 @@ def quantize_q4_0(rows: np.ndarray) -> np.ndarray:
     x += np.float32(8.5)
     q = np.minimum(x.astype(np.int8).view(np.uint8), 15)
     return _pack(d, q[: BLOCK // 2] | (q[BLOCK // 2 :] << 4))
+
+
+def quantize_q5_0(rows: np.ndarray) -> np.ndarray:
+    """float16/float32 rows (length a multiple of 32) -> Q5_0 bytes, flat uint8."""
+    x = _block_major(rows)
+    d = _first_largest_magnitude(x) / np.float32(-16)
+    x *= _inverse(d)
+    x += np.float32(16.5)
+    q = np.minimum(x.astype(np.int8).view(np.uint8), 31)
+    low = q[: BLOCK // 2] & 0x0F | ((q[BLOCK // 2 :] & 0x0F) << 4)
+    # Fifth bits: bit j of a little-endian uint32 is value j's, for the 32 values in order.
+    high_bits = np.packbits((q >> 4).astype(np.uint8), axis=0, bitorder="little")
+    return _pack(d, np.concatenate([high_bits, low]))

@@ -22,7 +22,7 @@ from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
 from gguf.quants import quantize as gguf_quantize
 
 from pipeline.errors import PrepError
-from pipeline.quantize.blocks import quantize_q4_0, quantize_q8_0
+from pipeline.quantize.blocks import quantize_q4_0, quantize_q5_0, quantize_q8_0
 from pipeline.quantize.layout import (
     GgufLayout,
     align,
@@ -41,7 +41,7 @@ QUANTIZATION_VERSION_KEY = "general.quantization_version"
 _DROPPED_KEYS = {FILE_TYPE_KEY, QUANTIZATION_VERSION_KEY, "split.no", "split.count", "split.tensors.count"}
 _SLAB_ELEMENTS = 4 * 1024 * 1024
 _WORKERS = min(2, os.cpu_count() or 1)
-_BLOCK_MAJOR = {Q.Q8_0: quantize_q8_0, Q.Q4_0: quantize_q4_0}
+_BLOCK_MAJOR = {Q.Q8_0: quantize_q8_0, Q.Q4_0: quantize_q4_0, Q.Q5_0: quantize_q5_0}
 
 Progress = Callable[[str, int, int], None]  # (tensor name, index, count)
 
