@@ -146,3 +146,14 @@ def test_build_refuses_a_file_that_is_not_what_it_claims(tmp_path: Path) -> None
     fake.write_bytes(b"GGUF" + bytes(10))
     with pytest.raises(PrepError, match="model.gguf"):
         validate_artifact(_artifact(fake))
+
+
+@pytest.mark.llama
+def test_k_quant_recipe_builds_through_llama_cpp(tiny_world: TinyWorld, tmp_path: Path) -> None:
+    from pipeline.manifest import read_manifest
+
+    _, _, result = _build(tiny_world, "smollm2-135m", tmp_path, quantize="q4_k_m")
+    types = {t.tensor_type.name for t in GGUFReader(result.artifacts["model"].path).tensors}
+    assert "Q4_K" in types or "Q5_0" in types  # tiny rows fall back from K-quants as llama.cpp decides
+    manifest = read_manifest(result.stage_dir)
+    assert manifest is not None and manifest.tools["llama-cpp-python"] == "0.3.36"
