@@ -24,11 +24,14 @@ from pipeline.ic.client import IcClient
 from pipeline.manifest import Artifact
 from pipeline.recipes import Recipe
 from pipeline.smoke import SmokeAnswer, request_for_recipe, smoke_canister
+from pipeline.targets.calls import CanisterRefused
+from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import TargetProfile, load_profile
+from pipeline.targets.session import TargetSession
 from pipeline.upload.engine import DEFAULT_WINDOW, UploadFile, UploadReport
-from pipeline.upload.journal import journal_path
+from pipeline.upload.journal import Journal, journal_path
 from pipeline.upload.progress import UploadProgress
-from pipeline.upload.run import UploadOptions, recipe_variables, run_upload, upload_status
+from pipeline.upload.run import UploadOptions, recipe_variables, run_upload
 from pipeline.workspace import Workspace, write_json_atomic
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -134,8 +137,7 @@ class _Run:
         started = time.monotonic()
         fetched, _ = self._stage("fetch", self._fetch)
         built, _ = self._stage("build", lambda: self._build(fetched))
-        files = self._upload_files(built.artifacts)
-        _, uploaded = self._stage("upload", lambda: self._upload(files))
+        files, uploaded = self._stage("upload", lambda: self._upload(self._upload_files(built.artifacts)))
         _, loaded = self._stage("load", lambda: self._load(files))
         fresh_canister = uploaded.status == "skipped" and loaded.status == "skipped"
         self._stage(SMOKE_STAGE, lambda: self._smoke(built.artifacts, fresh_canister))
@@ -210,7 +212,9 @@ class _Run:
 
     # ---- upload and load ------------------------------------------------------------------------
 
-    def _upload(self, files: tuple[UploadFile, ...]) -> tuple[None, str, str, dict[str, Any]]:
+    def _upload(
+        self, files: tuple[UploadFile, ...]
+    ) -> tuple[tuple[UploadFile, ...], str, str, dict[str, Any]]:
         self._forget_contradicted_journals(files)
         resumed: list[dict[str, Any]] = []
         report = self._engine(files, load=False, seen=resumed)
@@ -224,12 +228,12 @@ class _Run:
             "mb_per_s": round(rate, 3),
         }
         if report.bytes_sent == 0 and not report.steps:
-            return None, "skipped", "the canister holds every byte (journal and canister agree)", data
+            return files, "skipped", "the canister holds every byte (journal and canister agree)", data
         status = "resumed" if any(e.get("action") == "continue" for e in resumed) else "ran"
         detail = f"{report.bytes_sent:,} B in {_count(report.chunks_sent, 'chunk')}, {rate:.2f} MB/s"
         if report.steps:
             detail += f"; then {', '.join(report.steps)}"
-        return None, status, detail, data
+        return files, status, detail, data
 
     def _load(self, files: tuple[UploadFile, ...]) -> tuple[None, str, str, dict[str, Any]]:
         report = self._engine(files, load=True, seen=[])
@@ -278,24 +282,29 @@ class _Run:
         """
         if self.profile.addressing != "offset":
             return
-        remotes = {f.role: f.remote for f in files}
-        rows = upload_status(self.client, self.profile, self.canister_id, self.workspace.root, remotes)
-        for row, upload in zip(rows, files, strict=True):
-            held = row.get("canister_bytes")
-            complete = row.get("bytes_complete") and not row.get("in_flight")
-            if complete and "canister_error" not in row and held != row["size"]:
-                path = journal_path(
-                    self.workspace.root, self.client.network.url, self.canister_id, upload.remote
+        session = TargetSession(
+            self.client, self.canister_id, self.profile, {"principal": self.client.principal}
+        )
+        for upload in files:
+            path = journal_path(self.workspace.root, self.client.network.url, self.canister_id, upload.remote)
+            record = Journal(path).record
+            if (
+                record is None
+                or not record.bytes_complete
+                or record.inflight
+                or record.local_sha256 != upload.sha256
+            ):
+                continue
+            try:
+                held = OffsetFile(session, self.profile.role(upload.role), upload.remote).remote_size()
+            except CanisterRefused:
+                held = None  # llama_cpp answers Err for a file it does not have
+            if held != record.size:
+                path.unlink()
+                reason = (
+                    f"the journal says complete, the canister holds {held or 0:,} of {record.size:,} bytes"
                 )
-                path.unlink(missing_ok=True)
-                self._tagged(
-                    {
-                        "event": "resume",
-                        "role": upload.role,
-                        "action": "restart",
-                        "reason": f"journal says complete, the canister holds {held} of {row['size']} bytes",
-                    }
-                )
+                self._tagged({"event": "resume", "role": upload.role, "action": "restart", "reason": reason})
 
     # ---- smoke ----------------------------------------------------------------------------------
 
