@@ -2,7 +2,7 @@
 llama.cpp's llama_model_quantize (llama-cpp-python, all cores), in the same run.
 
 Prints both times, the ratio (ours / llama.cpp; target <= 2.0) and whether the bytes are identical.
-Needs the `llama` extra. The model is generated (tests/tinymodels.py shapes) and converted by pipeline.convert.
+Needs the `llama` extra. The model is generated (tests/tinymodels.py) and converted by pipeline.convert.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def main() -> int:
         model_dir = make_tiny_model("llama", root / "hf", dims=DIMS)
         source = root / "model-f16.gguf"
         report = convert_model(model_dir, source, "f16")
-        print(f"model: {report.parameter_count / 1e6:.1f}M parameters, F16 GGUF {source.stat().st_size:,} bytes")
+        print(
+            f"model: {report.parameter_count / 1e6:.1f}M parameters, F16 GGUF {source.stat().st_size:,} bytes"
+        )
         worst = 0.0
         for qtype in ("q8_0", "q4_0"):
             ours, theirs = root / f"ours-{qtype}.gguf", root / f"llama-{qtype}.gguf"

@@ -59,7 +59,8 @@ def build_recipe(
         artifacts = manifest.artifacts(stage_dir)
         emit({"event": "build_skipped", "reason": "inputs unchanged", "stage_dir": str(stage_dir)})
         return BuildResult(artifacts, True, stage_dir, check_fit(recipe.target.kind, artifacts))
-    provenance = {"sources": [_source_record(f) for f in inputs_by_name(fetched).values()], "build": params}
+    sources = [_source_record(fetched.files[name]) for name in sorted(fetched.files)]
+    provenance = {"sources": sources, "build": params}
     artifacts = _build(recipe, fetched, stage_dir, provenance, emit)
     for artifact in artifacts.values():
         validate_artifact(artifact)
@@ -78,10 +79,6 @@ def build_recipe(
 def build_params(recipe: Recipe) -> dict[str, Any]:
     """Everything about the recipe that changes the built bytes (and so invalidates a previous build)."""
     return {"build": asdict(recipe.build), "target_kind": recipe.target.kind}
-
-
-def inputs_by_name(fetched: FetchResult) -> dict[str, FetchedFile]:
-    return dict(sorted(fetched.files.items()))
 
 
 def validate_artifact(artifact: Artifact) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
@@ -106,7 +107,7 @@ def _output_header(layout: GgufLayout, plans: list[TensorPlan], file_type: int) 
 
 
 def _write_tensor(
-    out, pool: ThreadPoolExecutor, data: np.memmap, layout: GgufLayout, plan: TensorPlan
+    out: BinaryIO, pool: ThreadPoolExecutor, data: np.memmap, layout: GgufLayout, plan: TensorPlan
 ) -> None:
     tensor = plan.tensor
     start = layout.data_offset + tensor.offset
