@@ -126,3 +126,19 @@ def test_release_workflow_runs_install_tests_then_the_release_script(
     first, second = tree(tmp_path / "first" / "dist"), tree(tmp_path / "second" / "dist")
     assert sorted(p for p in first if p.endswith(".tar.gz")) == [f"{n}.tar.gz" for n in names]
     assert first == second  # bundles and their tarballs are reproducible
+
+
+@pytest.mark.llama
+def test_release_of_a_llama_cpp_k_quant_is_byte_identical(
+    tiny_world: TinyWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = (tiny_world.recipes_dir / "smollm2-135m.toml").read_text()
+    recipe = tiny_world.recipes_dir / "smollm2-135m-q4km.toml"
+    recipe.write_text(source.replace('quantize = "q8_0"', 'quantize = "q4_k_m"'))
+    first = release(tiny_world, "smollm2-135m-q4km", tmp_path / "dist-a")
+    monkeypatch.setenv("PREP_WORKDIR", str(tmp_path / "another-workspace"))
+    release(tiny_world, "smollm2-135m-q4km", tmp_path / "dist-b")
+    assert tree(tmp_path / "dist-a") == tree(tmp_path / "dist-b")
+    manifest = json.loads((tmp_path / "dist-a" / "smollm2-135m-q4km" / "manifest.json").read_text())
+    assert manifest["build"]["tools"]["llama-cpp-python"] != "not installed"
+    assert first["unchanged"] is False
