@@ -272,6 +272,14 @@ def test_too_big_or_unloadable_files_are_refused_before_any_byte(
     assert upload_calls(icsim, "llama_cpp") == 0
 
 
+def test_a_chunk_the_canister_refuses_fails_at_once_with_its_words(
+    upload_run: EngineRun, icsim: IcSim, model_file: Path
+) -> None:
+    with pytest.raises(PrepError, match="file_upload_chunk failed: the canister says .*bad filename"):
+        upload_run("llama_cpp", [("model", model_file, "../outside.gguf")])
+    assert upload_calls(icsim, "llama_cpp") == 1
+
+
 def test_mainnet_needs_confirmation(upload_run: EngineRun, icsim: IcSim, model_file: Path) -> None:
     with pytest.raises(PrepError, match="to mainnet without confirmation") as err:
         upload_run("llama_cpp", [("model", model_file, "models/model.gguf")], mainnet=True)
