@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -149,12 +148,13 @@ def test_a_call_unsent_until_it_expires_is_signed_again_exactly_once(
     """The call endpoint fails for longer than the ingress expiry: only then is a fresh call signed."""
     target, files = kind_files("gpt2", tmp_path)
     icsim.faults.http_errors(10**6, status=503, endpoint="call")
-    outage = threading.Timer(3.5, icsim.faults.clear)
-    outage.start()
-    try:
-        upload_run(target, files, expiry_s=2.0)
-    finally:
-        outage.cancel()
+
+    def end_outage_once_expired(event: dict) -> None:
+        if event["event"] == "retry" and "expired without executing" in event["reason"]:
+            icsim.faults.clear()
+
+    upload_run.on_event = end_outage_once_expired
+    upload_run(target, files, expiry_s=2.0)
     assert any("expired without executing" in e["reason"] for e in upload_run.named("retry"))
     assert_uploaded_and_loaded(icsim, "gpt2", files)
     assert sum(icsim.canister("gpt2").counters.bytes_in.values()) == sum(
