@@ -43,4 +43,4 @@ def test_controller_option_replaces_the_dev_identity(icsim_agent_for) -> None:
         (reply,) = agent.query_raw(canister, "check_access", b"DIDL\x00\x00")
         assert reply["value"] == {"17724": {"3475804314": 200}}
         (reply,) = icsim_agent_for(sim).query_raw(canister, "check_access", b"DIDL\x00\x00")
-        assert reply["value"] == {"3456837": {"2631092639": 401}}
+        assert reply["value"] == {"3456837": {"3382957744": "Access Denied"}}

@@ -43,6 +43,7 @@ RUN_OUTPUT = (
 RUN_RESULT = f"variant {{ Ok : {RUN_OUTPUT}; Err : {RUN_OUTPUT} }}"
 INPUT = "record { args : vec text }"
 MAX_TOKENS = "record { max_tokens_update : nat64; max_tokens_query : nat64 }"
+DENIED = {"Err": {"Other": "Access Denied"}}
 
 
 def tiny_gguf(architecture: str) -> bytes:
@@ -133,7 +134,7 @@ def test_immediate_repeat_is_ignored_but_an_older_duplicate_corrupts_the_sha(
 
 def test_declared_chunksize_over_2_mib_is_refused(llama: Canister) -> None:
     reply = upload(llama, "m.gguf", b"GGUF", 0, chunksize=2 * 1024 * 1024 + 1)
-    assert "MAX_CHUNK_SIZE" in reply["Err"]["Other"]
+    assert reply == {"Err": {"Other": "file_upload_chunk_: chunksize 2097153 exceeds limit 2097152"}}
 
 
 def test_download_and_size_read_the_file_back(llama: Canister) -> None:
@@ -149,6 +150,13 @@ def test_download_and_size_read_the_file_back(llama: Canister) -> None:
         offset += reply["chunksize"]
         done = reply["done"]
     assert got == b"".join(CHUNKS)
+    exact = {"filename": "m.gguf", "chunksize": len(MODEL), "offset": 0}
+    assert llama.query("file_download_chunk", [DOWNLOAD], [exact], DOWNLOAD_RESULT)["Ok"]["done"]
+    missing = {"filename": "none", "chunksize": 10, "offset": 0}
+    assert (
+        "failed to open"
+        in llama.query("file_download_chunk", [DOWNLOAD], [missing], DOWNLOAD_RESULT)["Err"]["Other"]
+    )
 
 
 def test_remove_keeps_the_upload_details(llama: Canister) -> None:
@@ -156,8 +164,10 @@ def test_remove_keeps_the_upload_details(llama: Canister) -> None:
     removed = llama.update("filesystem_remove", [FILENAME], [{"filename": "m.gguf"}], REMOVE_RESULT)
     assert removed["Ok"]["removed"]
     size = llama.query("filesystem_file_size", [FILENAME], [{"filename": "m.gguf"}], SIZE_RESULT)
-    assert size["Ok"]["exists"] is False
+    assert size == {"Err": {"Other": "File does not exist: m.gguf"}}
     assert details(llama, "m.gguf")["Ok"]["filesize"] == len(CHUNKS[0])
+    again = llama.update("filesystem_remove", [FILENAME], [{"filename": "m.gguf"}], REMOVE_RESULT)
+    assert again["Ok"]["exists"] is False and again["Ok"]["removed"] is False
 
 
 def test_upgrade_keeps_files_and_resets_heap(icsim: IcSim, llama: Canister) -> None:
@@ -178,6 +188,7 @@ def test_upgrade_keeps_files_and_resets_heap(icsim: IcSim, llama: Canister) -> N
         "max_tokens_query": 0,
     }
     assert model.file_bytes("m.gguf") == MODEL
+    assert details(llama, "m.gguf")["Ok"]["filesize"] == len(MODEL)  # kept in a file: survives upgrades
     resumed = upload(llama, "m.gguf", CHUNKS[1], OFFSETS[1])
     assert resumed["Ok"]["filesha256"] == hashlib.sha256(CHUNKS[1]).hexdigest()  # sha256(file[N:])
 
@@ -206,9 +217,9 @@ def test_loading_more_than_one_message_may_read_traps(icsim: IcSim, llama: Canis
 
 def test_access_control(icsim: IcSim, llama: Canister, icsim_canister) -> None:
     stranger = icsim_canister("llama_cpp", anonymous=True)
-    assert upload(stranger, "m.gguf", CHUNKS[0], 0) == {"Err": {"StatusCode": 401}}
-    assert details(stranger, "m.gguf") == {"Err": {"StatusCode": 401}}
-    assert stranger.query("check_access", [], [], STATUS_RESULT) == {"Err": {"StatusCode": 401}}
+    assert upload(stranger, "m.gguf", CHUNKS[0], 0) == DENIED
+    assert details(stranger, "m.gguf") == DENIED
+    assert stranger.query("check_access", [], [], STATUS_RESULT) == DENIED
     assert stranger.query("health", [], [], STATUS_RESULT) == {"Ok": {"status_code": 200}}
     assert stranger.query("whoami", [], [], "text") == "2vxsx-fae"
     load = stranger.update("load_model", [INPUT], [{"args": ["--model", "m.gguf"]}], RUN_RESULT)

@@ -46,7 +46,7 @@ def test_query_and_update_for_each_identity_kind(icsim: IcSim, icsim_agent, kind
     assert whoami["value"] == identity.sender().to_str()
     # Certified update (icp-py-core checks the BLS certificate); the canister refuses a non-controller.
     (reply,) = agent.update_raw(canister, "file_upload_chunk", upload_arg("a.bin", b"xy", 0))
-    assert reply["value"] == {"3456837": {"2631092639": 401}}  # Err(StatusCode 401)
+    assert reply["value"] == {"3456837": {"3382957744": "Access Denied"}}  # Err(Other)
     assert icsim.canister("llama_cpp").file_bytes("a.bin") is None
 
 

@@ -48,7 +48,7 @@ UPLOAD_INPUT = record(filename=TEXT, chunk=BLOB, chunksize=NAT64, offset=NAT64)
 UPLOAD_RESULT = variant(Ok=record(filename=TEXT, filesize=NAT64, filesha256=TEXT), Err=API_ERROR)
 REMOVE_RESULT = variant(Ok=record(exists=BOOL, removed=BOOL, filename=TEXT, msg=TEXT), Err=API_ERROR)
 
-UNAUTHORIZED = {"Err": {"StatusCode": 401}}
+UNAUTHORIZED = {"Err": {"Other": "Access Denied"}}
 
 
 class UploadSession:
@@ -74,10 +74,15 @@ class LlamaCppCanister(CanisterModel):
     kind = "llama_cpp"
     max_load_bytes = MAX_LOAD_BYTES
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The canister keeps upload metadata in a file, so it survives upgrades (stable state).
+        self.details: dict[str, dict[str, Any]] = {}
+        super().__init__(*args, **kwargs)
+
     def reset_heap(self) -> None:
         self.sessions: dict[str, UploadSession] = {}
-        self.details: dict[str, dict[str, Any]] = {}
         self.loaded_model: str | None = None
+        self.ready_for_inference = False
         self.max_tokens = {"max_tokens_update": 0, "max_tokens_query": 0}
         self.chats: dict[str, Chat] = {}
 
@@ -111,18 +116,21 @@ class LlamaCppCanister(CanisterModel):
             return UNAUTHORIZED
         filename, chunk, offset = arg["filename"], arg["chunk"], arg["offset"]
         if arg["chunksize"] > MAX_CHUNK_SIZE:
-            return {
-                "Err": {"Other": f"Chunk size {arg['chunksize']} exceeds MAX_CHUNK_SIZE {MAX_CHUNK_SIZE}"}
-            }
+            message = f"file_upload_chunk_: chunksize {arg['chunksize']} exceeds limit {MAX_CHUNK_SIZE}"
+            return {"Err": {"Other": message}}
         try:
             path = self.file_path(filename)
         except ValueError as exc:
-            return {"Err": {"Other": str(exc)}}
+            return {"Err": {"Other": f"file_upload_chunk_: {exc}"}}
         session = self.sessions.get(filename)
         if offset == 0 or session is None:
             session = self.sessions[filename] = UploadSession()
         if offset != 0 and offset == session.previous_offset:
-            return {"Ok": self._report(filename, offset + len(chunk), session)}
+            details = self.details.get(filename)
+            if details is None:
+                message = f"Already handled this chunk, but Metadata for this file are not found: {filename}"
+                return {"Err": {"Other": f"file_upload_chunk_: {message}"}}
+            return {"Ok": dict(details)}
         path.parent.mkdir(parents=True, exist_ok=True)
         if offset == 0 or not path.exists():
             path.write_bytes(b"")
@@ -145,39 +153,41 @@ class LlamaCppCanister(CanisterModel):
             return UNAUTHORIZED
         details = self.details.get(arg["filename"])
         if details is None:
-            return {"Err": {"Other": f"No upload details for file {arg['filename']}"}}
+            message = f"Metadata for this file are not found: {arg['filename']}"
+            return {"Err": {"Other": f"uploaded_file_details_: {message}"}}
         return {"Ok": dict(details)}
 
     @query(FILENAME, returns=(FILE_SIZE_RESULT,))
     def filesystem_file_size(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
         if not ctx.is_controller:
             return UNAUTHORIZED
-        data = self.file_bytes(arg["filename"])
-        if data is None:
-            return {
-                "Ok": {
-                    "exists": False,
-                    "filename": arg["filename"],
-                    "filesize": 0,
-                    "msg": "File does not exist",
-                }
-            }
-        return {"Ok": {"exists": True, "filename": arg["filename"], "filesize": len(data), "msg": ""}}
+        filename = arg["filename"]
+        try:
+            size = self.file_path(filename).stat().st_size
+        except (FileNotFoundError, ValueError):
+            return {"Err": {"Other": f"File does not exist: {filename}"}}
+        msg = f"File exists: {filename}\nFile size: {size} bytes\n"
+        return {"Ok": {"exists": True, "filename": filename, "filesize": size, "msg": msg}}
 
     @query(DOWNLOAD_INPUT, returns=(DOWNLOAD_RESULT,))
     def file_download_chunk(self, ctx: CallContext, arg: dict[str, Any]) -> dict[str, Any]:
         if not ctx.is_controller:
             return UNAUTHORIZED
+        filename, offset, chunksize = arg["filename"], arg["offset"], arg["chunksize"]
         try:
-            path = self.file_path(arg["filename"])
+            path = self.file_path(filename)
             size = path.stat().st_size
         except (FileNotFoundError, ValueError):
-            return {"Err": {"Other": f"File {arg['filename']} does not exist"}}
-        offset, chunksize = arg["offset"], min(arg["chunksize"], MAX_CHUNK_SIZE)
+            message = f"ERROR: failed to open ifstream for file {filename}"
+            return {"Err": {"Other": f"file_download_chunk_: {message}"}}
+        if chunksize > MAX_CHUNK_SIZE:
+            message = f"file_download_chunk_: chunksize {chunksize} exceeds limit {MAX_CHUNK_SIZE}"
+            return {"Err": {"Other": message}}
         with path.open("rb") as handle:
             handle.seek(offset)
             chunk = handle.read(chunksize)
-        done = offset + len(chunk) >= size
+        # Like the canister: done is judged on the requested chunksize, not on the bytes read.
+        done = offset + chunksize >= size
         return {
             "Ok": {"chunk": chunk, "chunksize": len(chunk), "filesize": size, "offset": offset, "done": done}
         }
@@ -194,7 +204,9 @@ class LlamaCppCanister(CanisterModel):
         exists = path.exists()
         if exists:
             path.unlink()
-        msg = "" if exists else "File does not exist"
+            msg = f"Path removed successfully: {filename}"
+        else:
+            msg = f"Path does not exist: {filename}\n"
         return {"Ok": {"exists": exists, "removed": exists, "filename": filename, "msg": msg}}
 
     # ---- model -------------------------------------------------------------
@@ -205,7 +217,11 @@ class LlamaCppCanister(CanisterModel):
             return {"Err": _run_output(401, error="Access Denied")}
         model = _flag_value(arg["args"], ("--model", "-m"))
         if model is None:
-            return {"Err": _run_output(400, error="load_model needs --model <file>")}
+            message = "--model not provided in args. Do not know what model to load."
+            return {"Err": _run_output(500, error=message)}
+        self.loaded_model = (
+            None  # the canister frees the previous model before loading (ready stays as it was)
+        )
         try:
             path = self.file_path(model)
             size = path.stat().st_size
@@ -229,12 +245,13 @@ class LlamaCppCanister(CanisterModel):
             message = f"failed to load model from {model}: tensor data is not within the file bounds"
             return {"Err": _run_output(500, error=message + ", model is corrupted or incomplete")}
         self.loaded_model = model
+        self.ready_for_inference = True
         self.chats.clear()
-        return {"Ok": _run_output(200, output=f"Model {model} loaded")}
+        return {"Ok": _run_output(200, output="Model succesfully loaded into memory.")}
 
     @query(returns=(STATUS_RESULT,))
     def ready(self, ctx: CallContext) -> dict[str, Any]:
-        if self.loaded_model is None:
+        if not self.ready_for_inference:
             return {"Err": {"Other": "Model not yet loaded"}}
         return {"Ok": {"status_code": 200}}
 
