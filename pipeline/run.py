@@ -228,7 +228,10 @@ class _Run:
             "mb_per_s": round(rate, 3),
         }
         if report.bytes_sent == 0 and not report.steps:
-            return files, "skipped", "the canister holds every byte (journal and canister agree)", data
+            held = (
+                "journal and file sizes agree" if self.profile.addressing == "offset" else "per the journal"
+            )
+            return files, "skipped", f"every byte is in the canister, same code ({held})", data
         status = "resumed" if any(e.get("action") == "continue" for e in resumed) else "ran"
         detail = f"{report.bytes_sent:,} B in {_count(report.chunks_sent, 'chunk')}, {rate:.2f} MB/s"
         if report.steps:
