@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,7 @@ Q = GGMLQuantizationType
 FILE_TYPE_KEY = "general.file_type"
 QUANTIZATION_VERSION_KEY = "general.quantization_version"
 _DROPPED_KEYS = {FILE_TYPE_KEY, QUANTIZATION_VERSION_KEY, "split.no", "split.count", "split.tensors.count"}
-_SLAB_ELEMENTS = 4 * 1024 * 1024
+_SLAB_ELEMENTS = 1024 * 1024
 _WORKERS = min(2, os.cpu_count() or 1)
 _BLOCK_MAJOR = {Q.Q8_0: quantize_q8_0, Q.Q4_0: quantize_q4_0, Q.Q5_0: quantize_q5_0}
 
@@ -67,14 +67,13 @@ def quantize_gguf(
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(_WORKERS) as pool:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src, ThreadPoolExecutor(_WORKERS) as pool:
             out.write(header)
-            data = np.memmap(source, dtype=np.uint8, mode="r")
             for index, plan in enumerate(plans):
                 if progress:
                     progress(plan.tensor.name, index, len(plans))
                 assert out.tell() == len(header) + offsets[index]
-                _write_tensor(out, pool, data, layout, plan)
+                _write_tensor(out, pool, src.fileno(), layout, plan)
                 padded = align(out.tell(), layout.alignment)
                 out.write(bytes(padded - out.tell()))
             out.flush()
@@ -107,29 +106,31 @@ def _output_header(layout: GgufLayout, plans: list[TensorPlan], file_type: int) 
 
 
 def _write_tensor(
-    out: BinaryIO, pool: ThreadPoolExecutor, data: np.memmap, layout: GgufLayout, plan: TensorPlan
+    out: BinaryIO, pool: ThreadPoolExecutor, source_fd: int, layout: GgufLayout, plan: TensorPlan
 ) -> None:
+    """Reads the tensor slab by slab (plain reads, so memory stays at a few slabs however large the
+    model) and writes it converted, keeping at most one slab per worker in flight."""
     tensor = plan.tensor
-    start = layout.data_offset + tensor.offset
-    raw = data[start : start + tensor.nbytes]
-    if not plan.converts:
-        out.write(raw)
-        return
-    row = tensor.shape[0]
-    rows = raw.view(_numpy_dtype(tensor.ggml_type)).reshape(-1, row)
+    dtype = np.dtype(_numpy_dtype(tensor.ggml_type))
+    row_bytes = tensor.shape[0] * dtype.itemsize
+    rows_per_slab = max(1, _SLAB_ELEMENTS // tensor.shape[0])
     pending: deque[Future[np.ndarray]] = deque()
-    for slab in _slabs(rows):
+    position, end = layout.data_offset + tensor.offset, layout.data_offset + tensor.offset + tensor.nbytes
+    while position < end:
+        size = min(rows_per_slab * row_bytes, end - position)
+        raw = os.pread(source_fd, size, position)
+        if len(raw) != size:
+            raise PrepError(f"{layout.path}: tensor {tensor.name} is cut short at byte {position + len(raw)}")
+        position += size
+        if not plan.converts:
+            out.write(raw)
+            continue
+        slab = np.frombuffer(raw, dtype=dtype).reshape(-1, tensor.shape[0])
         pending.append(pool.submit(_convert_slab, slab, tensor.ggml_type, plan.target))
         if len(pending) > _WORKERS:
             out.write(pending.popleft().result())
     while pending:
         out.write(pending.popleft().result())
-
-
-def _slabs(rows: np.ndarray) -> Iterator[np.ndarray]:
-    per_slab = max(1, _SLAB_ELEMENTS // rows.shape[1])
-    for first in range(0, rows.shape[0], per_slab):
-        yield rows[first : first + per_slab]
 
 
 def _convert_slab(
