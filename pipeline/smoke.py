@@ -32,7 +32,6 @@ MAX_NAT8 = 255
 TEMPERATURE = 0.0
 TOP_P = 0.9
 CHAT_METHODS = ("new_chat", "run_update")
-PROTOCOLS = ("chat", "generate", "inference")
 
 
 @dataclass(frozen=True)
@@ -213,7 +212,10 @@ class _Dialogue:
             max_calls=len(request.prompt.encode()) + 2,
             what="consume the prompt",
         )
-        done = lambda r: bool(r["generated_eog"]) or _generated(r) >= request.max_tokens  # noqa: E731
+
+        def done(reply: dict[str, Any]) -> bool:
+            return bool(reply["generated_eog"]) or _generated(reply) >= request.max_tokens
+
         if not done(reply):
             more, reply = self._run_until(
                 done, [*run, "-p", "", *budget], max_calls=request.max_tokens + 2, what="finish generating"
