@@ -88,6 +88,7 @@ class Replica:
         self._thread: threading.Thread | None = None
         self.block_log: list[BlockStats] = []
         self._status_tree = RequestStatusTree()
+        self._status_tree_lock = threading.Lock()  # certificates are made by many handler threads
         self.executed = 0
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -218,17 +219,19 @@ class Replica:
         model = self.canisters[record.canister_id]
         record.status = "processing"
         ctx = CallContext(record.sender, record.sender in model.controllers, is_query=False)
+        reply: bytes | None = None
+        reject: Reject | None = None
         with self._canister_locks[model.canister_id]:
             try:
                 if self.faults.take_trap(record.canister_id, record.method_name):
                     raise model.trapped(f"icsim injected a trap in '{record.method_name}'")
                 reply = model.execute(record.method_name, record.arg, ctx)
-            except Reject as reject:
-                record.reject, record.status = reject, "rejected"
-            else:
-                record.reply, record.status = reply, "replied"
-        record.arg = b""
+            except Reject as rejected:
+                reject = rejected
+        # visible_at first: a reader seeing the terminal status must also see when it becomes certified.
         record.visible_at = time.monotonic() + self.blocks.latency
+        record.reply, record.reject, record.arg = reply, reject, b""
+        record.status = "rejected" if reject is not None else "replied"
         self.executed += 1
         record.finished.set()
 
@@ -237,7 +240,8 @@ class Replica:
     def _request_status_tree(self, records: list[RequestRecord], now: float) -> Node:
         now_ns = time.time_ns()
         entries = {r.request_id: (r.certified_status(now, now_ns), r.status_subtree) for r in records}
-        return self._status_tree.tree(entries)
+        with self._status_tree_lock:
+            return self._status_tree.tree(entries)
 
     def _forget_old_requests(self) -> None:
         """Like the replica, drop request statuses some time after their expiry (call locked)."""
