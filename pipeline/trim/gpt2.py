@@ -210,14 +210,13 @@ def _write_safetensors(
         offset += size
     header = json.dumps(entries, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the format's writers pad the header to 8 bytes with spaces
-    data = np.memmap(source, dtype=np.uint8, mode="r")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
             handle.write(struct.pack("<Q", len(header)) + header)
-            for name in names:
+            for name in names:  # one tensor in memory at a time
                 tensor = selected[name]
-                values = _read_values(data, tensor)
+                values = _read_values(src.fileno(), tensor)
                 handle.write(values.astype(out_types[name][1], copy=False).tobytes())
             handle.flush()
             os.fsync(handle.fileno())
@@ -235,8 +234,8 @@ def _out_type(tensor: SafetensorsTensor, dtype: str | None) -> tuple[str, np.dty
     return _OUT_DTYPES["f32"]
 
 
-def _read_values(data: np.memmap, tensor: SafetensorsTensor) -> np.ndarray:
-    raw = data[tensor.start : tensor.end].view(_NUMPY_DTYPES[tensor.dtype])
+def _read_values(source_fd: int, tensor: SafetensorsTensor) -> np.ndarray:
+    raw = np.frombuffer(os.pread(source_fd, tensor.nbytes, tensor.start), dtype=_NUMPY_DTYPES[tensor.dtype])
     if tensor.dtype == "BF16":
         return (raw.astype(np.uint32) << 16).view(np.float32)
     return raw
