@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cbor2
 import httpx
 
+from pipeline.ic import candid
 from tests.fixtures_icsim import call_envelope, dev_identity, upload_arg
 from tests.icsim import IcSim
 from tests.icsim.replica import MAX_MESSAGES_PER_BLOCK, RequestRecord
@@ -62,3 +65,21 @@ def test_agent_polls_when_the_sync_call_times_out(icsim_agent_for) -> None:
         canister = sim.canister_ids["llama_cpp"]
         (reply,) = agent.update_raw(canister, "health", b"DIDL\x00\x00", initial_delay=0.05)
         assert reply["value"] == {"17724": {"3475804314": 200}}
+
+
+def test_concurrent_calls_each_execute_once(icsim: IcSim, icsim_canister) -> None:
+    llama = icsim_canister("llama_cpp")
+    upload = "record { filename : text; chunk : blob; chunksize : nat64; offset : nat64 }"
+    chunks = [bytes([i]) * 1000 for i in range(40)]
+
+    def send(index: int) -> None:
+        value = {"filename": "f", "chunk": chunks[index], "chunksize": 1000, "offset": index * 1000}
+        raw = llama.client.call(llama.canister_id, "file_upload_chunk", candid.encode([upload], [value]))
+        assert candid.decode(raw)[0]  # a reply, whatever its variant
+
+    send(0)  # offset 0 truncates, so it goes first
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(send, range(1, 40)))
+    model = icsim.canister("llama_cpp")
+    assert model.file_bytes("f") == b"".join(chunks)
+    assert model.counters.calls["file_upload_chunk"] == 40
