@@ -23,8 +23,9 @@ from pipeline.ic.client import IcClient
 from pipeline.ic.identity import load_identity
 from pipeline.ic.network import Network
 from pipeline.targets.profile import load_profile
-from pipeline.upload.engine import UploadEngine, UploadFile, UploadRequest
+from pipeline.upload.engine import UploadEngine
 from pipeline.upload.progress import UploadProgress
+from pipeline.upload.request import UploadFile, UploadRequest
 from tests.fixtures_upload import write_gguf
 from tests.icsim import IcSim
 

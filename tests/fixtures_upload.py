@@ -17,8 +17,9 @@ from pipeline.ic.identity import load_identity
 from pipeline.ic.network import Network
 from pipeline.targets.profile import load_profile
 from pipeline.targets.retry import Backoff
-from pipeline.upload.engine import UploadEngine, UploadFile, UploadReport, UploadRequest
+from pipeline.upload.engine import UploadEngine
 from pipeline.upload.progress import UploadProgress
+from pipeline.upload.request import UploadFile, UploadReport, UploadRequest
 from tests.icsim import IcSim
 
 FAST_BACKOFF = Backoff(first_s=0.01, cap_s=0.05, poll_first_s=0.002, poll_cap_s=0.02)

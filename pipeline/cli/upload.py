@@ -24,8 +24,8 @@ from pipeline.cli.ic_options import (
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
 from pipeline.targets.profile import load_profile
-from pipeline.upload.engine import DEFAULT_WINDOW
 from pipeline.upload.progress import UploadProgress, describe_event
+from pipeline.upload.request import DEFAULT_WINDOW
 from pipeline.upload.run import UploadOptions, adhoc_files, recipe_files, run_upload, upload_status
 from pipeline.workspace import Workspace
 

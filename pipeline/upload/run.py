@@ -16,9 +16,10 @@ from pipeline.targets.append import AppendFile
 from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import TargetProfile, load_profile
 from pipeline.targets.session import TargetSession
-from pipeline.upload.engine import DEFAULT_WINDOW, UploadEngine, UploadFile, UploadReport, UploadRequest
+from pipeline.upload.engine import UploadEngine
 from pipeline.upload.journal import Journal, journal_path
 from pipeline.upload.progress import UploadProgress
+from pipeline.upload.request import DEFAULT_WINDOW, UploadFile, UploadReport, UploadRequest
 from pipeline.workspace import Workspace
 
 BUILD_STAGE = "build"

@@ -1,0 +1,147 @@
+"""Uploading to offset-addressed targets (llama_cpp): chunk 0 alone, then a window of concurrent chunks.
+
+Chunk 0 truncates the remote file, so it lands before any other. The rest go concurrently so several
+land in each block; completeness is proven by reading the file back range by range and resending what
+differs. With `strict_order` chunks go one at a time, in order, so the canister's own running sha256
+matches too (and is checked).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from pipeline.errors import PrepError
+from pipeline.targets.offset import OffsetFile
+from pipeline.upload.journal import FileRecord, Journal
+from pipeline.upload.plan import Chunk, LocalFile, plan_chunks
+from pipeline.upload.progress import UploadProgress
+from pipeline.upload.sender import Sender
+
+VERIFY_ROUNDS = 3
+
+
+@dataclass
+class OffsetUpload:
+    sender: Sender
+    window: int
+    strict_order: bool = False
+
+    @property
+    def progress(self) -> UploadProgress:
+        return self.sender.progress
+
+    def send(
+        self, journal: Journal, driver: OffsetFile, local: LocalFile, *, resumed: bool, reverify: bool = False
+    ) -> None:
+        record = journal.record
+        assert record is not None
+        chunks = plan_chunks(record.size, record.chunk_size)
+        done = record.done_chunks()
+        if resumed and done:
+            done = self._resume_point(driver, chunks, done)
+            self.progress.event(
+                "resume", role=record.role, action="continue", chunks_done=len(done), chunks=len(chunks)
+            )
+        journal.update(lambda r: r.set_done_chunks(done))
+        self.progress.begin_file(
+            f"{record.role} → {record.remote}", record.size, sum(chunks[i].length for i in done)
+        )
+        try:
+            todo = [c for c in chunks if c.index not in done]
+            if reverify:
+                todo = self._verify(driver, local, chunks)
+                todo = chunks if any(c.index == 0 for c in todo) else todo
+                kept = {c.index for c in chunks} - {c.index for c in todo}
+                journal.update(lambda r: r.set_done_chunks(kept))
+                self.progress.event(
+                    "verify", role=record.role, ok=not todo, bad_chunks=[c.index for c in todo]
+                )
+            if todo or not reverify or self.strict_order:
+                self._send_until_verified(journal, driver, local, chunks, todo)
+        finally:
+            self.progress.end_file()
+        self.progress.event(
+            "verify", role=record.role, ok=True, sha256=record.local_sha256, bytes=record.size
+        )
+        journal.update(lambda r: setattr(r, "bytes_complete", True))
+
+    def _send_until_verified(
+        self, journal: Journal, driver: OffsetFile, local: LocalFile, chunks: list[Chunk], todo: list[Chunk]
+    ) -> None:
+        """Sends `todo`, reads the whole file back, and resends what differs, a few rounds at most."""
+        record = journal.record
+        assert record is not None
+        for _round in range(VERIFY_ROUNDS):
+            self._send_chunks(journal, driver, local, todo)
+            bad = self._verify(driver, local, chunks)
+            if not bad and self.strict_order and not self.running_sha_matches(driver, record):
+                bad = chunks  # the canister's running hash restarts only at offset 0: resend in order
+            if not bad:
+                break
+            self.progress.event("verify", role=record.role, ok=False, bad_chunks=sorted(c.index for c in bad))
+            todo = chunks if any(c.index == 0 for c in bad) else bad
+            resend = {c.index for c in todo}
+            journal.update(lambda r, resend=resend: r.set_done_chunks(r.done_chunks() - resend))
+        else:
+            raise PrepError(
+                f"{record.remote} on canister {record.canister_id} still differs from {local.path} "
+                f"after {VERIFY_ROUNDS} rounds of re-sending",
+                hint="something else is writing this file; stop it and run prep upload again",
+            )
+
+    def _resume_point(self, driver: OffsetFile, chunks: list[Chunk], done: set[int]) -> set[int]:
+        """Keeps the journal's done chunks only when the canister's file can hold them."""
+        if 0 not in done:
+            return set()  # chunk 0 truncates the file: nothing sent before it counts
+        remote_size = driver.remote_size()
+        highest = max(chunks[i].end for i in done)
+        if remote_size is None or remote_size < highest:
+            return set()
+        return done
+
+    def _send_chunks(self, journal: Journal, driver: OffsetFile, local: LocalFile, todo: list[Chunk]) -> None:
+        if not todo:
+            return
+        if todo[0].index == 0 or self.strict_order:
+            first, rest = todo[0], todo[1:]
+            self.sender.send_chunk(journal, driver, local, first)
+            if self.strict_order:
+                for chunk in rest:
+                    self.sender.send_chunk(journal, driver, local, chunk)
+                return
+        else:
+            rest = todo
+        pool = ThreadPoolExecutor(max_workers=self.window, thread_name_prefix="upload")
+        try:
+            futures = [pool.submit(self.sender.send_chunk, journal, driver, local, c) for c in rest]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in finished if f.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+        finally:
+            # On a failure or Ctrl-C, chunks not yet started stay unsent; those in flight finish and are
+            # journaled, so the next run knows exactly what landed.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _verify(self, driver: OffsetFile, local: LocalFile, chunks: list[Chunk]) -> list[Chunk]:
+        """Reads the file back range by range (concurrent queries); returns the chunks that differ."""
+        remote_size = driver.remote_size()
+        if remote_size is not None and remote_size > local.size:
+            return chunks  # a longer stale file: only a restart from chunk 0 truncates it
+
+        def same(chunk: Chunk) -> bool:
+            if remote_size is None or chunk.end > remote_size:
+                return False
+            return driver.read(chunk.offset, chunk.length) == local.read(chunk.offset, chunk.length)
+
+        with ThreadPoolExecutor(max_workers=self.window, thread_name_prefix="verify") as pool:
+            results = list(pool.map(same, chunks))
+        return [c for c, ok in zip(chunks, results, strict=True) if not ok]
+
+    def running_sha_matches(self, driver: OffsetFile, record: FileRecord) -> bool:
+        try:
+            reported = driver.running_sha()
+        except PrepError:  # no upload details (e.g. lost in an upgrade): the hash cannot match
+            return False
+        return reported is None or reported.lower() == record.local_sha256

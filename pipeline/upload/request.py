@@ -1,0 +1,44 @@
+"""What an upload run is asked to do, and what it reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.targets.profile import TargetProfile
+
+DEFAULT_WINDOW = 12  # concurrent chunks in flight for offset targets: several land in each block
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    role: str
+    path: Path
+    remote: str
+    sha256: str | None = None  # known from the build manifest; computed when None
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    profile: TargetProfile
+    canister_id: str
+    files: tuple[UploadFile, ...]
+    workspace_root: Path
+    variables: dict[str, Any] = field(default_factory=dict)  # load_args, max_tokens_*, ...
+    strict_order: bool = False
+    window: int = DEFAULT_WINDOW
+    check_interface: bool = True
+    run_steps: bool = True
+
+
+@dataclass
+class UploadReport:
+    canister_id: str
+    kind: str
+    files: list[dict[str, Any]] = field(default_factory=list)
+    bytes_sent: int = 0
+    chunks_sent: int = 0
+    chunks_resent: int = 0
+    steps: list[str] = field(default_factory=list)
+    seconds: float = 0.0

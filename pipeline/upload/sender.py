@@ -1,0 +1,165 @@
+"""Sending calls exactly once: upload chunks (journaled with their envelopes) and step calls.
+
+A chunk's call is signed once and resent as the same envelope until its outcome is certified; only a
+call proven never to execute (expired and unknown) or rejected in a way that changed nothing (transient
+reject, trap) is signed again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import PrepError
+from pipeline.ic.client import IcClient, SignedCall
+from pipeline.ic.errors import CallRejected
+from pipeline.targets.append import AppendFile
+from pipeline.targets.offset import OffsetFile
+from pipeline.targets.profile import CallSpec
+from pipeline.targets.retry import Backoff
+from pipeline.targets.session import TargetSession
+from pipeline.upload.delivery import CallExpired, deliver, is_retryable
+from pipeline.upload.journal import FileRecord, InFlight, Journal
+from pipeline.upload.plan import Chunk, LocalFile
+from pipeline.upload.progress import UploadProgress
+from pipeline.upload.request import UploadReport
+
+MAX_SIGNATURES_PER_CHUNK = 6  # fresh signatures after expiries / retryable rejects, then give up
+
+
+@dataclass
+class Sender:
+    client: IcClient
+    session: TargetSession
+    progress: UploadProgress
+    report: UploadReport
+    backoff: Backoff
+    _report_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def addressing(self) -> str:
+        return self.session.profile.addressing
+
+    def send_chunk(
+        self, journal: Journal, driver: OffsetFile | AppendFile, local: LocalFile, chunk: Chunk
+    ) -> None:
+        data = local.read(chunk.offset, chunk.length)
+        role = driver.role.name
+        resent = False
+        for attempt in range(MAX_SIGNATURES_PER_CHUNK):
+            call = self.session.prepare(driver.upload, **driver.upload_vars(chunk.offset, data))
+            entry = InFlight(
+                call.request_id.hex(), call.method, call.expiry_ns, chunk.index, chunk.offset, chunk.length
+            )
+            # Offset chunks other than 0 rewrite the same bytes if repeated: their envelopes need no flush.
+            idempotent = isinstance(driver, OffsetFile) and chunk.index != 0
+            journal.add_inflight(entry, call.envelope, sync_envelope=not idempotent)
+            try:
+                outcome = deliver(
+                    self.client,
+                    call,
+                    backoff=self.backoff,
+                    on_retry=lambda why: self.progress.retry(role, why),
+                )
+            except CallExpired as err:
+                journal.settle(entry.request_id)
+                self.progress.retry(role, str(err))
+                resent = True
+                continue
+            except CallRejected as err:
+                journal.settle(entry.request_id)
+                if is_retryable(err) and attempt + 1 < MAX_SIGNATURES_PER_CHUNK:
+                    self.progress.retry(role, str(err))
+                    resent = True
+                    time.sleep(self.backoff.error_delay(attempt))
+                    continue
+                raise
+            try:
+                self.session.interpret(driver.upload, outcome.reply)
+            except PrepError:
+                journal.settle(entry.request_id)
+                raise
+            journal.settle(entry.request_id, change=mark_done(entry, self.addressing))
+            with self._report_lock:
+                self.report.bytes_sent += chunk.length
+                self.report.chunks_sent += 1
+            self.progress.chunk(role, chunk.index, chunk.length, resent=resent, offset=chunk.offset)
+            return
+        raise PrepError(
+            f"chunk {chunk.index} of {role} was not accepted after {MAX_SIGNATURES_PER_CHUNK} tries",
+            hint="the network is refusing or losing messages; run prep upload again later (it resumes)",
+        )
+
+    def settle_inflight(self, journal: Journal, driver: OffsetFile | AppendFile) -> None:
+        """Finds out what the calls of a killed run did: resend their stored envelopes exactly once."""
+        record = journal.record
+        assert record is not None
+        for entry in list(record.inflight.values()):
+            envelope = journal.envelope(entry.request_id)
+            call = SignedCall(
+                record.canister_id,
+                entry.method,
+                bytes.fromhex(entry.request_id),
+                envelope or b"",
+                entry.expiry_ns,
+            )
+            executed = False
+            try:
+                if envelope is not None:
+                    outcome = deliver(self.client, call, backoff=self.backoff)
+                    self.session.interpret(driver.upload, outcome.reply)
+                    executed = True
+            except (CallExpired, CallRejected, PrepError):
+                executed = False
+            self.progress.event(
+                "resume", role=record.role, action="settled", chunk=entry.chunk, executed=executed
+            )
+            journal.settle(entry.request_id, change=mark_done(entry, self.addressing) if executed else None)
+
+    def run_call(self, spec: CallSpec, *, role: str | None) -> Any:
+        """A query, or an update delivered exactly once (re-signed only when provably unexecuted)."""
+        self.progress.event("step", method=spec.method, role=role)
+        if self.session.is_query(spec):
+            answer = self.session.query(spec)
+        else:
+            answer = self._update(spec, role or self.session.profile.kind)
+        self.report.steps.append(spec.method)
+        return answer
+
+    def _update(self, spec: CallSpec, label: str) -> Any:
+        for attempt in range(MAX_SIGNATURES_PER_CHUNK):
+            call = self.session.prepare(spec)
+            try:
+                outcome = deliver(
+                    self.client,
+                    call,
+                    backoff=self.backoff,
+                    on_retry=lambda why: self.progress.retry(label, why),
+                )
+            except CallExpired as err:
+                self.progress.retry(label, str(err))
+                continue
+            except CallRejected as err:
+                if is_retryable(err) and attempt + 1 < MAX_SIGNATURES_PER_CHUNK:
+                    self.progress.retry(label, str(err))
+                    time.sleep(self.backoff.error_delay(attempt))
+                    continue
+                raise
+            return self.session.interpret(spec, outcome.reply)
+        raise PrepError(f"{spec.method} was not accepted after {MAX_SIGNATURES_PER_CHUNK} tries")
+
+
+def mark_done(entry: InFlight, addressing: str) -> Callable[[FileRecord], None]:
+    def change(record: FileRecord) -> None:
+        if entry.chunk is None:
+            return
+        done = record.done_chunks()
+        done.add(entry.chunk)
+        record.set_done_chunks(done)
+        if addressing == "append" and entry.offset == record.acked_bytes:
+            record.acked_bytes += entry.length
+
+    return change
