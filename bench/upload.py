@@ -8,6 +8,7 @@ for) on its first 20 MB, in the same run. Prints both rates, the ratio (target >
 of the block ingress ceiling (target >= 80%).
 
     .venv/bin/python -m bench.upload [--size-mb 200] [--baseline-mb 20] [--window 12] [--latency 2]
+                                     [--chunk-size 1900000]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pipeline.targets.profile import load_profile
 from pipeline.upload.engine import UploadEngine
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import UploadFile, UploadRequest
-from tests.fixtures_upload import write_gguf
+from tests.fixtures_upload import kind_with_chunk_size, write_gguf
 from tests.icsim import IcSim
 
 BLOCK_INTERVAL_S = 1.0
@@ -35,7 +36,9 @@ LATENCY_S = 2.0
 BASELINE_CHUNK = 2_000_000
 
 
-def ours(client: IcClient, canister_id: str, model: Path, workspace: Path, window: int) -> dict[str, float]:
+def ours(
+    client: IcClient, canister_id: str, model: Path, workspace: Path, window: int, kind: str | Path
+) -> dict[str, float]:
     """Our engine; the rate counts from the first chunk sent to the last acknowledged (bytes phase)."""
     stamps: dict[str, float] = {}
 
@@ -49,7 +52,7 @@ def ours(client: IcClient, canister_id: str, model: Path, workspace: Path, windo
             stamps["verified"] = now
 
     request = UploadRequest(
-        profile=load_profile("llama_cpp"),
+        profile=load_profile(kind),
         canister_id=canister_id,
         files=(UploadFile("model", model, "models/bench.gguf"),),
         workspace_root=workspace,
@@ -94,6 +97,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--baseline-mb", type=int, default=20)
     parser.add_argument("--window", type=int, default=12)
+    parser.add_argument("--chunk-size", type=int, default=0, help="override the profile's max chunk size")
     parser.add_argument("--latency", type=float, default=LATENCY_S, help="seconds from execution to reply")
     args = parser.parse_args()
     with (
@@ -104,7 +108,12 @@ def main() -> None:
         network = Network("icsim", sim.url, is_mainnet=False)
         with IcClient(network, load_identity(pem=sim.dev_identity_pem), root_key=sim.root_key) as client:
             cid = sim.canister_ids["llama_cpp"]
-            mine = ours(client, cid, model, Path(tmp) / "work", args.window)
+            kind = (
+                kind_with_chunk_size("llama_cpp", Path(tmp) / "kind", args.chunk_size)
+                if args.chunk_size
+                else "llama_cpp"
+            )
+            mine = ours(client, cid, model, Path(tmp) / "work", args.window, kind)
             base = baseline(client, cid, model, args.baseline_mb * 1_000_000)
     ours_rate = mine["bytes"] / mine["bytes_s"] / 1e6
     ours_verified = mine["bytes"] / mine["verified_s"] / 1e6
