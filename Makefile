@@ -21,8 +21,8 @@ test:
 	$(BIN)/python -m pytest -q
 
 lint:
-	$(BIN)/ruff check pipeline tests bench
-	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/ruff check pipeline tests bench scripts
+	$(BIN)/ruff format --check pipeline tests bench scripts
 
 # No network needed: Hugging Face and the IC are emulated (tests/hubsim, tests/icsim).
 demo:
