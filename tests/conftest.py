@@ -9,4 +9,11 @@ os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 
-pytest_plugins: list[str] = ["tests.fixtures_hub", "tests.fixtures_ic", "tests.fixtures_icsim", "tests.fixtures_models", "tests.fixtures_upload", "tests.fixtures_run"]
+pytest_plugins: list[str] = [
+    "tests.fixtures_hub",
+    "tests.fixtures_ic",
+    "tests.fixtures_icsim",
+    "tests.fixtures_models",
+    "tests.fixtures_upload",
+    "tests.fixtures_run",
+]
