@@ -239,6 +239,47 @@ def test_gpt2_resumes_from_its_length_query(upload_run: EngineRun, icsim: IcSim,
     assert any(e.get("action") == "continue" for e in upload_run.named("resume"))
 
 
+def test_icpp_llama2_cannot_resume_so_it_resets_and_sends_again(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files("icpp_llama2", tmp_path)
+    chunks = 0
+
+    def crash_after_four(event: dict) -> None:
+        nonlocal chunks
+        if event["event"] == "chunk":
+            chunks += 1
+            if chunks == 4:
+                raise KeyboardInterrupt
+
+    upload_run.on_event = crash_after_four
+    with pytest.raises(KeyboardInterrupt):
+        upload_run(target, files)
+    upload_run.on_event = None
+    upload_run(target, files)
+    assert_uploaded_and_loaded(icsim, "icpp_llama2", files)  # no byte appended twice
+    assert icsim.canister("icpp_llama2").counters.calls["reset_model"] >= 2
+
+
+def test_messages_lost_in_a_replica_restart_are_resent_as_the_same_envelopes(tmp_path: Path) -> None:
+    model = write_gguf(tmp_path / "m.gguf", 12 * 1_900_000)
+    with IcSim(block_interval=0.3) as sim:
+        run = EngineRun(sim, tmp_path / "work")
+        restarted = []
+
+        def restart_once(event: dict) -> None:
+            if event["event"] == "chunk" and event["index"] != 0 and not restarted:
+                restarted.append(sim.replica.drop_in_flight())  # what a restart loses, counted
+                sim.restart()
+
+        run.on_event = restart_once
+        run("llama_cpp", [("model", model, "models/model.gguf")], window=8)
+        canister = sim.canister("llama_cpp")
+        assert sha256(canister.file_bytes("models/model.gguf")) == sha256(model.read_bytes())
+        assert restarted[0] > 0
+        assert canister.counters.calls["file_upload_chunk"] == 12  # each chunk executed once
+
+
 def test_wrong_kind_is_refused_before_any_byte(upload_run: EngineRun, icsim: IcSim, tmp_path: Path) -> None:
     target, files = kind_files("gpt2", tmp_path)
     with pytest.raises(PrepError, match="does not look like a gpt2 canister") as err:
