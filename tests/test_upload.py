@@ -261,6 +261,7 @@ def test_icpp_llama2_cannot_resume_so_it_resets_and_sends_again(
     assert icsim.canister("icpp_llama2").counters.calls["reset_model"] >= 2
 
 
+@pytest.mark.slow
 def test_messages_lost_in_a_replica_restart_are_resent_as_the_same_envelopes(tmp_path: Path) -> None:
     model = write_gguf(tmp_path / "m.gguf", 12 * 1_900_000)
     with IcSim(block_interval=0.3) as sim:

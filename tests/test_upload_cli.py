@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures_upload import kind_with_chunk_size, sha256, write_gguf
 from tests.icsim import IcSim
 from tests.tinymodels import make_tiny_model
@@ -61,6 +63,7 @@ def test_adhoc_upload_emits_json_events_and_loads(
     assert sha256(icsim.canister("llama_cpp").file_bytes("models/model.gguf")) == sha256(model.read_bytes())
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_chunk_then_rerun_completes(
     icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
 ) -> None:
@@ -76,6 +79,7 @@ def test_sigkill_at_a_random_chunk_then_rerun_completes(
     assert canister.counters.calls["file_upload_chunk"] <= chunks + 8  # at most the in-flight window again
 
 
+@pytest.mark.slow
 def test_sigkill_of_an_append_upload_duplicates_nothing(
     icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
 ) -> None:
