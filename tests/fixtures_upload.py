@@ -18,6 +18,7 @@ from pipeline.ic.network import Network
 from pipeline.targets.profile import load_profile
 from pipeline.targets.retry import Backoff
 from pipeline.upload.engine import UploadEngine
+from pipeline.upload.plan import chunk_size_for
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import UploadFile, UploadReport, UploadRequest
 from tests.icsim import IcSim
@@ -127,6 +128,10 @@ def prep_env(tmp_path: Path) -> dict[str, str]:
     env["PREP_WORKDIR"] = str(tmp_path / "work")
     env.pop("PREP_PEM", None)
     return env
+
+
+# The chunk size a concurrent llama_cpp upload sends with (block packing, pipeline/upload/plan.py).
+LLAMA_CHUNK = chunk_size_for(load_profile("llama_cpp").max_chunk_size, concurrent=True)
 
 
 def kind_with_chunk_size(kind: str, folder: Path, chunk_size: int) -> Path:

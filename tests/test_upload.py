@@ -8,8 +8,9 @@ import pytest
 
 from pipeline.errors import PrepError
 from pipeline.targets.profile import load_profile
+from pipeline.upload.plan import chunk_size_for
 from tests.fixtures_ic import write_ed25519_pem
-from tests.fixtures_upload import EngineRun, kind_with_chunk_size, sha256, write_gguf
+from tests.fixtures_upload import LLAMA_CHUNK, EngineRun, kind_with_chunk_size, sha256, write_gguf
 from tests.icsim import IcSim
 from tests.tinymodels import make_llama2c, make_tiny_model
 
@@ -60,7 +61,8 @@ def upload_calls(sim: IcSim, kind: str) -> int:
 
 
 def chunk_count(kind: str | Path, files: list[tuple[str, Path, str]]) -> int:
-    chunk = load_profile(kind).max_chunk_size
+    profile = load_profile(kind)
+    chunk = chunk_size_for(profile.max_chunk_size, concurrent=profile.addressing == "offset")
     return sum(max(1, -(-path.stat().st_size // chunk)) for _, path, _ in files)
 
 
@@ -80,12 +82,14 @@ def test_full_upload_loads_and_is_ready(
 def test_llama_cpp_window_reads_back_and_rerun_sends_nothing(
     upload_run: EngineRun, icsim: IcSim, model_file: Path
 ) -> None:
-    upload_run("llama_cpp", [("model", model_file, "models/model.gguf")])
+    files = [("model", model_file, "models/model.gguf")]
+    upload_run("llama_cpp", files)
     calls = icsim.canister("llama_cpp").counters.calls
-    assert calls["file_download_chunk"] >= 6  # completeness proven by reading back
-    again = upload_run("llama_cpp", [("model", model_file, "models/model.gguf")])
+    chunks = chunk_count("llama_cpp", files)
+    assert calls["file_download_chunk"] >= chunks  # completeness proven by reading back
+    again = upload_run("llama_cpp", files)
     assert again.chunks_sent == 0
-    assert calls["file_upload_chunk"] == 6
+    assert calls["file_upload_chunk"] == chunks
 
 
 def test_strict_order_makes_the_canister_sha_match(
@@ -199,7 +203,7 @@ def test_llama_cpp_after_an_upgrade_rereads_the_file_and_only_reloads(
 def test_interrupted_upload_resumes_with_at_most_the_window_resent(
     upload_run: EngineRun, icsim: IcSim, tmp_path: Path
 ) -> None:
-    model = write_gguf(tmp_path / "big.gguf", 40 * 1_900_000 + 7)
+    model = write_gguf(tmp_path / "big.gguf", 40 * LLAMA_CHUNK + 7)
     chunks = 0
 
     def crash_after_six(event: dict) -> None:
@@ -263,7 +267,7 @@ def test_icpp_llama2_cannot_resume_so_it_resets_and_sends_again(
 
 @pytest.mark.slow
 def test_messages_lost_in_a_replica_restart_are_resent_as_the_same_envelopes(tmp_path: Path) -> None:
-    model = write_gguf(tmp_path / "m.gguf", 12 * 1_900_000)
+    model = write_gguf(tmp_path / "m.gguf", 12 * LLAMA_CHUNK)
     with IcSim(block_interval=0.3) as sim:
         run = EngineRun(sim, tmp_path / "work")
         restarted = []
@@ -323,9 +327,12 @@ def test_a_chunk_the_canister_refuses_fails_at_once_with_its_words(
 
 
 def test_mainnet_needs_confirmation(upload_run: EngineRun, icsim: IcSim, model_file: Path) -> None:
+    files = [("model", model_file, "models/model.gguf")]
     with pytest.raises(PrepError, match="to mainnet without confirmation") as err:
-        upload_run("llama_cpp", [("model", model_file, "models/model.gguf")], mainnet=True)
+        upload_run("llama_cpp", files, mainnet=True)
     assert "--yes" in str(err.value)
     (plan,) = upload_run.named("plan")
-    assert plan["messages"] == 6 and plan["estimated_cycles"] == 6 * 1_200_000 + plan["bytes"] * 2_000
+    messages = chunk_count("llama_cpp", files)
+    assert plan["messages"] == messages
+    assert plan["estimated_cycles"] == messages * 1_200_000 + plan["bytes"] * 2_000
     assert upload_calls(icsim, "llama_cpp") == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_upload import kind_with_chunk_size, sha256, write_gguf
+from tests.fixtures_upload import LLAMA_CHUNK, kind_with_chunk_size, sha256, write_gguf
 from tests.icsim import IcSim
 from tests.tinymodels import make_tiny_model
 
@@ -53,7 +53,7 @@ def kill_after_chunks(args: list[str], env: dict[str, str], chunks: int) -> int:
 def test_adhoc_upload_emits_json_events_and_loads(
     icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
 ) -> None:
-    model = write_gguf(tmp_path / "m.gguf", 5_000_000)
+    model = write_gguf(tmp_path / "m.gguf", 3 * LLAMA_CHUNK - 1_000)
     code, events, stderr = run_prep(prep_args(icsim, "llama_cpp", model), prep_env)
     assert code == 0, stderr
     kinds = [e["event"] for e in events]
@@ -68,7 +68,7 @@ def test_sigkill_at_a_random_chunk_then_rerun_completes(
     icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
 ) -> None:
     chunks = 40
-    model = write_gguf(tmp_path / "m.gguf", chunks * 1_900_000 - 11)
+    model = write_gguf(tmp_path / "m.gguf", chunks * LLAMA_CHUNK - 11)
     args = prep_args(icsim, "llama_cpp", model, "--window", "8")
     kill_after_chunks(args, prep_env, random.Random(os.getpid()).randint(2, 20))
     code, events, stderr = run_prep(args, prep_env)

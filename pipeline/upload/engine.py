@@ -27,7 +27,7 @@ from pipeline.upload import preflight
 from pipeline.upload.append_upload import AppendUpload
 from pipeline.upload.journal import FileRecord, Journal, journal_path
 from pipeline.upload.offset_upload import OffsetUpload
-from pipeline.upload.plan import LocalFile, estimated_cycles, plan_chunks
+from pipeline.upload.plan import LocalFile, chunk_size_for, estimated_cycles, plan_chunks
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import DEFAULT_WINDOW, UploadFile, UploadReport, UploadRequest
 from pipeline.upload.sender import Sender
@@ -69,6 +69,8 @@ class UploadEngine:
         self.sender = Sender(client, self.session, self.progress, self.report, self.backoff)
         self.offset = OffsetUpload(self.sender, request.window, request.strict_order)
         self.append = AppendUpload(self.sender)
+        concurrent = self.profile.addressing == "offset" and not request.strict_order and request.window > 1
+        self._chunk_size = chunk_size_for(self.profile.max_chunk_size, concurrent=concurrent)
 
     # ---- the run --------------------------------------------------------------------------------
 
@@ -118,7 +120,7 @@ class UploadEngine:
             remote=upload.remote,
             local_sha256=upload.sha256 or sha256_file(upload.path),
             size=size,
-            chunk_size=self.profile.max_chunk_size,
+            chunk_size=self._chunk_size,
             module_hash=None,
         )
 
@@ -147,7 +149,7 @@ class UploadEngine:
             ],
             "bytes": total,
             "messages": messages,
-            "chunk_size": self.profile.max_chunk_size,
+            "chunk_size": self._chunk_size,
             "estimated_cycles": estimated_cycles(total, messages),
         }
         self.progress.event("plan", **plan)

@@ -9,6 +9,12 @@ from pathlib import Path
 # Cost model of an ingress message on mainnet (FACTS.md §2).
 CYCLES_PER_MESSAGE = 1_200_000
 CYCLES_PER_BYTE = 2_000
+# A block takes at most 4 MiB of ingress (FACTS.md §2). Concurrent chunks that tile a block fill it;
+# two 1.9 MB chunks leave 10% of every block empty, three 1.4 MB chunks leave almost nothing.
+BLOCK_INGRESS_BYTES = 4 * 1024 * 1024
+# What a signed envelope adds to its chunk: sender key, signature, nonce, expiry, method, Candid header
+# and the other record fields (about 350 B with Ed25519; generous for secp256k1 and long file names).
+ENVELOPE_OVERHEAD_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,15 @@ def plan_chunks(size: int, chunk_size: int) -> list[Chunk]:
     if size == 0:
         return [Chunk(0, 0, 0)]
     return [Chunk(i, off, min(chunk_size, size - off)) for i, off in enumerate(range(0, size, chunk_size))]
+
+
+def chunk_size_for(max_chunk_size: int, *, concurrent: bool) -> int:
+    """The chunk size to send with: the profile's maximum for one-at-a-time uploads (fewest round trips);
+    for concurrent ones, the largest size at which a whole number of messages fills a block."""
+    if not concurrent:
+        return max_chunk_size
+    per_block = -(-BLOCK_INGRESS_BYTES // (max_chunk_size + ENVELOPE_OVERHEAD_BYTES))
+    return min(max_chunk_size, BLOCK_INGRESS_BYTES // per_block - ENVELOPE_OVERHEAD_BYTES)
 
 
 def estimated_cycles(total_bytes: int, messages: int) -> int:
