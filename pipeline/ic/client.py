@@ -103,6 +103,20 @@ class RetryPolicy:
             delay = min(delay * self.multiplier, cap)
 
 
+def rejection_error(canister_id: str, method: str, outcome: CallResult | RequestStatus) -> CallRejected:
+    """The user-facing error for a certified reject, with the replica's words and a hint by error code."""
+    code = outcome.error_code or ""
+    return CallRejected(
+        f"{method} on {canister_id} was rejected (reject code {outcome.reject_code}"
+        + (f", {code}" if code else "")
+        + f"): {outcome.reject_message}",
+        reject_code=outcome.reject_code or 0,
+        reject_message=outcome.reject_message or "",
+        error_code=outcome.error_code,
+        hint=_HINTS_BY_ERROR_CODE.get(code),
+    )
+
+
 @lru_cache(maxsize=1024)
 def principal_bytes(text: str) -> bytes:
     try:
@@ -192,7 +206,7 @@ class IcClient:
         if status == "replied":
             return bytes(answer["reply"]["arg"])
         if status == "rejected":
-            raise self._rejected(canister_id, method, CallResult("rejected", **_reject_fields(answer)))
+            raise rejection_error(canister_id, method, CallResult("rejected", **_reject_fields(answer)))
         raise PermanentIcError(f"query {method} on {canister_id}: unexpected answer status {status!r}")
 
     # ---- update calls ---------------------------------------------------------------------------
@@ -243,7 +257,7 @@ class IcClient:
                 hint=f"request id {call.request_id.hex()}: ask again later with request_status",
             )
         if result.status == "rejected":
-            raise self._rejected(call.canister_id, call.method, result)
+            raise rejection_error(call.canister_id, call.method, result)
         if result.status == "done":
             raise PermanentIcError(
                 f"call {call.method} on {call.canister_id} executed, but its reply has been pruned",
@@ -400,18 +414,6 @@ class IcClient:
             raise TransientIcError(f"{self.network.url}{path}: transport error: {err!r}") from None
         _raise_for_http_status(response, self.network.url + path)
         return response
-
-    def _rejected(self, canister_id: str, method: str, result: CallResult) -> CallRejected:
-        code = result.error_code or ""
-        return CallRejected(
-            f"{method} on {canister_id} was rejected (reject code {result.reject_code}"
-            + (f", {code}" if code else "")
-            + f"): {result.reject_message}",
-            reject_code=result.reject_code or 0,
-            reject_message=result.reject_message or "",
-            error_code=result.error_code,
-            hint=_HINTS_BY_ERROR_CODE.get(code),
-        )
 
 
 def _raise_for_http_status(response: httpx.Response, where: str) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.ic.client import IcClient, RequestStatus, SignedCall
+from pipeline.ic.client import IcClient, RequestStatus, SignedCall, rejection_error
 from pipeline.ic.errors import CallRejected, IcError, TransientIcError
 from pipeline.targets.retry import Backoff
 
@@ -35,18 +35,6 @@ class Outcome:
 
     status: str
     reply: bytes | None
-
-
-def rejection(call: SignedCall, status: RequestStatus) -> CallRejected:
-    code = status.error_code or ""
-    return CallRejected(
-        f"{call.method} on {call.canister_id} was rejected (reject code {status.reject_code}"
-        + (f", {code}" if code else "")
-        + f"): {status.reject_message}",
-        reject_code=status.reject_code or 0,
-        reject_message=status.reject_message or "",
-        error_code=status.error_code,
-    )
 
 
 def is_retryable(err: CallRejected) -> bool:
@@ -104,5 +92,5 @@ def deliver(
 
 def _outcome(call: SignedCall, status: RequestStatus) -> Outcome:
     if status.status == "rejected":
-        raise rejection(call, status)
+        raise rejection_error(call.canister_id, call.method, status)
     return Outcome(status.status, status.reply)
