@@ -21,7 +21,7 @@ from pipeline.workspace import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-_TOOL_DISTRIBUTIONS = ("gguf", "numpy", "safetensors")
+_TOOL_DISTRIBUTIONS = ("gguf", "numpy", "safetensors", "tokenizers")
 
 
 @dataclass(frozen=True)
@@ -182,10 +182,12 @@ def _plain(value: Any) -> Any:
 
 
 def _relative(base: Path, path: Path) -> str:
+    # absolute(), not resolve(): a passthrough artifact is a Hugging Face cache snapshot link, and its
+    # name (not the blobs/<sha> it points to) is what the next stage and the user should see.
     try:
-        return str(path.resolve().relative_to(base.resolve()))
+        return str(path.absolute().relative_to(base.absolute()))
     except ValueError:
-        return str(path.resolve())
+        return str(path.absolute())
 
 
 def _resolve(base: Path, recorded: str) -> Path:

@@ -24,12 +24,8 @@ from pipeline.ic.client import IcClient
 from pipeline.manifest import Artifact
 from pipeline.recipes import Recipe
 from pipeline.smoke import SmokeAnswer, request_for_recipe, smoke_canister
-from pipeline.targets.calls import CanisterRefused
-from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import TargetProfile, load_profile
-from pipeline.targets.session import TargetSession
 from pipeline.upload.engine import DEFAULT_WINDOW, UploadFile, UploadReport
-from pipeline.upload.journal import Journal, journal_path
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.run import UploadOptions, recipe_variables, run_upload
 from pipeline.workspace import Workspace, write_json_atomic
@@ -215,7 +211,6 @@ class _Run:
     def _upload(
         self, files: tuple[UploadFile, ...]
     ) -> tuple[tuple[UploadFile, ...], str, str, dict[str, Any]]:
-        self._forget_contradicted_journals(files)
         resumed: list[dict[str, Any]] = []
         report = self._engine(files, load=False, seen=resumed)
         rate = report.bytes_sent / report.seconds / 1e6 if report.bytes_sent and report.seconds else 0.0
@@ -276,38 +271,6 @@ class _Run:
             progress=progress,
             confirm=self.confirm,
         )
-
-    def _forget_contradicted_journals(self, files: tuple[UploadFile, ...]) -> None:
-        """A journal that says "complete" while the canister holds another size is stale: drop it.
-
-        Only offset-addressed kinds can be asked (their files persist); append kinds' buffers are
-        consumed by their load steps, so their lengths say nothing once loaded.
-        """
-        if self.profile.addressing != "offset":
-            return
-        session = TargetSession(
-            self.client, self.canister_id, self.profile, {"principal": self.client.principal}
-        )
-        for upload in files:
-            path = journal_path(self.workspace.root, self.client.network.url, self.canister_id, upload.remote)
-            record = Journal(path).record
-            if (
-                record is None
-                or not record.bytes_complete
-                or record.inflight
-                or record.local_sha256 != upload.sha256
-            ):
-                continue
-            try:
-                held = OffsetFile(session, self.profile.role(upload.role), upload.remote).remote_size()
-            except CanisterRefused:
-                held = None  # llama_cpp answers Err for a file it does not have
-            if held != record.size:
-                path.unlink()
-                reason = (
-                    f"the journal says complete, the canister holds {held or 0:,} of {record.size:,} bytes"
-                )
-                self._tagged({"event": "resume", "role": upload.role, "action": "restart", "reason": reason})
 
     # ---- smoke ----------------------------------------------------------------------------------
 

@@ -336,3 +336,16 @@ def test_mainnet_needs_confirmation(upload_run: EngineRun, icsim: IcSim, model_f
     assert plan["messages"] == messages
     assert plan["estimated_cycles"] == messages * 1_200_000 + plan["bytes"] * 2_000
     assert upload_calls(icsim, "llama_cpp") == 0
+
+
+def test_a_file_removed_behind_the_journals_back_is_sent_again(
+    upload_run: EngineRun, icsim: IcSim, model_file: Path
+) -> None:
+    files = [("model", model_file, "models/model.gguf")]
+    upload_run("llama_cpp", files)
+    canister = icsim.canister("llama_cpp")
+    canister.file_path("models/model.gguf").unlink()  # type: ignore[attr-defined]
+    again = upload_run("llama_cpp", files)
+    assert any("the canister holds 0 of" in e["reason"] for e in upload_run.named("resume"))
+    assert again.chunks_sent == chunk_count("llama_cpp", files)
+    assert_uploaded_and_loaded(icsim, "llama_cpp", files)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.targets.calls import pick
+from pipeline.targets.calls import CanisterRefused, pick
 from pipeline.targets.profile import CallSpec, RoleProfile
 from pipeline.targets.session import TargetSession
 
@@ -32,7 +32,12 @@ class OffsetFile:
         """The remote file's size, None when it does not exist."""
         assert self.role.size is not None
         spec = self.role.size
-        answer = self.session.query(spec, whole=True, remote=self.remote)
+        try:
+            answer = self.session.query(spec, whole=True, remote=self.remote)
+        except CanisterRefused:
+            # llama_cpp answers Err("File does not exist: ...") rather than exists = false; access
+            # refusals cannot reach here, the upload preflight checked access first.
+            return None
         exists = pick(answer, spec.exists) if spec.exists else True
         return int(pick(answer, spec.value) if spec.value else answer) if exists else None
 

@@ -179,9 +179,11 @@ class UploadEngine:
             self.sender.settle_inflight(journal, driver)
             previous = journal.record
         reason = self._restart_reason(previous, wanted, restart)
-        # Offset files live in stable memory and survive upgrades: after one, read the file back and
-        # resend only what differs instead of everything.
-        reverify = isinstance(driver, OffsetFile) and reason in (UPGRADED_DURING, UPGRADED_SINCE)
+        if reason is None and isinstance(driver, OffsetFile):
+            reason = self._contradicted(journal.record, driver)
+        # Offset files live in stable memory and survive upgrades and other writers: after either, read
+        # the file back and resend only what differs instead of everything.
+        reverify = isinstance(driver, OffsetFile) and reason not in (None, "new upload")
         if reason is not None:
             if previous is not None:
                 action = "reverify" if reverify else "restart"
@@ -208,6 +210,17 @@ class UploadEngine:
         self.report.files.append(
             {"role": role.name, "remote": upload.remote, "size": wanted.size, "sha256": wanted.local_sha256}
         )
+
+    @staticmethod
+    def _contradicted(record: FileRecord | None, driver: OffsetFile) -> str | None:
+        """Why a journal that says "complete" cannot be trusted: the canister holds another size (the
+        file was removed or rewritten behind prep's back)."""
+        if record is None or not record.bytes_complete:
+            return None
+        held = driver.remote_size()
+        if held == record.size:
+            return None
+        return f"the journal says complete, the canister holds {held or 0:,} of {record.size:,} bytes"
 
     @staticmethod
     def _restart_reason(previous: FileRecord | None, wanted: FileRecord, restart: bool) -> str | None:
