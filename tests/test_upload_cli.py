@@ -34,20 +34,24 @@ def run_prep(args: list[str], env: dict[str, str]) -> tuple[int, list[dict], str
     return done.returncode, events, done.stderr
 
 
-def kill_after_chunks(args: list[str], env: dict[str, str], chunks: int) -> int:
-    """Starts prep, reads its --json events and SIGKILLs it after `chunks` chunk events."""
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def kill_after_chunks(
+    args: list[str], env: dict[str, str], chunks: int, sig: signal.Signals = signal.SIGKILL
+) -> tuple[int, str]:
+    """Starts prep, reads its --json events, sends `sig` after `chunks` chunk events; (exit code, stderr)."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = 0
     assert proc.stdout is not None
     for line in proc.stdout:
         if json.loads(line).get("event") == "chunk":
             seen += 1
             if seen == chunks:
-                os.kill(proc.pid, signal.SIGKILL)
+                os.kill(proc.pid, sig)
                 break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "prep finished before it could be killed"
-    return seen
+    _, stderr = proc.communicate(timeout=60)
+    assert seen == chunks, "prep finished before it could be stopped"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    return proc.returncode, stderr
 
 
 def test_adhoc_upload_emits_json_events_and_loads(
@@ -176,3 +180,17 @@ def test_adhoc_roles_one_by_one_load_once_all_are_in(
     canister = icsim.canister("icpp_llama2")
     assert bytes(canister.tokenizer_bytes) == tokenizer_bin.read_bytes()
     assert bytes(canister.model_bytes) == model_bin.read_bytes()
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_a_hint_and_a_rerun_finishes(tmp_path: Path, prep_env: dict[str, str]) -> None:
+    chunks = 12
+    model = write_gguf(tmp_path / "m.gguf", chunks * LLAMA_CHUNK)
+    with IcSim(block_interval=0.2) as sim:
+        args = prep_args(sim, "llama_cpp", model, "--window", "2")
+        code, stderr = kill_after_chunks(args, prep_env, 3, signal.SIGINT)
+        assert code == 130
+        assert "interrupted: run the same command again" in stderr
+        code, events, stderr = run_prep(args, prep_env)
+        assert code == 0, stderr
+        assert sha256(sim.canister("llama_cpp").file_bytes("models/model.gguf")) == sha256(model.read_bytes())

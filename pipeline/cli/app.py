@@ -65,8 +65,9 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app and maps failures to exit codes.
 
-    Typer's standalone mode already turns usage errors into exit code 2 and Ctrl-C into "Aborted!";
-    a PrepError becomes its message on stderr (and an error event with --json) and exit code 1.
+    Typer's standalone mode already turns usage errors into exit code 2 and Ctrl-C into exit code 130
+    (we add the message); a PrepError becomes its message on stderr (and an error event with --json) and
+    exit code 1.
     """
     wants_json = "--json" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -74,3 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     except PrepError as err:
         Output(json=wants_json).error(str(err))
         sys.exit(err.exit_code)
+    except SystemExit as exit_:
+        if exit_.code == 130:  # typer turns Ctrl-C into exit code 130 without a word
+            Output(json=wants_json).error("interrupted: run the same command again to continue")
+        raise
