@@ -80,6 +80,67 @@ def test_q6_k_round_trips_within_its_precision() -> None:
     assert np.abs(restored - values).max() < 0.05 * np.abs(values).max()
 
 
+def _q6_k_edge_cases(rows: int, width: int, seed: int) -> np.ndarray:
+    """Random rows at several magnitudes, with the super-blocks that take the rare paths of the reference:
+    all zero (+0.0 and -0.0), one huge value, +-ties for the largest magnitude, values on exact halves,
+    sub-blocks too small for their super-block's scale (level search kept), scales that underflow
+    fp16 or come near its largest value."""
+    rng = np.random.default_rng(seed)
+    magnitudes = rng.choice(np.array([1e-9, 1e-3, 1.0, 30.0, 1e4]), size=(rows, 1))
+    values = (rng.standard_normal((rows, width)) * magnitudes).astype(np.float32)
+    blocks = values.reshape(-1, 256)
+    blocks[0] = 0.0
+    blocks[1] = -0.0
+    blocks[2, :16] = -0.0  # one all -0.0 sub-block among normal ones
+    blocks[3, 37] = 1e6  # one huge value: the other sub-blocks' scales round to zero
+    blocks[4, ::16] = 3e4  # a huge value in every sub-block
+    blocks[5, 17] = -2e8  # a super-block scale near the largest fp16
+    blocks[6] = 1e-16  # below the reference's epsilon: written as zeros
+    blocks[7] = np.arange(256) % 7 - 3.0  # few distinct values: many exact ties
+    blocks[8] = np.round(blocks[8] * 4) / 4  # quarters: exact halves after scaling
+    blocks[9, :16] = np.tile(np.float32([0.5, -0.5]), 8)  # +-tie for the largest magnitude
+    blocks[10] = 0.0
+    blocks[10, 100] = 5.0  # a lone value
+    blocks[11, :128] = -0.0  # half -0.0, half values
+    blocks[12] = rng.standard_t(2, 256).astype(np.float32)  # heavy tails
+    return values
+
+
+@pytest.mark.llama
+@pytest.mark.slow
+def test_q6_k_byte_identical_to_llama_cpp_on_a_large_tensor(tmp_path: Path) -> None:
+    """A 4096 x 512 f32 output tensor (random, plus the edge cases) goes Q6_K in a Q4_0 file: our bytes for
+    it, and for the whole file, equal llama_model_quantize's."""
+    from pipeline.llamacpp import quantize_with_llama
+    from pipeline.quantize.plan import NATIVE_FILE_TYPES
+
+    dims = Dims(n_embd=512, n_ff=512, n_head=4, n_kv_head=2, model_vocab=4096)
+    source = tmp_path / "f32.gguf"
+    convert_model(make_tiny_model("llama", tmp_path / "llama", seed=3, dims=dims), source, "f32")
+    output = {t.name: t for t in GGUFReader(source).tensors}["output.weight"]
+    assert (output.tensor_type, output.n_elements) == (GGMLQuantizationType.F32, 4096 * 512)
+    edge = _q6_k_edge_cases(4096, 512, seed=4)
+    with open(source, "r+b") as handle:  # the checkpoint is bf16: put the f32 values in the GGUF itself
+        handle.seek(output.data_offset)
+        handle.write(edge.tobytes())
+    ours = quantize_gguf(source, tmp_path / "ours.gguf", "q4_0").path
+    theirs = tmp_path / "theirs.gguf"
+    quantize_with_llama(source, theirs, int(NATIVE_FILE_TYPES["q4_0"][0]))
+    output = {t.name: t for t in GGUFReader(theirs).tensors}["output.weight"]
+    assert output.tensor_type == GGMLQuantizationType.Q6_K
+    assert np.array_equal(quantize_q6_k(edge), np.asarray(output.data).reshape(-1))
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_q6_k_refuses_values_beyond_a_float16_scale() -> None:
+    values = np.ones(256 * 300, dtype=np.float32)
+    values[
+        256 * 299 + 5
+    ] = -1e9  # its super-block scale overflows float16; llama.cpp's validation refuses it too
+    with pytest.raises(PrepError, match="super-block 299 "):
+        quantize_q6_k(values)
+
+
 def test_refuses_requantizing_and_unknown_types(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
     q8 = quantize_gguf(float_ggufs["qwen2"], tmp_path / "q8.gguf", "q8_0").path
     with pytest.raises(PrepError, match="requantizing"):

@@ -128,9 +128,16 @@ def _write_tensor(
         slab = np.frombuffer(raw, dtype=dtype).reshape(-1, tensor.shape[0])
         pending.append(pool.submit(_convert_slab, slab, tensor.ggml_type, plan.target))
         if len(pending) > _WORKERS:
-            out.write(pending.popleft().result())
+            out.write(_slab_result(pending.popleft(), layout.path, tensor.name))
     while pending:
-        out.write(pending.popleft().result())
+        out.write(_slab_result(pending.popleft(), layout.path, tensor.name))
+
+
+def _slab_result(future: Future[np.ndarray], path: Path, tensor_name: str) -> np.ndarray:
+    try:
+        return future.result()
+    except PrepError as err:
+        raise PrepError(f"{path}: tensor {tensor_name}: {err.message}", hint=err.hint) from err
 
 
 def _convert_slab(

@@ -2,114 +2,169 @@
 
 llama.cpp gives the output tensor Q6_K in Q4_0/Q4_1/Q5_0/Q5_1 files, and gguf.quants only dequantizes
 Q6_K. Every float operation runs in float32 in the reference's order (sums are accumulated element by
-element), which is what makes the bytes identical.
+element, starting from +0.0), which is what makes the bytes identical.
 
 A super-block holds 256 values in 16 sub-blocks of 16: per sub-block a scale is searched over 19
 candidates (weighted least squares, weights x^2), the scales are quantized to int8 against one fp16
 super-block scale, and the 6-bit values are packed as 4 low bits (ql) and 2 high bits (qh).
+
+Speed: the search runs on all sub-blocks of a chunk at once, laid out position-major (16, n), so each
+candidate is a handful of whole-array operations and the in-order sums are reductions over axis 0
+(numpy adds those row by row; only reductions along the contiguous axis are pairwise). Chunks are sized
+to stay in the CPU cache.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import PrepError
+
 QK_K = 256
 SUB = 16
 NMAX = 32
-_EPS = np.float32(1e-15)
 BLOCK_BYTES = QK_K // 2 + QK_K // 4 + QK_K // 16 + 2
+_EPS = np.float32(1e-15)
+_ZERO = np.float32(0)
+_CHUNK_BLOCKS = 256  # 4,096 sub-blocks: a (16, n) float32 array is 256 KiB
+# The reference's candidates for the inverse scale are -nmax / max first, then -(nmax + 0.1 * step) / max
+# for step -9..9 except 0, each numerator rounded to float32 term by term as in C.
+_NUMERATORS = np.array(
+    [np.float32(-NMAX)]
+    + [-(np.float32(NMAX) + np.float32(0.1) * np.float32(step)) for step in range(-9, 10) if step != 0],
+    dtype=np.float32,
+)[:, None]
+_ROUNDING_BIAS = np.float32(12582912)  # 1.5 * 2^23
 
 
-def _nearest(values: np.ndarray) -> np.ndarray:
-    # The reference rounds half to even (it adds 1.5 * 2^23); np.rint does the same.
-    return np.rint(values).astype(np.int32)
+def _nearest_int(values: np.ndarray) -> np.ndarray:
+    """ggml's nearest_int exactly: add 1.5 * 2^23 in float32 and read the low mantissa bits (half to
+    even; NaN gives 0; out of range values wrap as they do in C)."""
+    biased = (values.astype(np.float32) + _ROUNDING_BIAS).view(np.int32)
+    return (biased & 0x007FFFFF) - 0x00400000
+
+
+def _first_largest(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of (16, n): the first value of largest magnitude and that magnitude, as the reference
+    picks them (a later value replaces the one kept only if strictly larger)."""
+    high, low = x.max(axis=0), x.min(axis=0)
+    signed_max = np.where(high >= -low, high, low)
+    ties = np.flatnonzero((high == -low) & (high != 0))  # +v and -v both present: take the first
+    if ties.size:
+        columns = x[:, ties]
+        first = np.argmax(np.abs(columns) == high[ties], axis=0)
+        signed_max[ties] = columns[first, np.arange(ties.size)]
+    return signed_max, np.abs(signed_max)
+
+
+class _Search:
+    """Buffers for the scale search on one chunk of position-major sub-blocks, shape (16, n)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self.weights = x * x
+        self.weighted_x = self.weights * x  # the reference evaluates w*x[i]*l as (w*x[i])*l
+        self.levels = np.empty_like(x)
+        self.terms = np.empty((2, *x.shape), dtype=np.float32)
+
+    def levels_for(self, iscale: np.ndarray) -> np.ndarray:
+        # |iscale * x| <= 32.9 here, where np.rint is nearest_int.
+        np.multiply(self.x, iscale, out=self.levels)
+        np.rint(self.levels, out=self.levels)
+        return np.clip(self.levels, -NMAX, NMAX - 1, out=self.levels)
+
+    def sums(self, iscale: np.ndarray, out: np.ndarray) -> None:
+        """out[0] = sum(w*x*l), out[1] = sum(w*l*l) for the levels of `iscale`, each added in position
+        order from +0.0 (which also hides the sign of the zero levels np.rint leaves on small negative
+        values)."""
+        levels = self.levels_for(iscale)
+        np.multiply(self.weighted_x, levels, out=self.terms[0])
+        np.multiply(self.weights, levels, out=self.terms[1])
+        self.terms[1] *= levels
+        np.add.reduce(self.terms, axis=1, initial=_ZERO, out=out)
 
 
 def _sub_block_scales(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per 16-value sub-block: best scale and levels (0..63); x is position-major, shape (16, n)."""
-    n = x.shape[1]
-    magnitude = np.abs(x)
-    signed_max = x[0].copy()
-    largest = magnitude[0].copy()
-    for i in range(1, SUB):  # the first value of largest magnitude, as the reference picks it
-        np.copyto(signed_max, x[i], where=magnitude[i] > largest)
-        np.maximum(largest, magnitude[i], out=largest)
+    """ggml's make_qx_quants(16, 32, rmse_type 1) on every column of the position-major (16, n) chunk:
+    the best scale and the levels (0..63) that go with it."""
+    signed_max, largest = _first_largest(x)
     zero = largest < _EPS
-    safe_max = np.where(zero, np.float32(1), signed_max)
-    weights = x * x
-    weighted_x = weights * x  # the reference evaluates w*x[i]*l as (w*x[i])*l
+    n = x.shape[1]
+    iscales = np.empty((len(_NUMERATORS), n), dtype=np.float32)
+    np.divide(_NUMERATORS, np.where(zero, np.float32(1), signed_max), out=iscales)
+    search = _Search(x)
+    sums = np.empty((len(_NUMERATORS), 2, n), dtype=np.float32)
+    for iscale, out in zip(iscales, sums, strict=True):
+        search.sums(iscale, out)
+    sum_lx, sum_l2 = sums[:, 0], sums[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        scales = sum_lx / sum_l2
+        scales[0] = np.where(sum_l2[0] != 0, scales[0], _ZERO)
+        bests = scales * sum_lx
+        squares = sum_lx * sum_lx
+        # The candidates in the reference's order, the first one being its starting point. It also
+        # requires suml2 > 0, which always holds for a sub-block that is not all zero (the largest value
+        # gets a level of at least 31 and a weight > 0) and otherwise fails like the comparison (NaN).
+        best = bests[0].copy()
+        choice = np.zeros(n, dtype=np.intp)
+        for k in range(1, len(_NUMERATORS)):
+            better = squares[k] > best * sum_l2[k]
+            np.putmask(best, better, bests[k])
+            np.putmask(choice, better, k)
+    columns = np.arange(n)
+    scale = scales[choice, columns]
+    levels = search.levels_for(iscales[choice, columns]) + np.float32(NMAX)
+    levels[:, zero] = 0
+    scale[zero] = 0
+    return scale, levels.astype(np.uint8)
 
-    def levels_for(iscale: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint(iscale * x), -NMAX, NMAX - 1)
 
-    def sums(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sumlx = np.zeros(n, dtype=np.float32)
-        suml2 = np.zeros(n, dtype=np.float32)
-        for i in range(SUB):  # element by element, in the reference's order
-            sumlx += weighted_x[i] * levels[i]
-            suml2 += weights[i] * levels[i] * levels[i]
-        return sumlx, suml2
+def _quantize_chunk(x: np.ndarray, first_block: int) -> np.ndarray:
+    """(n_blocks, 256) float32 -> (n_blocks, 210) uint8 Q6_K blocks; `first_block` numbers them in errors."""
+    n_blocks = x.shape[0]
+    sub_scales, levels_t = _sub_block_scales(np.ascontiguousarray(x.reshape(-1, SUB).T))
+    sub_scales = sub_scales.reshape(n_blocks, SUB)
+    levels = levels_t.T.reshape(n_blocks, SUB, SUB)
 
-    levels = levels_for(np.float32(-NMAX) / safe_max)
-    sumlx, suml2 = sums(levels)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(suml2 != 0, sumlx / suml2, np.float32(0)).astype(np.float32)
-    best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        iscale = (-(np.float32(NMAX) + np.float32(0.1) * np.float32(step)) / safe_max).astype(np.float32)
-        candidate = levels_for(iscale)
-        cand_lx, cand_l2 = sums(candidate)
-        better = (cand_l2 > 0) & (cand_lx * cand_lx > best * cand_l2)
-        if better.any():
-            np.copyto(levels, candidate, where=better)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                new_scale = (cand_lx / cand_l2).astype(np.float32)
-            scale = np.where(better, new_scale, scale)
-            best = np.where(better, scale * cand_lx, best)
-    scale = np.where(zero, np.float32(0), scale)
-    np.copyto(levels, np.float32(-NMAX), where=zero)
-    return scale, (levels + NMAX).astype(np.uint8)
+    max_scale, max_abs_scale = _first_largest(sub_scales.T)
+    empty = max_abs_scale < _EPS
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        iscale = np.float32(-128) / np.where(empty, np.float32(1), max_scale)
+        d16 = (np.float32(1) / iscale).astype(np.float16)
+        q_scales = np.minimum(127, _nearest_int(iscale[:, None] * sub_scales)).astype(np.int8)
+        d = d16.astype(np.float32)[:, None] * q_scales.astype(np.float32)
+        requant = _nearest_int(x.reshape(n_blocks, SUB, SUB) / d[:, :, None])
+    unusable = ~empty & ~np.isfinite(d16)
+    if unusable.any():
+        block = int(np.flatnonzero(unusable)[0])
+        raise PrepError(
+            f"Q6_K: super-block {first_block + block} (largest magnitude {np.abs(x[block]).max():.3g}) "
+            "needs a scale beyond float16; llama.cpp refuses such a tensor too",
+            hint="check the source weights for overflowed or corrupt values",
+        )
+    has_d = d != 0
+    np.clip(requant, -32, 31, out=requant)
+    requant += 32
+    levels = np.where(has_d[:, :, None], requant.astype(np.uint8), levels)
+    levels = levels.reshape(n_blocks, 2, 4, 32)  # two halves of 128, four quarters of 32
+
+    low = levels & 0x0F
+    high = levels >> 4
+    out = np.empty((n_blocks, BLOCK_BYTES), dtype=np.uint8)
+    out[:, :128] = (low[:, :, 0:2] | (low[:, :, 2:4] << 4)).reshape(n_blocks, 128)
+    out[:, 128:192] = (
+        high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)
+    ).reshape(n_blocks, 64)
+    out[:, 192:208] = q_scales.view(np.uint8)
+    out[:, 208:210] = d16.view(np.uint8).reshape(n_blocks, 2)
+    out[empty] = 0
+    return out
 
 
 def quantize_q6_k(data: np.ndarray) -> np.ndarray:
     """Quantizes float32 values (a multiple of 256 in total) to Q6_K blocks; returns the raw bytes."""
-    x = np.ascontiguousarray(data, dtype=np.float32).reshape(-1, QK_K)
-    n_blocks = x.shape[0]
-    sub_scales, levels_t = _sub_block_scales(np.ascontiguousarray(x.reshape(-1, SUB).T))
-    sub_scales = sub_scales.reshape(n_blocks, SUB)
-    levels = np.ascontiguousarray(levels_t.T).reshape(n_blocks, QK_K)
-
-    arg = np.argmax(np.abs(sub_scales), axis=1)
-    max_scale = sub_scales[np.arange(n_blocks), arg]
-    empty = np.abs(max_scale) < _EPS
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iscale = np.where(empty, np.float32(0), np.float32(-128) / np.where(empty, 1, max_scale))
-        iscale = iscale.astype(np.float32)
-        d16 = np.where(empty, np.float32(0), np.float32(1) / np.where(empty, 1, iscale)).astype(np.float16)
-    q_scales = np.minimum(127, _nearest(iscale[:, None] * sub_scales)).astype(np.int8)
-
-    d = d16.astype(np.float32)[:, None] * q_scales.astype(np.float32)
-    has_d = d != 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        requant = np.clip(
-            _nearest(x.reshape(n_blocks, SUB, SUB) / np.where(has_d, d, 1)[:, :, None]), -32, 31
-        )
-    levels = np.where(has_d[:, :, None], (requant + 32).astype(np.uint8), levels.reshape(n_blocks, SUB, SUB))
-    levels = levels.reshape(n_blocks, 2, 4, 32)  # two halves of 128, four quarters of 32
-
-    ql = (levels[:, :, 0:2] & 0x0F) | ((levels[:, :, 2:4] & 0x0F) << 4)  # (n, 2, 2, 32)
-    qh = (
-        (levels[:, :, 0] >> 4)
-        | ((levels[:, :, 1] >> 4) << 2)
-        | ((levels[:, :, 2] >> 4) << 4)
-        | ((levels[:, :, 3] >> 4) << 6)
-    )  # (n, 2, 32)
-    q_scales_bytes = q_scales.view(np.uint8)
-    d_bytes = np.where(empty, np.float16(0), d16).astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
-    out = np.concatenate(
-        [ql.reshape(n_blocks, 128), qh.reshape(n_blocks, 64), q_scales_bytes, d_bytes], axis=1
-    ).astype(np.uint8)
-    out[empty] = 0
+    x = np.asarray(data, dtype=np.float32).reshape(-1, QK_K)
+    out = np.empty((x.shape[0], BLOCK_BYTES), dtype=np.uint8)
+    for start in range(0, x.shape[0], _CHUNK_BLOCKS):
+        out[start : start + _CHUNK_BLOCKS] = _quantize_chunk(x[start : start + _CHUNK_BLOCKS], start)
     return out.reshape(-1)
