@@ -39,3 +39,56 @@ def test_json_output_is_one_object_per_line() -> None:
     assert payload["event"] == "result"
     assert payload["prep"] == __version__
     assert "gguf" in payload["libraries"]
+
+
+HEAVY_MODULES = (
+    "numpy",
+    "gguf",
+    "huggingface_hub",
+    "httpx",
+    "httpcore",
+    "safetensors",
+    "tokenizers",
+    "cbor2",
+    "cryptography",
+    "icp_agent",
+    "icp_candid",
+    "icp_certificate",
+    "icp_identity",
+    "icp_principal",
+    "pipeline.ic",
+    "pipeline.hub",
+    "pipeline.upload",
+    "pipeline.build",
+    "pipeline.convert",
+    "pipeline.quantize",
+    "pipeline.formats",
+)
+
+STARTUP_PROBE = f"""
+import json, sys
+import typer.main
+import pipeline.cli.app
+typer.main.get_command(pipeline.cli.app.app)  # what --help and every command build first
+print(json.dumps([name for name in {HEAVY_MODULES!r} if name in sys.modules]))
+"""
+
+
+def test_startup_imports_no_library_stack() -> None:
+    # `prep --version` and `prep --help` import every command module: those must leave their libraries
+    # to the command functions (see _register_commands in pipeline/cli/app.py).
+    done = subprocess.run([sys.executable, "-c", STARTUP_PROBE], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
+def test_cli_copies_of_library_constants_agree() -> None:
+    from pipeline.cli import convert, ic_options, quantize
+    from pipeline.convert import OUTTYPES
+    from pipeline.quantize import LLAMA_FILE_TYPES, NATIVE_FILE_TYPES
+    from pipeline.upload.request import DEFAULT_WINDOW
+
+    assert ic_options.DEFAULT_WINDOW == DEFAULT_WINDOW
+    assert tuple(OUTTYPES) == convert.OUTTYPES
+    assert tuple(NATIVE_FILE_TYPES) == quantize.NATIVE_FILE_TYPES
+    assert tuple(LLAMA_FILE_TYPES) == quantize.LLAMA_FILE_TYPES

@@ -42,6 +42,10 @@ def _root(
 def _register_commands() -> None:
     # Each command module registers itself on `app`; importing them here keeps app.py free of logic.
     # One import per line, so that adding a command is a one-line change.
+    # Every command module is imported on every run (even `prep --version`), so a command module imports
+    # the library modules it calls (numpy, gguf, huggingface_hub, httpx, icp-py-core behind them) inside
+    # its command function; at module level it imports only typer, the standard library and what its
+    # option declarations need. tests/test_cli.py fails when a heavy module is imported at start-up.
     import pipeline.cli.build  # noqa: F401
     import pipeline.cli.canister  # noqa: F401
     import pipeline.cli.convert  # noqa: F401

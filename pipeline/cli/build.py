@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.build import BuildResult, build_recipe
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.hub import fetch_recipe
-from pipeline.recipes import load_recipe
-from pipeline.smoke_local import SmokeResult, smoke_local
-from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pipeline.build import BuildResult
+    from pipeline.smoke_local import SmokeResult
 
 
 @app.command("build")
@@ -27,6 +26,12 @@ def build_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Convert / quantize / trim as the recipe says, validate, check the fit; skip when unchanged."""
+    from pipeline.build import build_recipe
+    from pipeline.hub import fetch_recipe
+    from pipeline.recipes import load_recipe
+    from pipeline.smoke_local import smoke_local
+    from pipeline.workspace import Workspace
+
     out = Output(json=json_output)
     recipe = load_recipe(recipe_name)
     fetched = fetch_recipe(recipe, locked=locked, progress=not json_output, on_event=out.event)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from pipeline.cli.app import app
@@ -17,8 +19,9 @@ from pipeline.cli.ic_options import (
     connect,
 )
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.ic.inspect import CanisterInfo, inspect_canister
-from pipeline.targets.profile import known_kinds, load_profile
+
+if TYPE_CHECKING:
+    from pipeline.ic.inspect import CanisterInfo
 
 canister_app = typer.Typer(help="Look at live canisters.", no_args_is_help=True)
 app.add_typer(canister_app, name="canister")
@@ -35,6 +38,9 @@ def info_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Module hash, controllers, matching canister kinds (from its candid:service) and readiness."""
+    from pipeline.ic.inspect import inspect_canister
+    from pipeline.targets.profile import known_kinds, load_profile
+
     who = choose_identity(pem, identity, anonymous, default_anonymous=True)
     kinds = {kind: load_profile(kind).required_interface() for kind in known_kinds()}
     with connect(network, url, who) as client:

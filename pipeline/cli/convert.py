@@ -9,7 +9,10 @@ import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.convert import ARCHITECTURES, OUTTYPES, convert_model
+
+# pipeline.convert.OUTTYPES, written out so that --help need not import gguf and numpy
+# (tests/test_cli.py checks that the two agree).
+OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
 @app.command("convert")
@@ -25,6 +28,8 @@ def convert_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Convert to GGUF exactly as llama.cpp's convert_hf_to_gguf.py does, without torch."""
+    from pipeline.convert import ARCHITECTURES, convert_model
+
     output = Output(json=json_output)
     output.info(f"converting {model_dir} ({', '.join(sorted(ARCHITECTURES))} supported)")
     report = convert_model(model_dir, out, outtype.lower())

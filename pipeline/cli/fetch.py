@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
-from pipeline.hub import FetchResult, fetch_recipe, fetch_repo
-from pipeline.recipes import load_recipe
+
+if TYPE_CHECKING:
+    from pipeline.hub import FetchResult
 
 
 @app.command("fetch")
@@ -32,6 +33,9 @@ def fetch_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Download and verify files; writes <recipe>.lock.json (or enforces it with --locked)."""
+    from pipeline.hub import fetch_recipe, fetch_repo
+    from pipeline.recipes import load_recipe
+
     out = Output(json=json_output)
     if files:
         result = fetch_repo(

@@ -1,16 +1,22 @@
-"""Options shared by every command that talks to the IC: network, canister and identity."""
+"""Options shared by every command that talks to the IC: network, canister, identity and upload window."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pipeline.errors import PrepError
-from pipeline.ic.client import IcClient
-from pipeline.ic.identity import IcIdentity, anonymous_identity, load_identity
-from pipeline.ic.network import Network, resolve_canister, resolve_network
+
+if TYPE_CHECKING:
+    from pipeline.ic.client import IcClient
+    from pipeline.ic.identity import IcIdentity
+    from pipeline.ic.network import Network
+
+# pipeline.upload.request.DEFAULT_WINDOW, written out so that --help need not import the upload stack
+# (tests/test_cli.py checks that the two agree).
+DEFAULT_WINDOW = 12
 
 NetworkOption = Annotated[
     str,
@@ -29,12 +35,15 @@ IdentityOption = Annotated[
     str | None, typer.Option("--identity", help="dfx identity name (~/.config/dfx/identity/NAME).")
 ]
 AnonymousOption = Annotated[bool, typer.Option("--anonymous", help="Sign nothing: the anonymous principal.")]
+WindowOption = Annotated[int, typer.Option("--window", min=1, max=64, help="Chunks in flight at once.")]
 
 
 def choose_identity(
     pem: Path | None, identity: str | None, anonymous: bool, *, default_anonymous: bool = False
 ) -> IcIdentity:
     """The identity the options name; with `default_anonymous`, none named or configured is anonymous."""
+    from pipeline.ic.identity import anonymous_identity, load_identity
+
     if default_anonymous and not (pem or identity or anonymous):
         try:
             return load_identity()
@@ -44,8 +53,13 @@ def choose_identity(
 
 
 def connect(network: str, url: str | None, identity: IcIdentity) -> IcClient:
+    from pipeline.ic.client import IcClient
+    from pipeline.ic.network import resolve_network
+
     return IcClient(resolve_network(network, url), identity)
 
 
 def canister_on(network: Network, canister: str) -> str:
+    from pipeline.ic.network import resolve_canister
+
     return resolve_canister(canister, network)

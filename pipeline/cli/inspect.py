@@ -9,7 +9,6 @@ import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.formats.inspect import inspect_file
 
 
 @app.command("inspect")
@@ -18,6 +17,8 @@ def inspect_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Check a model file's structure against its size and print what it holds; exit 1 if it is broken."""
+    from pipeline.formats.inspect import inspect_file
+
     report = inspect_file(path)
     Output(json=json_output).result(
         {"path": str(report.path), "format": report.format, "size": report.file_size, **report.details},

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from pipeline.build import quantize_file
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.quantize import LLAMA_FILE_TYPES, NATIVE_FILE_TYPES
 
+# The keys of pipeline.quantize.NATIVE_FILE_TYPES and LLAMA_FILE_TYPES, written out so that --help need not
+# import gguf and numpy (tests/test_cli.py checks that they agree).
+NATIVE_FILE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+LLAMA_FILE_TYPES = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 TYPES_HELP = f"{', '.join(NATIVE_FILE_TYPES)}; with the llama extra also {', '.join(LLAMA_FILE_TYPES)}"
 
 
@@ -23,6 +25,8 @@ def quantize_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Quantize a GGUF the way llama.cpp's llama-quantize does (byte-identical for F16..Q8_0)."""
+    from pipeline.build import quantize_file
+
     output = Output(json=json_output)
     before = source.stat().st_size
     quantize_file(source, out, qtype)

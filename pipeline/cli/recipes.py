@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.recipes import HubSource, Recipe, Source, list_recipes, load_recipe
+
+if TYPE_CHECKING:
+    from pipeline.recipes import Recipe, Source
 
 recipes_app = typer.Typer(
     name="recipes",
@@ -34,6 +36,8 @@ def recipes_command(
     """List the recipes: name, source, build, target canister kind and size when known."""
     if ctx.invoked_subcommand is not None:
         return
+    from pipeline.recipes import list_recipes
+
     recipes = list_recipes(recipes_dir)
     rows = [_summary(r) for r in recipes]
     Output(json=json_output).result({"recipes": rows}, _table(rows))
@@ -46,6 +50,8 @@ def show_command(
     recipes_dir: RecipesDir = None,
 ) -> None:
     """Show one recipe with every default filled in."""
+    from pipeline.recipes import load_recipe
+
     recipe = load_recipe(name, recipes_dir)
     data = recipe_to_json(recipe)
     human = "\n".join(_flatten(data))
@@ -53,6 +59,8 @@ def show_command(
 
 
 def recipe_to_json(recipe: Recipe) -> dict[str, Any]:
+    from pipeline.recipes import HubSource
+
     data = dataclasses.asdict(recipe)
     data["path"] = str(recipe.path)
     data["lock_path"] = str(recipe.lock_path)
@@ -82,6 +90,8 @@ def _summary(recipe: Recipe) -> dict[str, Any]:
 
 
 def _short_label(source: Source) -> str:
+    from pipeline.recipes import HubSource
+
     if isinstance(source, HubSource):
         return source.label
     return f"{urlsplit(source.url).netloc}/…/{source.filename}"

@@ -9,9 +9,6 @@ import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.recipes import load_recipe
-from pipeline.release import release_recipe
-from pipeline.workspace import Workspace
 
 
 @app.command("release")
@@ -24,6 +21,10 @@ def release_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Write dist/RECIPE/: the artifacts, SHA256SUMS and manifest.json (provenance); byte-reproducible."""
+    from pipeline.recipes import load_recipe
+    from pipeline.release import release_recipe
+    from pipeline.workspace import Workspace
+
     out = Output(json=json_output)
     recipe = load_recipe(recipe_name)
     bundle = release_recipe(

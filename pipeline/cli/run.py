@@ -9,22 +9,20 @@ import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.ic_options import (
+    DEFAULT_WINDOW,
     AnonymousOption,
     CanisterOption,
     IdentityOption,
     NetworkOption,
     PemOption,
     UrlOption,
+    WindowOption,
     canister_on,
     choose_identity,
     connect,
 )
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
-from pipeline.recipes import load_recipe
-from pipeline.run import RunOptions, StageReport, run_recipe
-from pipeline.upload.engine import DEFAULT_WINDOW
-from pipeline.workspace import Workspace
 
 
 @app.command("run")
@@ -44,15 +42,17 @@ def run_command(
         bool,
         typer.Option("--strict-order", help="One chunk at a time, in order: the canister's sha256 matches."),
     ] = False,
-    window: Annotated[
-        int, typer.Option("--window", min=1, max=64, help="Chunks in flight at once.")
-    ] = DEFAULT_WINDOW,
+    window: WindowOption = DEFAULT_WINDOW,
     no_interface_check: Annotated[
         bool, typer.Option("--no-interface-check", help="Skip comparing the canister's candid:service.")
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Fetch, build, upload, load and smoke-test a recipe; a rerun skips what is already done."""
+    from pipeline.recipes import load_recipe
+    from pipeline.run import RunOptions, run_recipe
+    from pipeline.workspace import Workspace
+
     out = Output(json=json_output)
     if not canister:
         raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
@@ -85,6 +85,8 @@ def run_command(
 
 
 def _stage_line(event: dict[str, Any]) -> str:
+    from pipeline.run import StageReport
+
     if event["status"] == "failed":
         return f"{event['stage']}: failed"
     stage = StageReport(**{k: v for k, v in event.items() if k != "event"})

@@ -20,9 +20,6 @@ from pipeline.cli.ic_options import (
 )
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
-from pipeline.recipes import load_recipe
-from pipeline.smoke import SmokeRequest, request_for_recipe, smoke_canister
-from pipeline.targets.profile import load_profile
 
 
 @app.command("smoke")
@@ -47,6 +44,10 @@ def smoke_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Prove a deployed model answers: send a prompt, print the text, check the recipe's expectation."""
+    from pipeline.recipes import load_recipe
+    from pipeline.smoke import SmokeRequest, request_for_recipe, smoke_canister
+    from pipeline.targets.profile import load_profile
+
     out = Output(json=json_output)
     if not canister:
         raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")

@@ -9,7 +9,6 @@ import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.trim import trim_gpt2
 
 
 @app.command("trim")
@@ -27,6 +26,8 @@ def trim_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Keep only the tensors the candle GPT-2 loader reads (148 for 12 layers), optionally as f16."""
+    from pipeline.trim import trim_gpt2
+
     result = trim_gpt2(model_dir, out, dtype)
     data = {
         "out": str(result.out_dir),

@@ -11,23 +11,20 @@ import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.ic_options import (
+    DEFAULT_WINDOW,
     AnonymousOption,
     CanisterOption,
     IdentityOption,
     NetworkOption,
     PemOption,
     UrlOption,
+    WindowOption,
     canister_on,
     choose_identity,
     connect,
 )
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
-from pipeline.targets.profile import load_profile
-from pipeline.upload.progress import UploadProgress, describe_event
-from pipeline.upload.request import DEFAULT_WINDOW
-from pipeline.upload.run import UploadOptions, adhoc_files, recipe_files, run_upload, upload_status
-from pipeline.workspace import Workspace
 
 
 @app.command("upload")
@@ -53,9 +50,7 @@ def upload_command(
         bool,
         typer.Option("--strict-order", help="One chunk at a time, in order: the canister's sha256 matches."),
     ] = False,
-    window: Annotated[
-        int, typer.Option("--window", min=1, max=64, help="Chunks in flight at once.")
-    ] = DEFAULT_WINDOW,
+    window: WindowOption = DEFAULT_WINDOW,
     no_load: Annotated[bool, typer.Option("--no-load", help="Send the bytes only; skip load/ready.")] = False,
     no_interface_check: Annotated[
         bool, typer.Option("--no-interface-check", help="Skip comparing the canister's candid:service.")
@@ -69,6 +64,11 @@ def upload_command(
 
     Progress is journaled in $PREP_WORKDIR/.journal/ (default ./work): rerun the same command to resume.
     """
+    from pipeline.targets.profile import load_profile
+    from pipeline.upload.progress import UploadProgress
+    from pipeline.upload.run import UploadOptions, adhoc_files, recipe_files, run_upload, upload_status
+    from pipeline.workspace import Workspace
+
     out = Output(json=json_output)
     if not canister:
         raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
@@ -126,6 +126,8 @@ def upload_command(
 
 
 def _narrate(out: Output) -> Callable[[dict[str, Any]], None]:
+    from pipeline.upload.progress import describe_event
+
     def show(event: dict[str, Any]) -> None:
         text = describe_event(event)
         if text:

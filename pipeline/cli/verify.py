@@ -9,7 +9,6 @@ import typer
 
 from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
-from pipeline.release import verify_bundle
 
 
 @app.command("verify")
@@ -18,6 +17,8 @@ def verify_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Check every file of a release bundle; exit 1 naming each problem."""
+    from pipeline.release import verify_bundle
+
     report = verify_bundle(bundle)
     total = sum(f.size for f in report.files)
     out = Output(json=json_output)
