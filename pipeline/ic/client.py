@@ -27,6 +27,7 @@ from pipeline.ic.certificate import DEFAULT_MAX_AGE_NS, plain, verify_certificat
 from pipeline.ic.errors import CallRejected, PermanentIcError, TransientIcError
 from pipeline.ic.identity import IcIdentity
 from pipeline.ic.network import Network
+from pipeline.ic.transport import StdlibTransport, WireResponse, needs_proxy
 from pipeline.ic.wire import encode_envelope
 
 DEFAULT_INGRESS_EXPIRY_S = 240.0  # the IC accepts at most 5 minutes ahead
@@ -128,7 +129,8 @@ def principal_bytes(text: str) -> bytes:
 class IcClient:
     """Thread-safe client for one network and identity; certificate verification is always on.
 
-    One pooled httpx client (keep-alive) serves every thread. `root_key` overrides the network's (mainnet:
+    One pool of keep-alive connections serves every thread (`StdlibTransport`; httpx when a proxy is set
+    or a test swaps the transport). `root_key` overrides the network's (mainnet:
     built in; others: fetched once from /api/v2/status). `transport` swaps the HTTP transport (tests).
     """
 
@@ -153,20 +155,35 @@ class IcClient:
         self._root_key_lock = threading.Lock()
         self._certificate_max_age_ns = certificate_max_age_ns
         self._sender = principal_bytes(identity.principal)
-        self._http = httpx.Client(
-            base_url=network.url,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            headers={"Content-Type": "application/cbor"},
-            transport=transport,
-        )
+        self._wire: StdlibTransport | None = None
+        self._http: httpx.Client | None = None
+        if transport is None and not needs_proxy(network.url):
+            self._wire = StdlibTransport(
+                network.url,
+                connect_timeout=min(timeout, 10.0),
+                read_timeout=timeout,
+                max_idle=max_connections,
+            )
+        else:
+            self._http = httpx.Client(
+                base_url=network.url,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+                headers={"Content-Type": "application/cbor"},
+                transport=transport,
+            )
 
     @property
     def principal(self) -> str:
         return self.identity.principal
 
     def close(self) -> None:
-        self._http.close()
+        if self._wire is not None:
+            self._wire.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> IcClient:
         return self
@@ -398,12 +415,16 @@ class IcClient:
             attempt += 1
             time.sleep(next(delays))
 
-    def _post(self, path: str, body: bytes) -> httpx.Response:
+    def _post(self, path: str, body: bytes) -> httpx.Response | WireResponse:
         return self._send("POST", path, body)
 
-    def _send(self, verb: str, path: str, body: bytes | None) -> httpx.Response:
+    def _send(self, verb: str, path: str, body: bytes | None) -> httpx.Response | WireResponse:
         try:
-            response = self._http.request(verb, path, content=body)
+            if self._wire is not None:
+                response: httpx.Response | WireResponse = self._wire.request(verb, path, body)
+            else:
+                assert self._http is not None
+                response = self._http.request(verb, path, content=body)
         except httpx.ConnectError as err:
             raise TransientIcError(
                 f"cannot reach {self.network.url}: is the replica running?", hint=f"connection failed: {err}"
@@ -416,7 +437,7 @@ class IcClient:
         return response
 
 
-def _raise_for_http_status(response: httpx.Response, where: str) -> None:
+def _raise_for_http_status(response: httpx.Response | WireResponse, where: str) -> None:
     status = response.status_code
     if status < 400:
         return
