@@ -163,3 +163,44 @@ def test_a_new_kind_with_an_existing_protocol_is_a_folder(
         assert canister.counters.calls["load_weights"] == 1
         assert report.steps == ["load_weights", "set_max_tokens", "ready"]
     assert hashlib.sha256(model.read_bytes()).hexdigest() == report.files[0]["sha256"]
+
+
+def test_gpt2_says_which_roles_outlive_an_upgrade() -> None:
+    gpt2 = load_profile("gpt2")
+    for name in ("safetensors", "tokenizer"):
+        role = gpt2.role(name)
+        assert role.stable is not None
+        assert role.after[role.stable.kept_by].method == f"store_{name}_bytes_to_stable"
+        assert role.after[role.stable.restore].method == f"load_{name}_bytes_from_stable"
+    assert gpt2.role("config").stable is None  # heap only: sent again after an upgrade
+    assert all(role.stable is None for role in load_profile("icpp_llama2").roles)
+
+
+@pytest.mark.parametrize(
+    ("stable", "error"),
+    [
+        ('{ kept_by = "store_safetensors_bytes_to_stable", restore = "nope" }', r"stable.restore'"),
+        ('{ kept_by = "load_safetensors_bytes_from_stable", restore = "store_safetensors_bytes_to_stable" }',
+         r"stable.restore': expected an after-step that runs later"),
+        ('{ kept_by = "store_safetensors_bytes_to_stable" }', r"stable.restore'"),
+        ('{ kept_by = "store_safetensors_bytes_to_stable", restore = "load_safetensors_bytes_from_stable", '
+         "extra = 1 }", r"stable.extra'"),
+        ('"store_safetensors_bytes_to_stable"', r"stable': expected a table"),
+    ],
+)  # fmt: skip
+def test_stable_copy_errors_name_the_key(tmp_path: Path, stable: str, error: str) -> None:
+    folder = _copy_kind("gpt2", tmp_path / "broken")
+    profile = folder / "profile.toml"
+    text = profile.read_text()
+    line = next(x for x in text.splitlines() if x.startswith('stable = { kept_by = "store_safetensors'))
+    profile.write_text(text.replace(line, f"stable = {stable}"))
+    with pytest.raises(PrepError, match=error):
+        load_profile(folder)
+
+
+def test_a_stable_copy_needs_a_length_query_to_check_it(tmp_path: Path) -> None:
+    folder = _copy_kind("gpt2", tmp_path / "no_length")
+    profile = folder / "profile.toml"
+    profile.write_text(profile.read_text().replace('length = { method = "safetensors_bytes_length" }\n', ""))
+    with pytest.raises(PrepError, match=r"roles\[0\].stable': expected a role with a length query"):
+        load_profile(folder)

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import PrepError
+from pipeline.smoke import SmokeRequest, smoke_canister
 from pipeline.targets.profile import load_profile
 from pipeline.upload.plan import chunk_size_for
 from tests.fixtures_ic import write_ed25519_pem
-from tests.fixtures_upload import LLAMA_CHUNK, EngineRun, kind_with_chunk_size, sha256, write_gguf
+from tests.fixtures_upload import (
+    LLAMA_CHUNK,
+    EngineRun,
+    icsim_client,
+    kind_with_chunk_size,
+    sha256,
+    write_gguf,
+)
 from tests.icsim import IcSim
+from tests.test_upload_cli import prep_args, run_prep
 from tests.tinymodels import make_llama2c, make_tiny_model
 
 SMALL_CHUNK = 65_536
@@ -349,3 +362,177 @@ def test_a_file_removed_behind_the_journals_back_is_sent_again(
     assert any("the canister holds 0 of" in e["reason"] for e in upload_run.named("resume"))
     assert again.chunks_sent == chunk_count("llama_cpp", files)
     assert_uploaded_and_loaded(icsim, "llama_cpp", files)
+
+
+GPT2_STEPS = (
+    "store_safetensors_bytes_to_stable",
+    "load_safetensors_bytes_from_stable",
+    "setup_model",
+    "store_tokenizer_bytes_to_stable",
+    "load_tokenizer_bytes_from_stable",
+    "setup_tokenizer",
+)
+
+
+def calls_since(sim: IcSim, kind: str, before: dict[str, int]) -> dict[str, int]:
+    """The update and query calls the canister executed since `before` (a copy of its counters)."""
+    now = sim.canister(kind).counters.calls
+    return {
+        method: count - before.get(method, 0)
+        for method, count in now.items()
+        if count != before.get(method, 0)
+    }
+
+
+def assert_generates(sim: IcSim) -> None:
+    with icsim_client(sim) as client:
+        answer = smoke_canister(
+            client, load_profile("gpt2"), sim.canister_ids["gpt2"], SmokeRequest("Hello", 5)
+        )
+    assert answer.text
+
+
+def test_gpt2_after_an_upgrade_restores_its_stable_files_and_resends_only_the_config(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files("gpt2", tmp_path)
+    upload_run(target, files)
+    canister = icsim.canister("gpt2")
+    icsim.upgrade(icsim.canister_ids["gpt2"])
+    assert canister.model_config is None and canister.tokenizer is None  # type: ignore[attr-defined]
+    before = dict(canister.counters.calls)
+    upload_run.events.clear()
+    upload_run(target, files)
+    calls = calls_since(icsim, "gpt2", before)
+    assert "append_safetensors_bytes" not in calls and "append_tokenizer_bytes" not in calls
+    config_chunks = chunk_count(target, [f for f in files if f[0] == "config"])
+    assert calls["append_config_bytes"] == config_chunks  # heap only: sent again
+    assert "store_safetensors_bytes_to_stable" not in calls and "store_tokenizer_bytes_to_stable" not in calls
+    for step in ("load_safetensors_bytes_from_stable", "setup_model", "load_tokenizer_bytes_from_stable"):
+        assert calls[step] == 1
+    assert calls["setup_tokenizer"] == 1
+    actions = {e["role"]: e["action"] for e in upload_run.named("resume")}
+    assert actions == {"safetensors": "restore", "config": "restart", "tokenizer": "restore"}
+    restored = [e for e in upload_run.named("verify") if e["method"] == "restored length"]
+    sizes = {role: path.stat().st_size for role, path, _ in files}
+    assert {e["role"]: e["bytes"] for e in restored} == {
+        "safetensors": sizes["safetensors"],
+        "tokenizer": sizes["tokenizer"],
+    }
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert_generates(icsim)
+    before = dict(canister.counters.calls)
+    report = upload_run(target, files)  # nothing changed since: nothing to do
+    assert report.chunks_sent == 0 and report.steps == []
+    assert not any(m in calls_since(icsim, "gpt2", before) for m in (*UPLOAD_METHODS["gpt2"], *GPT2_STEPS))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_gpt2_sends_again_when_its_stable_copy_is_not_the_file(
+    damage: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files("gpt2", tmp_path)
+    upload_run(target, files)
+    canister = icsim.canister("gpt2")
+    stored = canister.stable_dir / "safetensors.bin"
+    if damage == "truncated":
+        stored.write_bytes(stored.read_bytes()[:-1])
+    else:
+        stored.unlink()
+    icsim.upgrade(icsim.canister_ids["gpt2"])
+    before = dict(canister.counters.calls)
+    upload_run(target, files)
+    calls = calls_since(icsim, "gpt2", before)
+    assert calls["append_safetensors_bytes"] == chunk_count(
+        target, [f for f in files if f[0] == "safetensors"]
+    )
+    assert "append_tokenizer_bytes" not in calls
+    why = next(
+        e["reason"]
+        for e in upload_run.named("resume")
+        if e["role"] == "safetensors" and e["action"] == "restart"
+    )
+    assert ("holds" in why) if damage == "truncated" else ("could not be restored" in why)
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert_generates(icsim)
+
+
+def test_icpp_llama2_after_an_upgrade_resets_and_sends_everything(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files("icpp_llama2", tmp_path)
+    upload_run(target, files)
+    icsim.upgrade(icsim.canister_ids["icpp_llama2"])
+    before = upload_calls(icsim, "icpp_llama2")
+    upload_run(target, files)
+    assert upload_calls(icsim, "icpp_llama2") - before == chunk_count(target, files)
+    assert {e["action"] for e in upload_run.named("resume")} == {"restart"}
+    assert_uploaded_and_loaded(icsim, "icpp_llama2", files)
+
+
+@pytest.mark.parametrize("step", GPT2_STEPS)
+def test_a_run_killed_during_a_step_settles_it_instead_of_running_it_again(
+    step: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    """The step executes, its reply is late and the process dies waiting: the next run resends the
+    journaled envelope (the replica answers it from its record) and goes on with the next step."""
+    target, files = kind_files("gpt2", tmp_path)
+    icsim.faults.delay_replies(1, 3.0, method=step)
+    waiting_for: list[str] = []
+
+    def die_while_the_step_is_in_flight(event: dict) -> None:
+        if event["event"] == "step":
+            waiting_for[:] = [event["method"]]
+        elif event["event"] == "retry" and waiting_for == [step]:
+            raise KeyboardInterrupt
+
+    upload_run.on_event = die_while_the_step_is_in_flight
+    with pytest.raises(KeyboardInterrupt):
+        upload_run(target, files, timeout=1.0)
+    canister = icsim.canister("gpt2")
+    assert canister.counters.calls[step] == 1
+    upload_run.on_event = None
+    upload_run(target, files)
+    assert any(e.get("action") == "settled" and e["executed"] for e in upload_run.named("resume"))
+    assert all(canister.counters.calls[s] == 1 for s in GPT2_STEPS)
+    assert upload_calls(icsim, "gpt2") == chunk_count(target, files)
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert_generates(icsim)
+
+
+def test_a_trapped_step_is_signed_again_and_runs_once(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files("gpt2", tmp_path)
+    icsim.faults.trap_on_call(icsim.canister_ids["gpt2"], "store_safetensors_bytes_to_stable")
+    upload_run(target, files)
+    assert icsim.faults.fired["trap"] == 1
+    assert any("trapped" in e["reason"] for e in upload_run.named("retry"))
+    assert all(icsim.canister("gpt2").counters.calls[s] == 1 for s in GPT2_STEPS)
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+
+
+@pytest.mark.slow
+def test_sigkill_while_a_step_executes_then_rerun_runs_it_once(
+    icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    """`prep upload` killed -9 while store_* has executed but not answered yet."""
+    kind = kind_with_chunk_size("gpt2", tmp_path / "gpt2", SMALL_CHUNK)
+    weights = make_tiny_model("gpt2", tmp_path / "model") / "model.safetensors"
+    args = prep_args(icsim, kind, weights, "--remote", "safetensors")
+    calls = icsim.canister("gpt2").counters.calls
+    icsim.faults.delay_replies(1, 5.0, method="store_safetensors_bytes_to_stable")
+    proc = subprocess.Popen(args, env=prep_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while calls["store_safetensors_bytes_to_stable"] == 0 and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    code, events, stderr = run_prep(args, prep_env)
+    assert code == 0, stderr
+    assert any(e.get("action") == "settled" and e["executed"] for e in events if e["event"] == "resume")
+    assert (
+        calls["store_safetensors_bytes_to_stable"] == 1 and calls["load_safetensors_bytes_from_stable"] == 1
+    )
+    assert calls["append_safetensors_bytes"] == -(-weights.stat().st_size // SMALL_CHUNK)
+    assert sha256(icsim.canister("gpt2").stable_bytes("safetensors")) == sha256(weights.read_bytes())  # type: ignore[attr-defined]

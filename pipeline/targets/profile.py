@@ -42,6 +42,19 @@ class CallSpec:
 
 
 @dataclass(frozen=True)
+class StableCopy:
+    """A role whose bytes outlive upgrades once one of its after-steps moved them to stable memory.
+
+    Both are indexes into the role's `after`: once `after[kept_by]` ran, an upgrade loses only the heap
+    copy, and rerunning the steps from `after[restore]` on (it copies the bytes back) recovers the role
+    without sending its bytes again.
+    """
+
+    kept_by: int
+    restore: int
+
+
+@dataclass(frozen=True)
 class RoleProfile:
     """How one file role (e.g. "model", "tokenizer") is uploaded."""
 
@@ -54,6 +67,7 @@ class RoleProfile:
     length: CallSpec | None = None  # append kinds: bytes received so far (the resume point)
     reset: CallSpec | None = None  # append kinds: start the file over
     after: tuple[CallSpec, ...] = ()  # steps once this role's bytes are in, in order
+    stable: StableCopy | None = None  # append kinds: the bytes survive upgrades once a step stored them
     max_bytes: int | None = None
     format: str | None = None  # "gguf" enables the architecture check
     architectures: tuple[str, ...] = ()
@@ -209,7 +223,17 @@ class _Reader:
         calls = ("upload", "size", "read", "running_sha", "length", "reset")
         self._no_unknown(
             data,
-            {"name", "remote", "after", "max_bytes", "format", "architectures", "limit_hint", *calls},
+            {
+                "name",
+                "remote",
+                "after",
+                "stable",
+                "max_bytes",
+                "format",
+                "architectures",
+                "limit_hint",
+                *calls,
+            },
             f"{key}.",
         )
         if "upload" not in data:
@@ -223,16 +247,43 @@ class _Reader:
                 f"{key}.length / {key}.reset", "a length query or a reset call (append addressing)"
             )
         parsed = {c: self.call(data[c], f"{key}.{c}") for c in calls if c in data}
+        after = tuple(self.call(s, f"{key}.after[{i}]") for i, s in enumerate(data.get("after", [])))
+        stable = (
+            self.stable(data["stable"], f"{key}.stable", after, "length" in parsed)
+            if "stable" in data
+            else None
+        )
         return RoleProfile(
             name=data["name"],
             remote=str(data.get("remote", data["name"])),
-            after=tuple(self.call(s, f"{key}.after[{i}]") for i, s in enumerate(data.get("after", []))),
+            after=after,
+            stable=stable,
             max_bytes=data.get("max_bytes"),
             format=data.get("format"),
             architectures=tuple(data.get("architectures", ())),
             limit_hint=data.get("limit_hint"),
             **parsed,
         )
+
+    def stable(self, data: Any, key: str, after: tuple[CallSpec, ...], has_length: bool) -> StableCopy:
+        """`stable = { kept_by = "<after-step>", restore = "<later after-step>" }`."""
+        if not isinstance(data, dict):
+            raise self.fail(key, "a table { kept_by = <after-step method>, restore = <after-step method> }")
+        self._no_unknown(data, {"kept_by", "restore"}, f"{key}.")
+        methods = [spec.method for spec in after]
+        index: dict[str, int] = {}
+        for name in ("kept_by", "restore"):
+            if data.get(name) not in methods:
+                raise self.fail(
+                    f"{key}.{name}", f"one of this role's after-steps ({', '.join(methods) or 'none'})"
+                )
+            index[name] = methods.index(data[name])
+        if index["restore"] <= index["kept_by"]:
+            raise self.fail(f"{key}.restore", f"an after-step that runs later than {data['kept_by']!r}")
+        if not has_length:
+            # Without a length query nothing shows that the restored copy is the uploaded file.
+            raise self.fail(key, "a role with a length query (it checks the restored bytes)")
+        return StableCopy(kept_by=index["kept_by"], restore=index["restore"])
 
     def call(self, data: Any, key: str) -> CallSpec:
         if not isinstance(data, dict) or not isinstance(data.get("method"), str):

@@ -4,7 +4,10 @@ Order of work: hash the local files; preflight (interface, code, access, limits)
 show the plan (and on mainnet ask); per file settle the journal's in-flight calls, ask the canister
 where it stands, send what is missing, prove the result; then run the profile's steps.
 An upgrade (module hash change) seen at any check starts every file over: append files are sent
-again, offset files (in stable memory, they survive upgrades) are read back and resent where they differ.
+again, unless their profile role keeps them in stable memory (`stable`): then the steps that copy them
+back are rerun and the restored length checked; offset files (in stable memory, they survive upgrades)
+are read back and resent where they differ. The steps after the bytes are journaled like chunks: a
+killed run's step is settled from its stored envelope, never executed twice.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Any
 
 from pipeline.errors import PrepError
 from pipeline.ic.client import IcClient
+from pipeline.ic.errors import CallRejected
 from pipeline.sha import sha256_file
 from pipeline.targets.append import AppendFile
-from pipeline.targets.calls import render
+from pipeline.targets.calls import CanisterRefused, render
 from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import RoleProfile
 from pipeline.targets.retry import Backoff
@@ -179,6 +183,9 @@ class UploadEngine:
             self.sender.settle_inflight(journal, driver)
             previous = journal.record
         reason = self._restart_reason(previous, wanted, restart)
+        if reason in (UPGRADED_DURING, UPGRADED_SINCE) and self._kept_in_stable(previous, wanted, role):
+            assert isinstance(driver, AppendFile)
+            reason = self._restore(journal, driver, wanted, reason)
         if reason is None and isinstance(driver, OffsetFile):
             reason = self._contradicted(journal.record, driver)
         # Offset files live in stable memory and survive upgrades and other writers: after either, read
@@ -212,6 +219,41 @@ class UploadEngine:
         )
 
     @staticmethod
+    def _kept_in_stable(previous: FileRecord | None, wanted: FileRecord, role: RoleProfile) -> bool:
+        """Whether an upgrade left this file's bytes in stable memory: they were complete and stored."""
+        return (
+            role.stable is not None
+            and previous is not None
+            and previous.same_upload(wanted)
+            and previous.bytes_complete
+            and previous.steps_done > role.stable.kept_by
+        )
+
+    def _restore(self, journal: Journal, driver: AppendFile, wanted: FileRecord, upgrade: str) -> str | None:
+        """Reruns the role's restore step after an upgrade; None when the bytes are back, else why not.
+
+        Proven: the restored buffer has the local file's length, and the journal shows this very file
+        (its sha256 and size) was sent with each chunk acknowledged once, length-checked before the store
+        step ran, and that the store step succeeded. Not proven: the stored bytes themselves (the canister
+        has no hash query); the setup steps that follow parse them, which catches most corruption.
+        """
+        stable = driver.role.stable
+        assert stable is not None
+        self.progress.event("resume", role=driver.role.name, action="restore", reason=upgrade)
+        journal.update(lambda r: (setattr(r, "steps_done", stable.restore), setattr(r, "loaded", None)))
+        try:
+            self.sender.run_call(driver.role.after[stable.restore], role=driver.role.name, journal=journal)
+        except (CanisterRefused, CallRejected) as err:
+            return f"its stable copy could not be restored ({err})"
+        held = driver.remote_length()
+        if held != wanted.size:
+            return f"its stable copy holds {held or 0:,} bytes, not {wanted.size:,}"
+        # Only now is the file this code's: a run killed before here restores (and checks) again.
+        journal.update(lambda r: setattr(r, "module_hash", wanted.module_hash))
+        self.progress.event("verify", role=driver.role.name, ok=True, bytes=held, method="restored length")
+        return None
+
+    @staticmethod
     def _contradicted(record: FileRecord | None, driver: OffsetFile) -> str | None:
         """Why a journal that says "complete" cannot be trusted: the canister holds another size (the
         file was removed or rewritten behind prep's back)."""
@@ -243,7 +285,7 @@ class UploadEngine:
             if index < record.steps_done:
                 continue
             try:
-                self.sender.run_call(spec, role=role.name)
+                self.sender.run_call(spec, role=role.name, journal=journal)
             except PrepError:
                 # A failed after-step leaves the canister's buffers in an unknown state: start over next run.
                 journal.update(
@@ -254,7 +296,6 @@ class UploadEngine:
                     )
                 )
                 raise
-            journal.update(lambda r, i=index: setattr(r, "steps_done", i + 1))
 
     def _run_load_steps(self, module_hash: bytes) -> None:
         """The kind's steps once every role's file is in: this run's, or an earlier run's (per journal)."""

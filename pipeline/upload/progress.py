@@ -70,7 +70,12 @@ def describe_event(event: dict[str, Any]) -> str | None:
     if name == "resume":
         if event.get("action") == "settled":
             state = "landed" if event["executed"] else "did not land"
-            return f"{event['role']}: chunk {event['chunk']} in flight at the last run {state}"
+            call = (
+                f"chunk {event['chunk']}" if event.get("chunk") is not None else f"step {event.get('method')}"
+            )
+            return f"{event['role']}: {call} in flight at the last run {state}"
+        if event.get("action") == "restore":
+            return f"{event['role']}: kept in stable memory, restoring it ({event.get('reason')})"
         if event.get("action") == "continue":
             done = event.get("bytes_done", event.get("chunks_done"))
             unit = "bytes" if "bytes_done" in event else "chunks"

@@ -18,7 +18,7 @@ from pipeline.ic.client import IcClient, SignedCall
 from pipeline.ic.errors import CallRejected
 from pipeline.targets.append import AppendFile
 from pipeline.targets.offset import OffsetFile
-from pipeline.targets.profile import CallSpec
+from pipeline.targets.profile import CallSpec, RoleProfile
 from pipeline.targets.retry import Backoff
 from pipeline.targets.session import TargetSession
 from pipeline.upload.delivery import CallExpired, deliver, is_retryable
@@ -94,11 +94,16 @@ class Sender:
         )
 
     def settle_inflight(self, journal: Journal, driver: OffsetFile | AppendFile) -> None:
-        """Finds out what the calls of a killed run did: resend their stored envelopes exactly once."""
+        """Finds out what the calls of a killed run did: resend their stored envelopes exactly once.
+
+        An entry without a chunk is a journaled after-step (see `run_call`); one that is not the role's
+        next step any more is left unsent.
+        """
         record = journal.record
         assert record is not None
         for entry in list(record.inflight.values()):
-            envelope = journal.envelope(entry.request_id)
+            spec = driver.upload if entry.chunk is not None else pending_step(record, driver.role, entry)
+            envelope = journal.envelope(entry.request_id) if spec is not None else None
             call = SignedCall(
                 record.canister_id,
                 entry.method,
@@ -110,28 +115,41 @@ class Sender:
             try:
                 if envelope is not None:
                     outcome = deliver(self.client, call, backoff=self.backoff)
-                    self.session.interpret(driver.upload, outcome.reply)
+                    self.session.interpret(spec, outcome.reply)
                     executed = True
             except (CallExpired, CallRejected, PrepError):
                 executed = False
             self.progress.event(
-                "resume", role=record.role, action="settled", chunk=entry.chunk, executed=executed
+                "resume",
+                role=record.role,
+                action="settled",
+                chunk=entry.chunk,
+                method=entry.method,
+                executed=executed,
             )
             journal.settle(entry.request_id, change=mark_done(entry, self.addressing) if executed else None)
 
-    def run_call(self, spec: CallSpec, *, role: str | None) -> Any:
-        """A query, or an update delivered exactly once (re-signed only when provably unexecuted)."""
+    def run_call(self, spec: CallSpec, *, role: str | None, journal: Journal | None = None) -> Any:
+        """A query, or an update delivered exactly once (re-signed only when provably unexecuted).
+
+        With a `journal`, the update is that file's next after-step: its envelope is journaled before the
+        first submission and its success advances `steps_done`, so a killed run's step is settled by
+        `settle_inflight`, never run twice.
+        """
         self.progress.event("step", method=spec.method, role=role)
         if self.session.is_query(spec):
             answer = self.session.query(spec)
         else:
-            answer = self._update(spec, role or self.session.profile.kind)
+            answer = self._update(spec, role or self.session.profile.kind, journal)
         self.report.steps.append(spec.method)
         return answer
 
-    def _update(self, spec: CallSpec, label: str) -> Any:
+    def _update(self, spec: CallSpec, label: str, journal: Journal | None) -> Any:
         for attempt in range(MAX_SIGNATURES_PER_CHUNK):
             call = self.session.prepare(spec)
+            entry = InFlight(call.request_id.hex(), call.method, call.expiry_ns)
+            if journal is not None:
+                journal.add_inflight(entry, call.envelope)
             try:
                 outcome = deliver(
                     self.client,
@@ -140,21 +158,45 @@ class Sender:
                     on_retry=lambda why: self.progress.retry(label, why),
                 )
             except CallExpired as err:
+                _settle(journal, entry)
                 self.progress.retry(label, str(err))
                 continue
             except CallRejected as err:
+                _settle(journal, entry)
                 if is_retryable(err) and attempt + 1 < MAX_SIGNATURES_PER_CHUNK:
                     self.progress.retry(label, str(err))
                     time.sleep(self.backoff.error_delay(attempt))
                     continue
                 raise
-            return self.session.interpret(spec, outcome.reply)
+            try:
+                answer = self.session.interpret(spec, outcome.reply)
+            except PrepError:
+                _settle(journal, entry)
+                raise
+            _settle(journal, entry, mark_done(entry, self.addressing))
+            return answer
         raise PrepError(f"{spec.method} was not accepted after {MAX_SIGNATURES_PER_CHUNK} tries")
+
+
+def _settle(
+    journal: Journal | None, entry: InFlight, change: Callable[[FileRecord], None] | None = None
+) -> None:
+    if journal is not None:
+        journal.settle(entry.request_id, change=change)
+
+
+def pending_step(record: FileRecord, role: RoleProfile, entry: InFlight) -> CallSpec | None:
+    """The after-step a journaled step call stands for: the role's next one, if the call is that step."""
+    if not record.bytes_complete or record.steps_done >= len(role.after):
+        return None
+    spec = role.after[record.steps_done]
+    return spec if spec.method == entry.method else None
 
 
 def mark_done(entry: InFlight, addressing: str) -> Callable[[FileRecord], None]:
     def change(record: FileRecord) -> None:
-        if entry.chunk is None:
+        if entry.chunk is None:  # a journaled after-step: the next one ran
+            record.steps_done += 1
             return
         done = record.done_chunks()
         done.add(entry.chunk)
