@@ -204,3 +204,12 @@ def test_a_stable_copy_needs_a_length_query_to_check_it(tmp_path: Path) -> None:
     profile.write_text(profile.read_text().replace('length = { method = "safetensors_bytes_length" }\n', ""))
     with pytest.raises(PrepError, match=r"roles\[0\].stable': expected a role with a length query"):
         load_profile(folder)
+
+
+def test_a_step_may_only_consume_a_role_with_a_stable_copy(tmp_path: Path) -> None:
+    assert load_profile("gpt2").role("config").after[0].consumes == ("safetensors",)
+    folder = _copy_kind("gpt2", tmp_path / "consumes_config")
+    profile = folder / "profile.toml"
+    profile.write_text(profile.read_text().replace('consumes = ["safetensors"]', 'consumes = ["config"]'))
+    with pytest.raises(PrepError, match="'setup_model' consumes role 'config', which has no stable copy"):
+        load_profile(folder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -536,3 +537,23 @@ def test_sigkill_while_a_step_executes_then_rerun_runs_it_once(
     )
     assert calls["append_safetensors_bytes"] == -(-weights.stat().st_size // SMALL_CHUNK)
     assert sha256(icsim.canister("gpt2").stable_bytes("safetensors")) == sha256(weights.read_bytes())  # type: ignore[attr-defined]
+
+
+def test_gpt2_a_new_config_alone_loads_the_kept_weights_again_for_setup_model(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    """setup_model uses up the safetensors heap buffer: a later run that only changes the config must
+    load the weights back from stable memory first, not send them again nor fail."""
+    target, files = kind_files("gpt2", tmp_path)
+    upload_run(target, files)
+    config = next(path for role, path, _ in files if role == "config")
+    config.write_text(json.dumps(json.loads(config.read_text()), indent=4))  # same model, other bytes
+    canister = icsim.canister("gpt2")
+    before = dict(canister.counters.calls)
+    upload_run(target, files)
+    calls = calls_since(icsim, "gpt2", before)
+    assert "append_safetensors_bytes" not in calls and "append_tokenizer_bytes" not in calls
+    assert calls["load_safetensors_bytes_from_stable"] == 1 and calls["setup_model"] == 1
+    assert calls["append_config_bytes"] >= 1
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert_generates(icsim)

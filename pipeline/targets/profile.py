@@ -39,6 +39,7 @@ class CallSpec:
     exists: str | None = None  # dotted path to a bool telling whether the remote file exists
     error_when_some: bool = False  # replies of type `opt text` where a text means failure
     probe: bool = False  # a readiness check: safe to repeat, run even when nothing was uploaded
+    consumes: tuple[str, ...] = ()  # roles whose heap copy this step uses up (brought back first if kept)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ def load_profile(kind_or_dir: str | Path) -> TargetProfile:
     service = parse_service(did_path.read_text(), str(did_path))
     profile = _Reader(path, data).profile(directory, service)
     _check_methods(profile, path)
+    _check_consumed_roles(profile, path)
     return profile
 
 
@@ -288,7 +290,12 @@ class _Reader:
     def call(self, data: Any, key: str) -> CallSpec:
         if not isinstance(data, dict) or not isinstance(data.get("method"), str):
             raise self.fail(f"{key}.method", "a method name")
-        self._no_unknown(data, {"method", "args", "value", "exists", "error_when_some", "probe"}, f"{key}.")
+        self._no_unknown(
+            data, {"method", "args", "value", "exists", "error_when_some", "probe", "consumes"}, f"{key}."
+        )
+        consumes = data.get("consumes", [])
+        if not isinstance(consumes, list) or not all(isinstance(c, str) for c in consumes):
+            raise self.fail(f"{key}.consumes", "a list of role names")
         args = data.get("args", [])
         if not isinstance(args, list):
             raise self.fail(f"{key}.args", "a list of argument templates")
@@ -299,12 +306,26 @@ class _Reader:
             exists=data.get("exists"),
             error_when_some=bool(data.get("error_when_some", False)),
             probe=bool(data.get("probe", False)),
+            consumes=tuple(consumes),
         )
 
     def _no_unknown(self, data: dict[str, Any], known: set[str], prefix: str) -> None:
         unknown = sorted(set(data) - known)
         if unknown:
             raise self.fail(prefix + unknown[0], f"one of {', '.join(sorted(known))} (unknown key)")
+
+
+def _check_consumed_roles(profile: TargetProfile, path: Path) -> None:
+    """A step may only consume roles whose bytes can be brought back: roles with a stable copy."""
+    kept = {role.name for role in profile.roles if role.stable is not None}
+    for spec in profile.calls():
+        for name in spec.consumes:
+            if name not in kept:
+                raise PrepError(
+                    f"{path}: step {spec.method!r} consumes role {name!r}, which has no stable copy to "
+                    "restore it from",
+                    hint=f"roles with a stable copy: {', '.join(sorted(kept)) or 'none'}",
+                )
 
 
 def _check_methods(profile: TargetProfile, path: Path) -> None:
