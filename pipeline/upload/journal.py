@@ -16,7 +16,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -117,7 +117,7 @@ class Journal:
                 return
             with self._lock:
                 assert self.record is not None
-                data = json.dumps(asdict(self.record), indent=1, sort_keys=True).encode()
+                data = _to_json(self.record)
                 covered = self._changes
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _write_durably(self.path, data)
@@ -149,6 +149,13 @@ class Journal:
 
         self.update(apply)
         (self.envelopes / f"{request_id}.cbor").unlink(missing_ok=True)
+
+
+def _to_json(record: FileRecord) -> bytes:
+    """The record as JSON: one flat copy, no `asdict` deep copy, and no indent, which would force json's
+    pure-Python encoder (two saves per chunk, each under the lock that acknowledging threads wait on)."""
+    data = {**vars(record), "inflight": {k: vars(v) for k, v in record.inflight.items()}}
+    return json.dumps(data, sort_keys=True).encode()
 
 
 def _write_durably(path: Path, data: bytes, *, sync: bool = True) -> None:

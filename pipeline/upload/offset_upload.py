@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pipeline.errors import PrepError
 from pipeline.targets.offset import OffsetFile
 from pipeline.upload.journal import FileRecord, Journal
+from pipeline.upload.memory import keep_chunk_buffers
 from pipeline.upload.plan import Chunk, LocalFile, plan_chunks
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.sender import Sender
@@ -36,6 +37,7 @@ class OffsetUpload:
     ) -> None:
         record = journal.record
         assert record is not None
+        keep_chunk_buffers()
         chunks = plan_chunks(record.size, record.chunk_size)
         done = record.done_chunks()
         if resumed and done:
@@ -133,7 +135,8 @@ class OffsetUpload:
         def same(chunk: Chunk) -> bool:
             if remote_size is None or chunk.end > remote_size:
                 return False
-            return driver.read(chunk.offset, chunk.length) == local.read(chunk.offset, chunk.length)
+            remote = driver.read(chunk.offset, chunk.length)
+            return len(remote) == chunk.length and local.holds(chunk.offset, remote)
 
         with ThreadPoolExecutor(max_workers=self.window, thread_name_prefix="verify") as pool:
             results = list(pool.map(same, chunks))

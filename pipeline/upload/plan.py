@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +58,25 @@ class LocalFile:
         self.path = path
         self._fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
+        self._buffers = threading.local()
 
     def read(self, offset: int, length: int) -> bytes:
         data = os.pread(self._fd, length, offset)
         if len(data) != length:
             raise OSError(f"{self.path}: short read at {offset} (file changed during the upload?)")
         return data
+
+    def holds(self, offset: int, data: bytes) -> bool:
+        """Whether the file has exactly `data` at `offset`.
+
+        Reads into a buffer each thread reuses: a fresh 1.4 MB `bytes` per compared chunk costs more in
+        page faults than the read and the compare (bytes == bytearray is a memcmp).
+        """
+        buffers: dict[int, bytearray] = self._buffers.__dict__.setdefault("by_length", {})
+        buffer = buffers.get(len(data))
+        if buffer is None:
+            buffer = buffers[len(data)] = bytearray(len(data))
+        return os.preadv(self._fd, [buffer], offset) == len(data) and data == buffer
 
     def close(self) -> None:
         os.close(self._fd)
