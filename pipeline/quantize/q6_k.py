@@ -52,7 +52,7 @@ def _first_largest(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class _Buffers:
     """Arrays for chunks of up to `n_sub` sub-blocks, position-major (16, n), reused chunk after chunk:
-    fresh arrays of this size would cost page faults every time."""
+    a fresh array of this size costs more in page faults than the operation that fills it."""
 
     def __init__(self, n_sub: int) -> None:
         self.x = np.empty((SUB, n_sub), dtype=np.float32)
@@ -61,6 +61,9 @@ class _Buffers:
         self.terms = np.empty((2, SUB, n_sub), dtype=np.float32)
         self.iscales = np.empty((_N_CANDIDATES, n_sub), dtype=np.float32)
         self.sums = np.empty((_N_CANDIDATES, 2, n_sub), dtype=np.float32)
+        self.scales = np.empty((_N_CANDIDATES, n_sub), dtype=np.float32)
+        self.bests = np.empty_like(self.scales)
+        self.squares = np.empty_like(self.scales)
 
 
 class _Search:
@@ -77,6 +80,9 @@ class _Search:
         self.terms = buffers.terms[:, :, :n]
         self.iscales = buffers.iscales[:, :n]
         self.sums = buffers.sums[:, :, :n]
+        self.scales = buffers.scales[:, :n]
+        self.bests = buffers.bests[:, :n]
+        self.squares = buffers.squares[:, :n]
 
     def levels_for(self, iscale: np.ndarray) -> np.ndarray:
         """Levels -32..31 as floats, in terms[0]. |iscale * x| <= 32.9 here, where np.rint is nearest_int."""
@@ -103,18 +109,22 @@ class _Search:
         for iscale, out in zip(self.iscales, self.sums, strict=True):
             self.sums_for(iscale, out)
         sum_lx, sum_l2 = self.sums[:, 0], self.sums[:, 1]
+        scales, bests, squares = self.scales, self.bests, self.squares
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            scales = sum_lx / sum_l2
-            scales[0] = np.where(sum_l2[0] != 0, scales[0], _ZERO)
-            bests = scales * sum_lx
-            squares = sum_lx * sum_lx
+            np.divide(sum_lx, sum_l2, out=scales)
+            scales[0, sum_l2[0] == 0] = 0
+            np.multiply(scales, sum_lx, out=bests)
+            np.multiply(sum_lx, sum_lx, out=squares)
             # The candidates in the reference's order, the first one being its starting point. It also
             # requires suml2 > 0, which always holds for a sub-block that is not all zero (the largest
             # value gets a level of at least 31 and a weight > 0) and otherwise fails like the comparison.
             best = bests[0].copy()
             choice = np.zeros(best.size, dtype=np.intp)
+            threshold = np.empty_like(best)
+            better = np.empty(best.size, dtype=bool)
             for k in range(1, _N_CANDIDATES):
-                better = squares[k] > best * sum_l2[k]
+                np.multiply(best, sum_l2[k], out=threshold)
+                np.greater(squares[k], threshold, out=better)
                 np.putmask(best, better, bests[k])
                 np.putmask(choice, better, k)
         columns = np.arange(best.size)
