@@ -1,25 +1,59 @@
 """Q8_0, Q4_0 and Q5_0 in numpy, bit-identical to ggml's reference quantizers, with fewer passes.
 
 gguf.quants reduces every 32-value block along the short last axis, which numpy runs slowly, and rounds
-in eight array passes. Here a slab is first laid out block-position-major (32, n_blocks), so every
+in eight array passes. Here the values are first laid out block-position-major (32, n_blocks), so every
 per-block reduction runs over long contiguous rows, and Q8_0's round-half-away-from-zero is one add of
 copysign(0.49999997, x) and a truncating cast (the exact form of roundf; adding 0.5 would round
 0.49999997 up). The float32 operations that decide the bytes are the reference's, in its order. These
 are the types builds use most; the others go through gguf.quants.
+
+A slab goes through in chunks whose arrays are allocated once and reused: a fresh array of a few hundred
+kB costs more in page faults than the arithmetic that fills it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 BLOCK = 32
+_CHUNK_BLOCKS = 2048  # a (32, n) float32 chunk is 256 KiB
 _JUST_BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0))
 
 
-def _block_major(rows: np.ndarray) -> np.ndarray:
-    """(32, n_blocks) float32 copy of the values: transposed in the source dtype (half the bytes to
-    scatter for float16), then converted."""
-    return np.ascontiguousarray(rows.reshape(-1, BLOCK).T).astype(np.float32, copy=False)
+class _Chunk:
+    """Reused arrays for chunks of up to `n` blocks; `load` fills the block-major values of one chunk."""
+
+    def __init__(self, n: int, source_dtype: np.dtype) -> None:
+        self.source = None if source_dtype == np.float32 else np.empty((BLOCK, n), dtype=source_dtype)
+        self.values = np.empty((BLOCK, n), dtype=np.float32)
+        self.scratch = np.empty((BLOCK, n), dtype=np.float32)
+        self.codes = np.empty((BLOCK, n), dtype=np.int8)
+
+    def load(self, blocks: np.ndarray) -> np.ndarray:
+        """(32, n) float32 view of `blocks` (n, 32): transposed in the source dtype (half the bytes to
+        scatter for float16), then converted."""
+        n = blocks.shape[0]
+        if self.source is None:
+            np.copyto(self.values[:, :n], blocks.T)
+        else:
+            np.copyto(self.source[:, :n], blocks.T)
+            np.copyto(self.values[:, :n], self.source[:, :n])
+        return self.values[:, :n]
+
+
+QuantizeChunk = Callable[[np.ndarray, _Chunk, np.ndarray], None]
+
+
+def _chunked(rows: np.ndarray, block_bytes: int, quantize_chunk: QuantizeChunk) -> np.ndarray:
+    blocks = rows.reshape(-1, BLOCK)
+    out = np.empty((blocks.shape[0], block_bytes), dtype=np.uint8)
+    chunk = _Chunk(min(blocks.shape[0], _CHUNK_BLOCKS), blocks.dtype)
+    for start in range(0, blocks.shape[0], _CHUNK_BLOCKS):
+        end = start + _CHUNK_BLOCKS
+        quantize_chunk(blocks[start:end], chunk, out[start:end])
+    return out.reshape(-1)
 
 
 def _inverse(d: np.ndarray) -> np.ndarray:
@@ -27,21 +61,25 @@ def _inverse(d: np.ndarray) -> np.ndarray:
         return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
 
 
-def _pack(d: np.ndarray, payload_t: np.ndarray) -> np.ndarray:
-    """Blocks of [fp16 scale][payload bytes]; `payload_t` is (bytes per block, n_blocks)."""
-    out = np.empty((d.size, 2 + payload_t.shape[0]), dtype=np.uint8)
+def _put_scale(out: np.ndarray, d: np.ndarray) -> None:
     out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
-    out[:, 2:] = payload_t.T
-    return out.reshape(-1)
+
+
+def _q8_0_chunk(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray) -> None:
+    x = chunk.load(blocks)
+    magnitude = np.abs(x, out=chunk.scratch[:, : x.shape[1]])
+    d = magnitude.max(axis=0) / np.float32(127)
+    x *= _inverse(d)
+    x += np.copysign(_JUST_BELOW_HALF, x, out=magnitude)
+    codes = chunk.codes[:, : x.shape[1]]
+    np.copyto(codes, x, casting="unsafe")
+    _put_scale(out, d)
+    out[:, 2:] = codes.view(np.uint8).T
 
 
 def quantize_q8_0(rows: np.ndarray) -> np.ndarray:
     """float16/float32 rows (length a multiple of 32) -> Q8_0 bytes, flat uint8."""
-    x = _block_major(rows)
-    d = np.abs(x).max(axis=0) / np.float32(127)
-    x *= _inverse(d)
-    x += np.copysign(_JUST_BELOW_HALF, x)
-    return _pack(d, x.astype(np.int8).view(np.uint8))
+    return _chunked(rows, 2 + BLOCK, _q8_0_chunk)
 
 
 def _first_largest_magnitude(x: np.ndarray) -> np.ndarray:
@@ -57,24 +95,44 @@ def _first_largest_magnitude(x: np.ndarray) -> np.ndarray:
     return largest
 
 
+def _levels(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray, n_levels: int) -> np.ndarray:
+    """Scale and unsigned levels (0..n_levels-1, as uint8 (32, n)) of Q4_0 / Q5_0; writes the scale."""
+    x = chunk.load(blocks)
+    half = np.float32(n_levels // 2)
+    d = _first_largest_magnitude(x) / -half
+    x *= _inverse(d)
+    x += half + np.float32(0.5)
+    codes = chunk.codes[:, : x.shape[1]]
+    np.copyto(codes, x, casting="unsafe")
+    levels = codes.view(np.uint8)
+    np.minimum(levels, n_levels - 1, out=levels)
+    _put_scale(out, d)
+    return levels
+
+
+def _low_nibbles(levels: np.ndarray) -> np.ndarray:
+    """(16, n): value j's low 4 bits in the low nibble of byte j, value j + 16's in its high nibble."""
+    low = levels[: BLOCK // 2] & 0x0F
+    low |= (levels[BLOCK // 2 :] & 0x0F) << 4
+    return low
+
+
+def _q4_0_chunk(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray) -> None:
+    out[:, 2:] = _low_nibbles(_levels(blocks, chunk, out, 16)).T
+
+
 def quantize_q4_0(rows: np.ndarray) -> np.ndarray:
     """float16/float32 rows (length a multiple of 32) -> Q4_0 bytes, flat uint8."""
-    x = _block_major(rows)
-    d = _first_largest_magnitude(x) / np.float32(-8)
-    x *= _inverse(d)
-    x += np.float32(8.5)
-    q = np.minimum(x.astype(np.int8).view(np.uint8), 15)
-    return _pack(d, q[: BLOCK // 2] | (q[BLOCK // 2 :] << 4))
+    return _chunked(rows, 2 + BLOCK // 2, _q4_0_chunk)
+
+
+def _q5_0_chunk(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray) -> None:
+    levels = _levels(blocks, chunk, out, 32)
+    # Fifth bits: bit j of a little-endian uint32 is value j's, for the 32 values in order.
+    out[:, 2:6] = np.packbits(levels >> 4, axis=0, bitorder="little").T
+    out[:, 6:] = _low_nibbles(levels).T
 
 
 def quantize_q5_0(rows: np.ndarray) -> np.ndarray:
     """float16/float32 rows (length a multiple of 32) -> Q5_0 bytes, flat uint8."""
-    x = _block_major(rows)
-    d = _first_largest_magnitude(x) / np.float32(-16)
-    x *= _inverse(d)
-    x += np.float32(16.5)
-    q = np.minimum(x.astype(np.int8).view(np.uint8), 31)
-    low = q[: BLOCK // 2] & 0x0F | ((q[BLOCK // 2 :] & 0x0F) << 4)
-    # Fifth bits: bit j of a little-endian uint32 is value j's, for the 32 values in order.
-    high_bits = np.packbits((q >> 4).astype(np.uint8), axis=0, bitorder="little")
-    return _pack(d, np.concatenate([high_bits, low]))
+    return _chunked(rows, 2 + 4 + BLOCK // 2, _q5_0_chunk)
