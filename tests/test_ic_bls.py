@@ -94,3 +94,14 @@ def _g1_point_outside_subgroup() -> bytes:
 def test_signature_outside_the_subgroup_is_rejected() -> None:
     _, public_key = _key_pair(99)
     assert not bls.verify_signature(_g1_point_outside_subgroup(), MESSAGE, public_key)
+
+
+def test_repeated_checks_are_cached_and_changes_still_fail() -> None:
+    secret, public_key = _key_pair(0x5EED)
+    signature = _sign(secret, MESSAGE)
+    assert bls.verify_signature(signature, MESSAGE, public_key)
+    hits = bls._verify.cache_info().hits
+    assert bls.verify_signature(bytearray(signature), MESSAGE, public_key)
+    assert bls._verify.cache_info().hits == hits + 1
+    assert not bls.verify_signature(signature, MESSAGE + b"!", public_key)
+    assert not bls.verify_signature(_sign(secret, MESSAGE + b"!"), MESSAGE, public_key)
