@@ -557,3 +557,50 @@ def test_gpt2_a_new_config_alone_loads_the_kept_weights_again_for_setup_model(
     assert calls["append_config_bytes"] >= 1
     assert_uploaded_and_loaded(icsim, "gpt2", files)
     assert_generates(icsim)
+
+
+def test_gpt2_upgraded_mid_run_after_its_weights_were_stored_restores_them(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    """An upgrade while the tokenizer is sent: the stored weights are loaded back, config and tokenizer
+    (heap only at that point) are sent again."""
+    target, files = kind_files("gpt2", tmp_path)
+    cid = icsim.canister_ids["gpt2"]
+    upgraded: list[bool] = []
+
+    def upgrade_at_the_first_tokenizer_chunk(event: dict) -> None:
+        if event["event"] == "chunk" and event["role"] == "tokenizer" and not upgraded:
+            upgraded.append(True)
+            icsim.upgrade(cid)
+
+    upload_run.on_event = upgrade_at_the_first_tokenizer_chunk
+    upload_run(target, files)
+    assert upload_run.named("restart")
+    calls = icsim.canister("gpt2").counters.calls
+    by_role = {role: chunk_count(target, [f for f in files if f[0] == role]) for role, _, _ in files}
+    assert calls["append_safetensors_bytes"] == by_role["safetensors"]  # never sent twice
+    assert calls["append_config_bytes"] == 2 * by_role["config"]
+    assert calls["load_safetensors_bytes_from_stable"] == 2 and calls["setup_model"] == 2
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert_generates(icsim)
+
+
+@pytest.mark.parametrize("next_step", GPT2_STEPS[1:])
+def test_a_run_killed_between_steps_goes_on_with_the_next_one(
+    next_step: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files("gpt2", tmp_path)
+
+    def die_before(event: dict) -> None:
+        if event["event"] == "step" and event["method"] == next_step:
+            raise KeyboardInterrupt
+
+    upload_run.on_event = die_before
+    with pytest.raises(KeyboardInterrupt):
+        upload_run(target, files)
+    upload_run.on_event = None
+    upload_run(target, files)
+    calls = icsim.canister("gpt2").counters.calls
+    assert all(calls[s] == 1 for s in GPT2_STEPS)
+    assert upload_calls(icsim, "gpt2") == chunk_count(target, files)
+    assert_uploaded_and_loaded(icsim, "gpt2", files)

@@ -75,9 +75,6 @@ class UploadEngine:
         self.append = AppendUpload(self.sender)
         concurrent = self.profile.addressing == "offset" and not request.strict_order and request.window > 1
         self._chunk_size = chunk_size_for(self.profile.max_chunk_size, concurrent=concurrent)
-        # Kept roles whose bytes this run put back into the canister's heap (a restore step ran) and no
-        # step has used up since: a step that consumes one of the others restores it first.
-        self._in_heap: set[str] = set()
 
     # ---- the run --------------------------------------------------------------------------------
 
@@ -88,7 +85,6 @@ class UploadEngine:
         self._announce(records)
         for attempt in range(MAX_FILE_ATTEMPTS):
             self.report.files.clear()
-            self._in_heap.clear()
             try:
                 for upload, record in zip(self.request.files, records, strict=True):
                     self._upload_file(upload, record, module_hash, restart=attempt > 0)
@@ -184,18 +180,15 @@ class UploadEngine:
             driver = AppendFile(self.session, role, upload.remote)
         previous = journal.record
         if previous is not None and previous.canister_id == wanted.canister_id:
-            steps_before = previous.steps_done
             self.sender.settle_inflight(journal, driver)
             previous = journal.record
-            assert previous is not None
-            self._note_steps_done(role, steps_before, previous.steps_done)
         reason = self._restart_reason(previous, wanted, restart)
         upgraded = reason in (UPGRADED_DURING, UPGRADED_SINCE)
         if (
             upgraded
-            and self._stored(previous, role)
             and previous is not None
             and previous.same_upload(wanted)
+            and self._stored(previous, role)
         ):
             assert isinstance(driver, AppendFile)
             reason = self._restore(journal, driver, wanted.size, wanted.module_hash, reason)
@@ -232,14 +225,9 @@ class UploadEngine:
         )
 
     @staticmethod
-    def _stored(record: FileRecord | None, role: RoleProfile) -> bool:
+    def _stored(record: FileRecord, role: RoleProfile) -> bool:
         """Whether the journal puts this file's bytes in stable memory: all sent, and the store step ran."""
-        return (
-            role.stable is not None
-            and record is not None
-            and record.bytes_complete
-            and record.steps_done > role.stable.kept_by
-        )
+        return role.stable is not None and record.bytes_complete and record.steps_done > role.stable.kept_by
 
     def _restore(
         self, journal: Journal, driver: AppendFile, size: int, module_hash: str | None, why: str
@@ -265,43 +253,31 @@ class UploadEngine:
             return f"its stable copy holds {held or 0:,} bytes, not {size:,}"
         # Only now is the file this code's: a run killed before here restores (and checks) again.
         journal.update(lambda r: setattr(r, "module_hash", module_hash))
-        self._in_heap.add(driver.role.name)
         self.progress.event("verify", role=driver.role.name, ok=True, bytes=held, method="restored length")
         return None
 
     def _bring_back(self, name: str, module_hash: str | None) -> None:
-        """Restores kept role `name` to the heap for a step that uses it up. Without a journal that
-        vouches for its stable copy the step runs as it is (the canister says if the bytes are missing)."""
+        """Makes sure kept role `name` is in the heap before a step uses it up: when the heap holds fewer
+        or more bytes than the journal's record of the file (this run may not have the file), restore it.
+        Without a journal that vouches for a stable copy the step runs as it is (the canister says if the
+        bytes are missing)."""
         role = self.profile.role(name)
         url, cid = self.client.network.url, self.request.canister_id
         journal = Journal(journal_path(self.request.workspace_root, url, cid, self.remotes[name]))
         record = journal.record
-        if not self._stored(record, role) or record is None or record.inflight:
+        if record is None or record.inflight or not self._stored(record, role):
             return
-        why = self._restore(
-            journal,
-            AppendFile(self.session, role, record.remote),
-            record.size,
-            module_hash,
-            "a step uses it up",
-        )
+        driver = AppendFile(self.session, role, record.remote)
+        if driver.remote_length() == record.size:
+            return
+        why = self._restore(journal, driver, record.size, module_hash, "a step uses it up")
         if why is not None:
-            journal.update(
-                lambda r: (
-                    setattr(r, "bytes_complete", False),
-                    setattr(r, "acked_bytes", 0),
-                    setattr(r, "steps_done", 0),
-                )
-            )
+            _send_again(journal)
             raise PrepError(
                 f"{name} must be sent again: {why}",
                 hint=f"run prep upload again with the {name} file too: it sends it once more",
             )
         self._run_role_steps(journal, role)
-
-    def _note_steps_done(self, role: RoleProfile, before: int, after: int) -> None:
-        if role.stable is not None and before <= role.stable.restore < after:
-            self._in_heap.add(role.name)
 
     @staticmethod
     def _contradicted(record: FileRecord | None, driver: OffsetFile) -> str | None:
@@ -335,22 +311,13 @@ class UploadEngine:
             if index < record.steps_done:
                 continue
             for name in spec.consumes:
-                if name not in self._in_heap:
-                    self._bring_back(name, record.module_hash)
+                self._bring_back(name, record.module_hash)
             try:
                 self.sender.run_call(spec, role=role.name, journal=journal)
             except PrepError:
                 # A failed after-step leaves the canister's buffers in an unknown state: start over next run.
-                journal.update(
-                    lambda r: (
-                        setattr(r, "bytes_complete", False),
-                        setattr(r, "acked_bytes", 0),
-                        setattr(r, "steps_done", 0),
-                    )
-                )
+                _send_again(journal)
                 raise
-            self._in_heap.difference_update(spec.consumes)
-            self._note_steps_done(role, index, index + 1)
 
     def _run_load_steps(self, module_hash: bytes) -> None:
         """The kind's steps once every role's file is in: this run's, or an earlier run's (per journal)."""
@@ -380,3 +347,14 @@ class UploadEngine:
             self.sender.run_call(spec, role=None)
         for journal in journals.values():
             journal.update(lambda r: setattr(r, "loaded", key))
+
+
+def _send_again(journal: Journal) -> None:
+    """Marks the journal's file to be sent from its first byte by the next run."""
+    journal.update(
+        lambda r: (
+            setattr(r, "bytes_complete", False),
+            setattr(r, "acked_bytes", 0),
+            setattr(r, "steps_done", 0),
+        )
+    )
