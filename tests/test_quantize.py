@@ -103,23 +103,25 @@ def _q6_k_edge_cases(rows: int, width: int, seed: int) -> np.ndarray:
     blocks[10, 100] = 5.0  # a lone value
     blocks[11, :128] = -0.0  # half -0.0, half values
     blocks[12] = rng.standard_t(2, 256).astype(np.float32)  # heavy tails
+    blocks[-13:] = blocks[:13]  # the same at the end
     return values
 
 
 @pytest.mark.llama
 @pytest.mark.slow
 def test_q6_k_byte_identical_to_llama_cpp_on_a_large_tensor(tmp_path: Path) -> None:
-    """A 4096 x 512 f32 output tensor (random, plus the edge cases) goes Q6_K in a Q4_0 file: our bytes for
-    it, and for the whole file, equal llama_model_quantize's."""
+    """A 4000 x 512 f32 output tensor (random, plus the edge cases) goes Q6_K in a Q4_0 file: our bytes for
+    it, and for the whole file, equal llama_model_quantize's. 8,000 super-blocks: the last of the
+    quantizer's chunks is a partial one."""
     from pipeline.llamacpp import quantize_with_llama
     from pipeline.quantize.plan import NATIVE_FILE_TYPES
 
-    dims = Dims(n_embd=512, n_ff=512, n_head=4, n_kv_head=2, model_vocab=4096)
+    dims = Dims(n_embd=512, n_ff=512, n_head=4, n_kv_head=2, model_vocab=4000)
     source = tmp_path / "f32.gguf"
     convert_model(make_tiny_model("llama", tmp_path / "llama", seed=3, dims=dims), source, "f32")
     output = {t.name: t for t in GGUFReader(source).tensors}["output.weight"]
-    assert (output.tensor_type, output.n_elements) == (GGMLQuantizationType.F32, 4096 * 512)
-    edge = _q6_k_edge_cases(4096, 512, seed=4)
+    assert (output.tensor_type, output.n_elements) == (GGMLQuantizationType.F32, 4000 * 512)
+    edge = _q6_k_edge_cases(4000, 512, seed=4)
     with open(source, "r+b") as handle:  # the checkpoint is bf16: put the f32 values in the GGUF itself
         handle.seek(output.data_offset)
         handle.write(edge.tobytes())
