@@ -24,7 +24,7 @@ from pipeline.sha import sha256_file
 from pipeline.targets.append import AppendFile
 from pipeline.targets.calls import CanisterRefused, render
 from pipeline.targets.offset import OffsetFile
-from pipeline.targets.profile import RoleProfile
+from pipeline.targets.profile import CallSpec, RoleProfile
 from pipeline.targets.retry import Backoff
 from pipeline.targets.session import TargetSession
 from pipeline.upload import preflight
@@ -256,8 +256,8 @@ class UploadEngine:
         self.progress.event("verify", role=driver.role.name, ok=True, bytes=held, method="restored length")
         return None
 
-    def _bring_back(self, name: str, module_hash: str | None) -> None:
-        """Makes sure kept role `name` is in the heap before a step uses it up: when the heap holds fewer
+    def _bring_back(self, name: str, step: CallSpec, module_hash: str | None) -> None:
+        """Makes sure kept role `name` is in the heap before `step` uses it up: when the heap holds fewer
         or more bytes than the journal's record of the file (this run may not have the file), restore it.
         Without a journal that vouches for a stable copy the step runs as it is (the canister says if the
         bytes are missing)."""
@@ -270,7 +270,7 @@ class UploadEngine:
         driver = AppendFile(self.session, role, record.remote)
         if driver.remote_length() == record.size:
             return
-        why = self._restore(journal, driver, record.size, module_hash, "a step uses it up")
+        why = self._restore(journal, driver, record.size, module_hash, f"{step.method} uses it up")
         if why is not None:
             _send_again(journal)
             raise PrepError(
@@ -311,7 +311,7 @@ class UploadEngine:
             if index < record.steps_done:
                 continue
             for name in spec.consumes:
-                self._bring_back(name, record.module_hash)
+                self._bring_back(name, spec, record.module_hash)
             try:
                 self.sender.run_call(spec, role=role.name, journal=journal)
             except PrepError:
