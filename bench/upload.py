@@ -25,6 +25,7 @@ from pipeline.ic.identity import load_identity
 from pipeline.ic.network import Network
 from pipeline.targets.profile import load_profile
 from pipeline.upload.engine import UploadEngine
+from pipeline.upload.memory import keep_chunk_buffers
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import UploadFile, UploadRequest
 from tests.fixtures_upload import kind_with_chunk_size, write_gguf
@@ -91,6 +92,7 @@ def baseline(client: IcClient, canister_id: str, model: Path, limit: int) -> dic
 
 
 def main() -> None:
+    keep_chunk_buffers()  # as `prep upload` does for its process
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

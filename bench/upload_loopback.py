@@ -35,6 +35,7 @@ from pipeline.ic.identity import load_identity  # noqa: E402
 from pipeline.ic.network import Network  # noqa: E402
 from pipeline.targets.profile import load_profile  # noqa: E402
 from pipeline.upload.engine import UploadEngine  # noqa: E402
+from pipeline.upload.memory import keep_chunk_buffers  # noqa: E402
 from pipeline.upload.plan import LocalFile, chunk_size_for, plan_chunks  # noqa: E402
 from pipeline.upload.progress import UploadProgress  # noqa: E402
 from pipeline.upload.request import UploadFile, UploadRequest  # noqa: E402
@@ -153,6 +154,7 @@ def agent_default(emulator: Emulator, model: Path, chunk_size: int, limit: int) 
 
 
 def main() -> None:
+    keep_chunk_buffers()  # as `prep upload` does for its process
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -51,9 +51,11 @@ def run_command(
     """Fetch, build, upload, load and smoke-test a recipe; a rerun skips what is already done."""
     from pipeline.recipes import load_recipe
     from pipeline.run import RunOptions, run_recipe
+    from pipeline.upload.memory import keep_chunk_buffers
     from pipeline.workspace import Workspace
 
     out = Output(json=json_output)
+    keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
     if not canister:
         raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
     recipe = load_recipe(recipe_name)

@@ -65,11 +65,13 @@ def upload_command(
     Progress is journaled in $PREP_WORKDIR/.journal/ (default ./work): rerun the same command to resume.
     """
     from pipeline.targets.profile import load_profile
+    from pipeline.upload.memory import keep_chunk_buffers
     from pipeline.upload.progress import UploadProgress
     from pipeline.upload.run import UploadOptions, adhoc_files, recipe_files, run_upload, upload_status
     from pipeline.workspace import Workspace
 
     out = Output(json=json_output)
+    keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
     if not canister:
         raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
     if (recipe is None) == (file is None):

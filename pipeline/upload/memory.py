@@ -4,7 +4,8 @@ Each chunk passes through several fresh 1-2 MB `bytes` (file read, Candid, envel
 Candid decoding of a read-back). glibc serves those from mmap or trims them back to the kernel as soon as
 they are freed, so every chunk pays ~700 page faults: a third of the read-back's CPU. A fixed mmap
 threshold above the chunk size and a trim threshold of a few such buffers per arena keep that memory
-for reuse. Elsewhere (musl, macOS) this does nothing.
+for reuse. Elsewhere (musl, macOS) this does nothing. It changes the whole process, so the library never
+calls it: the commands that upload (and the benchmarks) do.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pipeline.errors import PrepError
 from pipeline.targets.offset import OffsetFile
 from pipeline.upload.journal import FileRecord, Journal
-from pipeline.upload.memory import keep_chunk_buffers
 from pipeline.upload.plan import Chunk, LocalFile, plan_chunks
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.sender import Sender
@@ -37,7 +36,6 @@ class OffsetUpload:
     ) -> None:
         record = journal.record
         assert record is not None
-        keep_chunk_buffers()
         chunks = plan_chunks(record.size, record.chunk_size)
         done = record.done_chunks()
         if resumed and done:
