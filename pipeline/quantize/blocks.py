@@ -88,9 +88,11 @@ def _first_largest_magnitude(x: np.ndarray) -> np.ndarray:
     take a leading -0.0 and so write the scale's sign bit differently)."""
     high, low = x.max(axis=0), x.min(axis=0)
     largest = np.where(high >= -low, high, low)
-    for column in np.flatnonzero((high == -low) & (high != 0)):  # +v and -v both present: rare
-        values = x[:, column]
-        largest[column] = values[np.flatnonzero(np.abs(values) == high[column])[0]]
+    ties = np.flatnonzero((high == -low) & (high != 0))  # +v and -v both present: take the first
+    if ties.size:
+        columns = x[:, ties]
+        first = np.argmax(np.abs(columns) == high[ties], axis=0)
+        largest[ties] = columns[first, np.arange(ties.size)]
     largest[largest == 0] = 0.0
     return largest
 

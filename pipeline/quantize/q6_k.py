@@ -11,7 +11,7 @@ super-block scale, and the 6-bit values are packed as 4 low bits (ql) and 2 high
 Speed: the search runs on all sub-blocks of a chunk at once, laid out position-major (16, n), so each
 candidate is a handful of whole-array operations and the in-order sums are reductions over axis 0
 (numpy adds those row by row; only reductions along the contiguous axis are pairwise). Chunks are sized
-to stay in the CPU cache.
+to stay in the CPU cache and their arrays are allocated once per call.
 """
 
 from __future__ import annotations
