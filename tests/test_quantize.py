@@ -227,6 +227,7 @@ def test_block_major_quantizers_match_gguf_quants_bit_for_bit(
     values[2, :32] = np.float32(0.5) - np.float32(2**-25)  # just below one half
     values[3, :32] = 0
     values[3, [3, 7]] = [-2, 2]  # +-tie for the largest magnitude: the first one wins in Q4_0/Q5_0
+    values[4] = rng.integers(-1, 2, 256)  # ternary: a +-tie in nearly every block
     # (no block of zeros led by -0.0 here: gguf.quants differs from ggml there, see the llama.cpp test)
     quantizers = {
         GGMLQuantizationType.Q8_0: quantize_q8_0,
