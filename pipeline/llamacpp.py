@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import PrepError
 
 INSTALL_HINT = "run `make install` (installs the `llama` extra) or `pip install 'ic-model-prep[llama]'`"
@@ -42,21 +42,12 @@ def quantize_with_llama(source: Path, dest: Path, file_type: int, threads: int =
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = file_type
     params.nthread = threads
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        status = llama_cpp.llama_model_quantize(str(source).encode(), tmp_name.encode(), ctypes.byref(params))
+    with atomic_path(dest) as tmp:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
         if status != 0:
             raise PrepError(
                 f"llama.cpp could not quantize {source} (status {status})", hint="see its log above"
             )
-        with open(tmp_name, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

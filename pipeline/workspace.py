@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.atomic import write_atomic
 
 WORKDIR_ENV = "PREP_WORKDIR"
 DEFAULT_WORKDIR = "work"
@@ -35,21 +36,6 @@ class Workspace:
         path = self.root / ".downloads"
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def dump_json(data: Any) -> bytes:

@@ -8,8 +8,6 @@ Output goes to a temp file next to `out`, fsync'd and renamed into place.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import BinaryIO
 import gguf
 import numpy as np
 
+from pipeline.atomic import atomic_path
 from pipeline.convert.architectures import HfArchitecture, architecture_for
 from pipeline.convert.checkpoint import HfCheckpoint, as_float
 from pipeline.errors import PrepError
@@ -72,28 +71,19 @@ def convert_model(model_dir: Path, out: Path, outtype: str) -> ConvertReport:
     parameter_count = writer.get_total_parameter_count()[0]
     _write_metadata(writer, arch, model_dir, file_type, parameter_count)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        assert writer.fout is not None
-        fout = writer.fout[0]
-        for tensor in plan:
-            writer.write_padding(fout, fout.tell())
-            written = _write_tensor_data(fout, checkpoint, arch, tensor)
-            writer.write_padding(fout, written)
-        fout.flush()
-        os.fsync(fout.fileno())
-        writer.close()
-        os.replace(tmp, out)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        try:
+            writer.write_header_to_file(path=tmp)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            assert writer.fout is not None
+            fout = writer.fout[0]
+            for tensor in plan:
+                writer.write_padding(fout, fout.tell())
+                written = _write_tensor_data(fout, checkpoint, arch, tensor)
+                writer.write_padding(fout, written)
+        finally:
+            writer.close()
     return ConvertReport(
         out=out,
         architecture=arch.arch_name,

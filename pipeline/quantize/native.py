@@ -10,7 +10,6 @@ releases the GIL in the heavy loops).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +21,7 @@ import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
 from gguf.quants import quantize as gguf_quantize
 
+from pipeline.atomic import atomic_writer
 from pipeline.errors import PrepError
 from pipeline.quantize.blocks import quantize_q4_0, quantize_q5_0, quantize_q8_0
 from pipeline.quantize.layout import (
@@ -64,24 +64,15 @@ def quantize_gguf(
     layout = read_layout(source)
     plans = plan_tensors(layout, default_type)
     header, offsets = _output_header(layout, plans, int(file_type))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src, ThreadPoolExecutor(_WORKERS) as pool:
-            out.write(header)
-            for index, plan in enumerate(plans):
-                if progress:
-                    progress(plan.tensor.name, index, len(plans))
-                assert out.tell() == len(header) + offsets[index]
-                _write_tensor(out, pool, src.fileno(), layout, plan)
-                padded = align(out.tell(), layout.alignment)
-                out.write(bytes(padded - out.tell()))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_writer(dest) as out, open(source, "rb") as src, ThreadPoolExecutor(_WORKERS) as pool:
+        out.write(header)
+        for index, plan in enumerate(plans):
+            if progress:
+                progress(plan.tensor.name, index, len(plans))
+            assert out.tell() == len(header) + offsets[index]
+            _write_tensor(out, pool, src.fileno(), layout, plan)
+            padded = align(out.tell(), layout.alignment)
+            out.write(bytes(padded - out.tell()))
     return QuantizeResult(
         path=dest,
         file_type=type_name.lower(),

@@ -13,13 +13,13 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import atomic_writer
 from pipeline.errors import PrepError, UsageError
 from pipeline.formats.safetensors import SafetensorsHeader, SafetensorsTensor, read_safetensors_header
 
@@ -210,20 +210,12 @@ def _write_safetensors(
         offset += size
     header = json.dumps(entries, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the format's writers pad the header to 8 bytes with spaces
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle, open(source, "rb") as src:
-            handle.write(struct.pack("<Q", len(header)) + header)
-            for name in names:  # one tensor in memory at a time
-                tensor = selected[name]
-                values = _read_values(src.fileno(), tensor)
-                handle.write(values.astype(out_types[name][1], copy=False).tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, out)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_writer(out) as handle, open(source, "rb") as src:
+        handle.write(struct.pack("<Q", len(header)) + header)
+        for name in names:  # one tensor in memory at a time
+            tensor = selected[name]
+            values = _read_values(src.fileno(), tensor)
+            handle.write(values.astype(out_types[name][1], copy=False).tobytes())
 
 
 def _out_type(tensor: SafetensorsTensor, dtype: str | None) -> tuple[str, np.dtype]:
@@ -242,13 +234,5 @@ def _read_values(source_fd: int, tensor: SafetensorsTensor) -> np.ndarray:
 
 
 def _copy_atomic(source: Path, dest: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, _COPY_BUFFER)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_writer(dest) as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, _COPY_BUFFER)
