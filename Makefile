@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 REF_VENV := .venv-reference
 REF := $(REF_VENV)/bin
 
-.PHONY: install test test-all lint bench demo clean
+.PHONY: install test lint bench demo clean
 
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ demo:
 	$(BIN)/python scripts/demo.py
 
 bench:
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/*.py; do $(BIN)/python -m bench.$$(basename $$b .py) || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) build dist *.egg-info .pytest_cache .ruff_cache
