@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,6 +73,23 @@ def assert_uploaded_and_loaded(sim: IcSim, kind: str, files: list[tuple[str, Pat
 def upload_calls(sim: IcSim, kind: str) -> int:
     calls = sim.canister(kind).counters.calls
     return sum(calls[m] for m in UPLOAD_METHODS[kind])
+
+
+def interrupt_after_chunks(upload_run: EngineRun, chunks: int, *args: Any, **options: Any) -> None:
+    """Runs an upload and interrupts it (as Ctrl-C would) once `chunks` chunks were acknowledged."""
+    seen = 0
+
+    def interrupt(event: dict) -> None:
+        nonlocal seen
+        if event["event"] == "chunk":
+            seen += 1
+            if seen == chunks:
+                raise KeyboardInterrupt
+
+    upload_run.on_event = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        upload_run(*args, **options)
+    upload_run.on_event = None
 
 
 def chunk_count(kind: str | Path, files: list[tuple[str, Path, str]]) -> int:
@@ -218,19 +236,7 @@ def test_interrupted_upload_resumes_with_at_most_the_window_resent(
     upload_run: EngineRun, icsim: IcSim, tmp_path: Path
 ) -> None:
     model = write_gguf(tmp_path / "big.gguf", 40 * LLAMA_CHUNK + 7)
-    chunks = 0
-
-    def crash_after_six(event: dict) -> None:
-        nonlocal chunks
-        if event["event"] == "chunk":
-            chunks += 1
-            if chunks == 6:
-                raise KeyboardInterrupt
-
-    upload_run.on_event = crash_after_six
-    with pytest.raises(KeyboardInterrupt):
-        upload_run("llama_cpp", [("model", model, "models/model.gguf")], window=4)
-    upload_run.on_event = None
+    interrupt_after_chunks(upload_run, 6, "llama_cpp", [("model", model, "models/model.gguf")], window=4)
     upload_run("llama_cpp", [("model", model, "models/model.gguf")], window=4)
     assert_uploaded_and_loaded(icsim, "llama_cpp", [("model", model, "models/model.gguf")])
     assert upload_calls(icsim, "llama_cpp") <= 41 + 4
@@ -238,19 +244,7 @@ def test_interrupted_upload_resumes_with_at_most_the_window_resent(
 
 def test_gpt2_resumes_from_its_length_query(upload_run: EngineRun, icsim: IcSim, tmp_path: Path) -> None:
     target, files = kind_files("gpt2", tmp_path)
-    chunks = 0
-
-    def crash_after_five(event: dict) -> None:
-        nonlocal chunks
-        if event["event"] == "chunk":
-            chunks += 1
-            if chunks == 5:
-                raise KeyboardInterrupt
-
-    upload_run.on_event = crash_after_five
-    with pytest.raises(KeyboardInterrupt):
-        upload_run(target, files)
-    upload_run.on_event = None
+    interrupt_after_chunks(upload_run, 5, target, files)
     upload_run(target, files)
     assert_uploaded_and_loaded(icsim, "gpt2", files)
     assert upload_calls(icsim, "gpt2") == chunk_count(target, files)  # nothing sent twice
@@ -261,19 +255,7 @@ def test_icpp_llama2_cannot_resume_so_it_resets_and_sends_again(
     upload_run: EngineRun, icsim: IcSim, tmp_path: Path
 ) -> None:
     target, files = kind_files("icpp_llama2", tmp_path)
-    chunks = 0
-
-    def crash_after_four(event: dict) -> None:
-        nonlocal chunks
-        if event["event"] == "chunk":
-            chunks += 1
-            if chunks == 4:
-                raise KeyboardInterrupt
-
-    upload_run.on_event = crash_after_four
-    with pytest.raises(KeyboardInterrupt):
-        upload_run(target, files)
-    upload_run.on_event = None
+    interrupt_after_chunks(upload_run, 4, target, files)
     upload_run(target, files)
     assert_uploaded_and_loaded(icsim, "icpp_llama2", files)  # no byte appended twice
     assert icsim.canister("icpp_llama2").counters.calls["reset_model"] >= 2
