@@ -7,25 +7,12 @@ query where the kind has one; otherwise the only safe restart is the reset call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from pipeline.targets.profile import CallSpec, RoleProfile
-from pipeline.targets.session import TargetSession
+from pipeline.targets.remote_file import RemoteFile
 
 
 @dataclass
-class AppendFile:
-    session: TargetSession
-    role: RoleProfile
-    remote: str
-
-    @property
-    def upload(self) -> CallSpec:
-        return self.role.upload
-
-    def upload_vars(self, offset: int, data: bytes) -> dict[str, Any]:
-        return {"remote": self.remote, "chunk": data, "chunk_size": len(data), "offset": offset}
-
+class AppendFile(RemoteFile):
     @property
     def can_resume(self) -> bool:
         return self.role.length is not None

@@ -8,26 +8,13 @@ the file back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pipeline.targets.calls import CanisterRefused, pick
-from pipeline.targets.profile import CallSpec, RoleProfile
-from pipeline.targets.session import TargetSession
+from pipeline.targets.remote_file import RemoteFile
 
 
 @dataclass
-class OffsetFile:
-    session: TargetSession
-    role: RoleProfile
-    remote: str
-
-    @property
-    def upload(self) -> CallSpec:
-        return self.role.upload
-
-    def upload_vars(self, offset: int, data: bytes) -> dict[str, Any]:
-        return {"remote": self.remote, "chunk": data, "chunk_size": len(data), "offset": offset}
-
+class OffsetFile(RemoteFile):
     def remote_size(self) -> int | None:
         """The remote file's size, None when it does not exist."""
         assert self.role.size is not None

@@ -1,0 +1,24 @@
+"""What every protocol family's driver shares: one role's file in one canister, and its upload call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.targets.profile import CallSpec, RoleProfile
+from pipeline.targets.session import TargetSession
+
+
+@dataclass
+class RemoteFile:
+    session: TargetSession
+    role: RoleProfile
+    remote: str
+
+    @property
+    def upload(self) -> CallSpec:
+        return self.role.upload
+
+    def upload_vars(self, offset: int, data: bytes) -> dict[str, Any]:
+        """The template variables of one chunk's upload call (append kinds ignore the offset)."""
+        return {"remote": self.remote, "chunk": data, "chunk_size": len(data), "offset": offset}
