@@ -47,51 +47,20 @@ class Sender:
         self, journal: Journal, driver: OffsetFile | AppendFile, local: LocalFile, chunk: Chunk
     ) -> None:
         data = local.read(chunk.offset, chunk.length)
-        role = driver.role.name
-        resent = False
-        for attempt in range(MAX_SIGNATURES_PER_CHUNK):
-            call = self.session.prepare(driver.upload, **driver.upload_vars(chunk.offset, data))
-            entry = InFlight(
-                call.request_id.hex(), call.method, call.expiry_ns, chunk.index, chunk.offset, chunk.length
-            )
-            # Offset chunks other than 0 rewrite the same bytes if repeated: their envelopes need no flush.
-            idempotent = isinstance(driver, OffsetFile) and chunk.index != 0
-            journal.add_inflight(entry, call.envelope, sync_envelope=not idempotent)
-            try:
-                outcome = deliver(
-                    self.client,
-                    call,
-                    backoff=self.backoff,
-                    on_retry=lambda why: self.progress.retry(role, why),
-                )
-            except CallExpired as err:
-                journal.settle(entry.request_id)
-                self.progress.retry(role, str(err))
-                resent = True
-                continue
-            except CallRejected as err:
-                journal.settle(entry.request_id)
-                if is_retryable(err) and attempt + 1 < MAX_SIGNATURES_PER_CHUNK:
-                    self.progress.retry(role, str(err))
-                    resent = True
-                    time.sleep(self.backoff.error_delay(attempt))
-                    continue
-                raise
-            try:
-                self.session.interpret(driver.upload, outcome.reply)
-            except PrepError:
-                journal.settle(entry.request_id)
-                raise
-            journal.settle(entry.request_id, change=mark_done(entry, self.addressing))
-            with self._report_lock:
-                self.report.bytes_sent += chunk.length
-                self.report.chunks_sent += 1
-            self.progress.chunk(role, chunk.index, chunk.length, resent=resent, offset=chunk.offset)
-            return
-        raise PrepError(
-            f"chunk {chunk.index} of {role} was not accepted after {MAX_SIGNATURES_PER_CHUNK} tries",
-            hint="the network is refusing or losing messages; run prep upload again later (it resumes)",
+        # Offset chunks other than 0 rewrite the same bytes if repeated: their envelopes need no flush.
+        idempotent = isinstance(driver, OffsetFile) and chunk.index != 0
+        _, resent = self._exactly_once(
+            driver.upload,
+            driver.role.name,
+            journal,
+            piece=chunk,
+            sync_envelope=not idempotent,
+            **driver.upload_vars(chunk.offset, data),
         )
+        with self._report_lock:
+            self.report.bytes_sent += chunk.length
+            self.report.chunks_sent += 1
+        self.progress.chunk(driver.role.name, chunk.index, chunk.length, resent=resent, offset=chunk.offset)
 
     def settle_inflight(self, journal: Journal, driver: OffsetFile | AppendFile) -> None:
         """Finds out what the calls of a killed run did: resend their stored envelopes exactly once.
@@ -145,11 +114,31 @@ class Sender:
         return answer
 
     def _update(self, spec: CallSpec, label: str, journal: Journal | None) -> Any:
+        answer, _ = self._exactly_once(spec, label, journal)
+        return answer
+
+    def _exactly_once(
+        self,
+        spec: CallSpec,
+        label: str,
+        journal: Journal | None,
+        *,
+        piece: Chunk | None = None,
+        sync_envelope: bool = True,
+        **variables: Any,
+    ) -> tuple[Any, bool]:
+        """Delivers one update call (a chunk when `piece` is given) and returns (answer, re-signed).
+
+        With a `journal`, the envelope is journaled before its first submission and the outcome settled
+        there, so a killed run's call is settled by `settle_inflight`, never executed twice.
+        """
+        resent = False
         for attempt in range(MAX_SIGNATURES_PER_CHUNK):
-            call = self.session.prepare(spec)
-            entry = InFlight(call.request_id.hex(), call.method, call.expiry_ns)
+            call = self.session.prepare(spec, **variables)
+            where = (piece.index, piece.offset, piece.length) if piece is not None else ()
+            entry = InFlight(call.request_id.hex(), call.method, call.expiry_ns, *where)
             if journal is not None:
-                journal.add_inflight(entry, call.envelope)
+                journal.add_inflight(entry, call.envelope, sync_envelope=sync_envelope)
             try:
                 outcome = deliver(
                     self.client,
@@ -160,11 +149,13 @@ class Sender:
             except CallExpired as err:
                 _settle(journal, entry)
                 self.progress.retry(label, str(err))
+                resent = True
                 continue
             except CallRejected as err:
                 _settle(journal, entry)
                 if is_retryable(err) and attempt + 1 < MAX_SIGNATURES_PER_CHUNK:
                     self.progress.retry(label, str(err))
+                    resent = True
                     time.sleep(self.backoff.error_delay(attempt))
                     continue
                 raise
@@ -174,8 +165,12 @@ class Sender:
                 _settle(journal, entry)
                 raise
             _settle(journal, entry, mark_done(entry, self.addressing))
-            return answer
-        raise PrepError(f"{spec.method} was not accepted after {MAX_SIGNATURES_PER_CHUNK} tries")
+            return answer, resent
+        what = f"chunk {piece.index} of {label}" if piece is not None else spec.method
+        raise PrepError(
+            f"{what} was not accepted after {MAX_SIGNATURES_PER_CHUNK} tries",
+            hint="the network is refusing or losing messages; run the same command again later (it resumes)",
+        )
 
 
 def _settle(
