@@ -35,6 +35,9 @@ _NUMERATORS = np.array(
     dtype=np.float32,
 )[:, None]
 _N_CANDIDATES = _NUMERATORS.shape[0]
+# For |numerator| <= 31.4, |x * iscale| <= 31.4 plus two roundings' ulps < 31.5 (|x| never exceeds the
+# largest), so np.rint already lands in -31..31: those 4 of the 19 candidates skip the clip.
+_NEEDS_CLIP = [bool(abs(n) > np.float32(31.45)) for n in _NUMERATORS[:, 0]]
 
 
 def _first_largest(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,17 +87,17 @@ class _Search:
         self.bests = buffers.bests[:, :n]
         self.squares = buffers.squares[:, :n]
 
-    def levels_for(self, iscale: np.ndarray) -> np.ndarray:
+    def levels_for(self, iscale: np.ndarray, clip: bool = True) -> np.ndarray:
         """Levels -32..31 as floats, in terms[0]. |iscale * x| <= 32.9 here, where np.rint is nearest_int."""
         levels = np.multiply(self.x, iscale, out=self.terms[0])
         np.rint(levels, out=levels)
-        return np.clip(levels, -NMAX, NMAX - 1, out=levels)
+        return np.clip(levels, -NMAX, NMAX - 1, out=levels) if clip else levels
 
-    def sums_for(self, iscale: np.ndarray, out: np.ndarray) -> None:
+    def sums_for(self, iscale: np.ndarray, out: np.ndarray, clip: bool) -> None:
         """out[0] = sum(w*x*l), out[1] = sum(w*l*l) for the levels of `iscale`, each added in position
         order from +0.0 (which also hides the sign of the zero levels np.rint leaves on small negative
         values)."""
-        levels = self.levels_for(iscale)
+        levels = self.levels_for(iscale, clip)
         np.multiply(self.weights, levels, out=self.terms[1])
         self.terms[1] *= levels
         levels *= self.weighted_x
@@ -106,8 +109,8 @@ class _Search:
         signed_max, largest = _first_largest(self.x)
         zero = largest < _EPS
         np.divide(_NUMERATORS, np.where(zero, np.float32(1), signed_max), out=self.iscales)
-        for iscale, out in zip(self.iscales, self.sums, strict=True):
-            self.sums_for(iscale, out)
+        for iscale, out, clip in zip(self.iscales, self.sums, _NEEDS_CLIP, strict=True):
+            self.sums_for(iscale, out, clip)
         sum_lx, sum_l2 = self.sums[:, 0], self.sums[:, 1]
         scales, bests, squares = self.scales, self.bests, self.squares
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
