@@ -189,18 +189,24 @@ def _fields_did(fields: tuple[tuple[str, Type], ...], variant: bool) -> str:
 
 
 @dataclass(frozen=True)
-class Record(Type):
-    fields: tuple[tuple[str, Type], ...]
-    opcode: int = 0x6C
+class _Fields(Type):
+    """Record and variant: named fields, sent on the wire in the order of their hashed ids."""
 
-    def did(self) -> str:
-        return "record " + _fields_did(self.fields, variant=False)
+    fields: tuple[tuple[str, Type], ...]
 
     def is_compound(self) -> bool:
         return True
 
     def sorted_fields(self) -> list[tuple[int, str, Type]]:
         return sorted((idl_hash(name), name, typ) for name, typ in self.fields)
+
+
+@dataclass(frozen=True)
+class Record(_Fields):
+    opcode: int = 0x6C
+
+    def did(self) -> str:
+        return "record " + _fields_did(self.fields, variant=False)
 
     def encode_value(self, value: Any, out: bytearray) -> None:
         for _, name, typ in self.sorted_fields():
@@ -213,18 +219,11 @@ class Record(Type):
 
 
 @dataclass(frozen=True)
-class Variant(Type):
-    fields: tuple[tuple[str, Type], ...]
+class Variant(_Fields):
     opcode: int = 0x6B
 
     def did(self) -> str:
         return "variant " + _fields_did(self.fields, variant=True)
-
-    def is_compound(self) -> bool:
-        return True
-
-    def sorted_fields(self) -> list[tuple[int, str, Type]]:
-        return sorted((idl_hash(name), name, typ) for name, typ in self.fields)
 
     def encode_value(self, value: Any, out: bytearray) -> None:
         if not isinstance(value, dict) or len(value) != 1:
