@@ -1,11 +1,9 @@
 """Remote smoke test: prove that a deployed model answers a prompt.
 
-The dialogue is chosen by the methods in the kind's service.did, not by the kind's name, so a new
-canister kind that speaks one of these protocols needs a folder in canisters/, not code:
-  chat       (llama_cpp_canister): set_max_tokens, remove_prompt_cache, new_chat, then run_update until
-             the prompt is consumed and again with an empty prompt until end of generation or the budget;
-  generate   (the candle GPT-2 canister): one generate(prompt, max_tokens, temperature) call;
-  inference  (icpp_llama2): new_chat, then one inference(record { prompt; steps; ... }) call.
+The dialogue (which calls, in what order, which reply field carries the text, what ends a repeated
+call) is declared in the kind's profile.toml `[smoke]` table (pipeline.targets.dialogue); this module
+runs any such dialogue and knows no canister's method names. When the canister publishes its Candid
+interface, the dialogue's calls are checked against it first (pipeline.targets.interface).
 """
 
 from __future__ import annotations
@@ -13,25 +11,21 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.errors import PrepError
 from pipeline.ic import candid
 from pipeline.ic.client import IcClient
-from pipeline.ic.errors import CallRejected
+from pipeline.ic.errors import CallRejected, PermanentIcError
 from pipeline.recipes import TargetSpec
-from pipeline.targets.calls import CanisterRefused, interpret_reply
+from pipeline.targets.calls import CanisterRefused, encode_args, interpret_reply, pick, render
+from pipeline.targets.dialogue import Condition, DialogueCall, Repeat, SmokeDialogue
+from pipeline.targets.interface import fitted
 from pipeline.targets.profile import CallSpec, TargetProfile
 from pipeline.targets.retry import read_with_retries
 
 EventSink = Callable[[dict[str, Any]], None]
-PROMPT_CACHE = "prompt.cache"
-MAX_NAT8 = 255
-# Greedy decoding: the smoke answer of a deterministic model is then reproducible.
-TEMPERATURE = 0.0
-TOP_P = 0.9
-CHAT_METHODS = ("new_chat", "run_update")
 
 
 @dataclass(frozen=True)
@@ -39,17 +33,18 @@ class SmokeRequest:
     prompt: str
     max_tokens: int
     expect: str | None = None  # a regex the answer must match
-    max_tokens_update: int | None = None  # chat: tokens per run_update call
+    max_tokens_update: int | None = None  # tokens per call, for kinds that set it (llama_cpp)
     max_tokens_query: int | None = None
+    variables: dict[str, str] = field(default_factory=dict)  # more template values (e.g. model)
 
 
 @dataclass(frozen=True)
 class SmokeAnswer:
     kind: str
-    protocol: str
+    protocol: str  # the dialogue's name in the kind's profile
     canister_id: str
     prompt: str
-    text: str  # what the model generated (without the echoed prompt)
+    text: str  # what the model generated (without an echoed prompt)
     tokens: int | None
     calls: int
     seconds: float
@@ -60,23 +55,6 @@ class SmokeAnswer:
         return asdict(self)
 
 
-def smoke_protocol(profile: TargetProfile) -> str:
-    """Which dialogue the kind's Candid supports; a PrepError when none."""
-    assert profile.service is not None
-    methods = profile.service.methods
-    if all(m in methods for m in CHAT_METHODS):
-        return "chat"
-    if "generate" in methods:
-        return "generate"
-    if "inference" in methods:
-        return "inference"
-    raise PrepError(
-        f"canister kind {profile.kind} has no smoke dialogue: its service.did declares none of "
-        "new_chat + run_update, generate, inference",
-        hint=f"add the method the canister answers prompts with to {profile.directory / 'service.did'}",
-    )
-
-
 def smoke_canister(
     client: IcClient,
     profile: TargetProfile,
@@ -85,25 +63,21 @@ def smoke_canister(
     on_event: EventSink | None = None,
 ) -> SmokeAnswer:
     """Asks the canister the prompt and checks the answer; raises PrepError when it cannot answer."""
-    protocol = smoke_protocol(profile)
-    dialogue = _Dialogue(client, profile, canister_id, on_event or (lambda _e: None))
+    profile = _fit_to_canister(client, profile, canister_id)
+    dialogue = _dialogue_of(profile)
+    runner = _Runner(client, profile, canister_id, _variables(profile, dialogue, request), on_event)
     started = time.monotonic()
-    dialogue.check_ready()
-    if protocol == "chat":
-        text, tokens = dialogue.chat(request)
-    elif protocol == "generate":
-        text, tokens = dialogue.generate(request)
-    else:
-        text, tokens = dialogue.inference(request)
+    runner.check_ready(dialogue)
+    text, tokens = runner.run(dialogue)
     passed = request.expect is None or re.search(request.expect, text) is not None
     answer = SmokeAnswer(
         kind=profile.kind,
-        protocol=protocol,
+        protocol=dialogue.name,
         canister_id=canister_id,
         prompt=request.prompt,
         text=text,
         tokens=tokens,
-        calls=dialogue.calls,
+        calls=runner.calls,
         seconds=round(time.monotonic() - started, 3),
         expect=request.expect,
         passed=passed,
@@ -139,131 +113,174 @@ class SmokeFailed(PrepError):
         self.answer = answer
 
 
-class _Dialogue:
-    def __init__(self, client: IcClient, profile: TargetProfile, canister_id: str, emit: EventSink) -> None:
-        assert profile.service is not None
+def _dialogue_of(profile: TargetProfile) -> SmokeDialogue:
+    if profile.smoke is None or not profile.smoke.calls:
+        raise PrepError(
+            f"canister kind {profile.kind} declares no smoke dialogue",
+            hint=f"add a [smoke] table to {profile.directory / 'profile.toml'} (see the README)",
+        )
+    return profile.smoke
+
+
+def _fit_to_canister(client: IcClient, profile: TargetProfile, canister_id: str) -> TargetProfile:
+    """The profile fitted to the canister's published interface; unchanged when it publishes none."""
+    try:
+        raw = read_with_retries(lambda: client.metadata(canister_id, "candid:service"))
+    except PermanentIcError:
+        return profile  # private metadata: the calls themselves will tell
+    if raw is None:
+        return profile
+    live = candid.parse_service(raw.decode("utf-8", "replace"), f"canister {canister_id}'s candid:service")
+    dialogue = _dialogue_of(profile)
+    methods = {spec.method for spec in dialogue.specs()} | {
+        s.fallback.method for s in dialogue.specs() if s.fallback
+    }
+    return fitted(profile, live, f"canister {canister_id}", methods)
+
+
+def _variables(profile: TargetProfile, dialogue: SmokeDialogue, request: SmokeRequest) -> dict[str, Any]:
+    budget = min(request.max_tokens, dialogue.max_tokens or request.max_tokens)
+    defaults = profile.defaults
+    return {
+        **defaults,
+        **request.variables,
+        "prompt": request.prompt,
+        "prompt_bytes": len(request.prompt.encode()),
+        "max_tokens": budget,
+        "max_tokens_update": request.max_tokens_update or defaults.get("max_tokens_update", budget),
+        "max_tokens_query": request.max_tokens_query or defaults.get("max_tokens_query", budget),
+    }
+
+
+class _Runner:
+    """Runs a declared dialogue: each call once, or repeated until its reply says it is done."""
+
+    def __init__(
+        self,
+        client: IcClient,
+        profile: TargetProfile,
+        canister_id: str,
+        variables: dict[str, Any],
+        on_event: EventSink | None,
+    ) -> None:
         self.client = client
         self.profile = profile
-        self.methods = profile.service.methods
         self.canister_id = canister_id
-        self.emit = emit
+        self.variables = variables
+        self.emit = on_event or (lambda _event: None)
         self.calls = 0
+        self.text = ""
+        self.tokens: int | None = None
+        self.last: Any = None  # the latest reply
 
-    def check_ready(self) -> None:
-        """Asks `ready` first when the kind has it, so a missing model fails with that reason."""
-        method = self.methods.get("ready")
-        if method is None or not method.is_query or method.args:
+    def check_ready(self, dialogue: SmokeDialogue) -> None:
+        """Asks the ready probe first, so a missing model fails with that reason."""
+        if dialogue.ready is None:
             return
         try:
-            self.ask("ready")
+            self.ask(dialogue.ready)
         except CanisterRefused as err:
             raise PrepError(
                 f"{self.profile.kind} canister {self.canister_id} is not ready ({err.message})",
                 hint="upload and load the model first: prep upload RECIPE (or prep run RECIPE)",
             ) from err
 
-    def ask(self, method: str, *args: Any) -> Any:
-        """One call (a query or an exactly-once update); the answer with Ok unwrapped.
+    def run(self, dialogue: SmokeDialogue) -> tuple[str, int | None]:
+        for step in dialogue.calls:
+            if step.repeat is None:
+                self.step(step)
+            else:
+                self.repeat(step, step.repeat)
+        return self.text, self.tokens
+
+    def step(self, step: DialogueCall) -> str:
+        """One call; what it added to the answer."""
+        try:
+            reply = self.ask(step.call)
+        except CanisterRefused as err:
+            if step.refused != "note":
+                raise
+            self.emit({"event": "smoke_note", "method": step.call.method, "refused": err.message})
+            return ""
+        self.last = reply
+        piece = _read_text(step, reply, self.variables["prompt"])
+        self.text += piece
+        count = _read_field(reply, step.tokens) if step.tokens else None
+        self.tokens = int(count) if count is not None else self.tokens
+        return piece
+
+    def repeat(self, step: DialogueCall, repeat: Repeat) -> None:
+        if repeat.check_first and self.last is not None and self.done(repeat, self.last):
+            return
+        limit = max(1, int(render(repeat.max_calls, self.variables)))
+        for _ in range(limit):
+            piece = self.step(step)
+            if self.done(repeat, self.last) or (repeat.stop_without_text and not piece):
+                return
+        if repeat.at_limit == "stop":
+            return
+        wanted = " or ".join(_show(c) for c in repeat.until) or "its end"
+        raise PrepError(
+            f"{self.profile.kind} canister {self.canister_id} did not reach {wanted} within {limit} "
+            f"{step.call.method} calls",
+            hint="check the canister's token limits and the model's context size",
+        )
+
+    def done(self, repeat: Repeat, reply: Any) -> bool:
+        return any(self.holds(condition, reply) for condition in repeat.until)
+
+    def holds(self, condition: Condition, reply: Any) -> bool:
+        value = _read_field(reply, condition.field)
+        if value is None:
+            return False  # replies of older releases may lack the field
+        if condition.at_least is not None:
+            return int(value) >= int(render(condition.at_least, self.variables))
+        return bool(value == condition.equals)
+
+    def ask(self, spec: CallSpec) -> Any:
+        """One call (a query, or an exactly-once update); the answer with Ok unwrapped.
 
         An `Err` answer raises CanisterRefused, whose message quotes the canister.
         """
-        if method not in self.methods:
-            raise PrepError(f"{self.profile.directory / 'service.did'} does not declare {method}")
-        spec = CallSpec(method=method)
-        arg = candid.encode(list(self.methods[method].args), list(args))
+        arg = encode_args(self.profile, spec, self.variables)
         self.calls += 1
-        self.emit({"event": "smoke_call", "method": method})
+        self.emit({"event": "smoke_call", "method": spec.method})
         try:
-            if self.methods[method].is_query:
-                reply = read_with_retries(lambda: self.client.query(self.canister_id, method, arg))
+            if self.profile.is_query(spec.method):
+                reply = read_with_retries(lambda: self.client.query(self.canister_id, spec.method, arg))
             else:
-                reply = self.client.call(self.canister_id, method, arg)
+                reply = self.client.call(self.canister_id, spec.method, arg)
         except CallRejected as err:
             raise PrepError(
-                f"{method} on {self.profile.kind} canister {self.canister_id} was rejected: "
+                f"{spec.method} on {self.profile.kind} canister {self.canister_id} was rejected: "
                 f"{err.reject_message or err}",
                 hint=_reject_hint(err),
             ) from err
         return interpret_reply(self.profile, spec, reply)
 
-    # ---- the dialogues ------------------------------------------------------------------------
 
-    def chat(self, request: SmokeRequest) -> tuple[str, int | None]:
-        cache = ["--prompt-cache", PROMPT_CACHE]
-        if "set_max_tokens" in self.methods:
-            defaults = self.profile.defaults
-            limits = {
-                "max_tokens_update": request.max_tokens_update or defaults.get("max_tokens_update", 10),
-                "max_tokens_query": request.max_tokens_query or defaults.get("max_tokens_query", 10),
-            }
-            try:
-                self.ask("set_max_tokens", limits)
-            except CanisterRefused as err:  # only controllers may; the load already set the limits
-                self.emit({"event": "smoke_note", "method": "set_max_tokens", "refused": err.message})
-        if "remove_prompt_cache" in self.methods:
-            self.ask("remove_prompt_cache", {"args": cache})
-        self.ask("new_chat", {"args": cache})
-        budget = ["-n", str(request.max_tokens)]
-        run = [*cache, "--prompt-cache-all"]
-        # Each call decodes at least one prompt token, so the prompt's length in bytes bounds the calls.
-        output, reply = self._run_until(
-            lambda r: r["prompt_remaining"] == "",
-            [*run, "-p", request.prompt, *budget],
-            max_calls=len(request.prompt.encode()) + 2,
-            what="consume the prompt",
-        )
-
-        def done(reply: dict[str, Any]) -> bool:
-            return bool(reply["generated_eog"]) or _generated(reply) >= request.max_tokens
-
-        if not done(reply):
-            more, reply = self._run_until(
-                done, [*run, "-p", "", *budget], max_calls=request.max_tokens + 2, what="finish generating"
-            )
-            output += more
-        return output, _generated(reply) or None
-
-    def _run_until(
-        self, finished: Callable[[dict[str, Any]], bool], args: list[str], *, max_calls: int, what: str
-    ) -> tuple[str, dict[str, Any]]:
-        output = ""
-        for _ in range(max_calls):
-            reply = self.ask("run_update", {"args": args})
-            output += reply["output"]
-            if finished(reply):
-                return output, reply
-        raise PrepError(
-            f"{self.profile.kind} canister {self.canister_id} did not {what} "
-            f"within {max_calls} run_update calls",
-            hint="check max_tokens_update (set_max_tokens) and the model's context size",
-        )
-
-    def generate(self, request: SmokeRequest) -> tuple[str, int | None]:
-        tokens = min(request.max_tokens, MAX_NAT8)
-        text = self.ask("generate", request.prompt, tokens, TEMPERATURE)
-        return _without_prompt(str(text), request.prompt), None
-
-    def inference(self, request: SmokeRequest) -> tuple[str, int | None]:
-        if "new_chat" in self.methods:
-            self.ask("new_chat")
-        prompt = {
-            "prompt": request.prompt,
-            "steps": request.max_tokens,
-            "temperature": TEMPERATURE,
-            "topp": TOP_P,
-            "rng_seed": 0,
-        }
-        reply = self.ask("inference", prompt)
-        return _without_prompt(str(reply["inference"]), request.prompt), int(reply["num_tokens"])
+def _read_text(step: DialogueCall, reply: Any, prompt: str) -> str:
+    if step.text is None:
+        return ""
+    value = _read_field(reply, step.text)
+    text = "" if value is None else str(value)
+    return text[len(prompt) :] if step.echoes_prompt and prompt and text.startswith(prompt) else text
 
 
-def _generated(reply: dict[str, Any]) -> int:
-    return int(reply.get("n_tokens_generated") or 0)
+def _read_field(reply: Any, path: str) -> Any:
+    """A dotted field of the reply ("" = the reply itself); None when the reply lacks it."""
+    if path == "":
+        return reply
+    try:
+        return pick(reply, path)
+    except PrepError:
+        return None
 
 
-def _without_prompt(text: str, prompt: str) -> str:
-    """Canisters that echo the prompt before the continuation: keep only what the model added."""
-    return text[len(prompt) :] if prompt and text.startswith(prompt) else text
+def _show(condition: Condition) -> str:
+    if condition.at_least is not None:
+        return f"{condition.field} >= {condition.at_least}"
+    return f"{condition.field} = {condition.equals!r}"
 
 
 def _reject_hint(err: CallRejected) -> str | None:

@@ -11,7 +11,7 @@ from pipeline.errors import PrepError
 from pipeline.ic.client import IcClient
 from pipeline.ic.identity import load_identity
 from pipeline.ic.network import resolve_network
-from pipeline.smoke import SmokeFailed, SmokeRequest, smoke_canister, smoke_protocol
+from pipeline.smoke import SmokeFailed, SmokeRequest, smoke_canister
 from pipeline.targets.profile import canisters_dir, load_profile
 from tests.fixtures_run import DeployWorld
 from tests.icsim import IcSim
@@ -76,16 +76,17 @@ def test_smoke_of_the_wrong_kind_names_the_missing_method(deploy_world: DeployWo
         "smoke", "--kind", "llama_cpp", "--prompt", "Hi", *deploy_world.target_args("gpt2")
     )
     assert done.code == 1
-    assert "has no query method 'ready'" in done.stderr and "prep canister info" in done.stderr
+    assert "does not fit canister kind llama_cpp: method new_chat is missing" in done.stderr
+    assert "pick --kind gpt2" in done.stderr
 
 
-def test_a_new_kind_folder_gets_its_dialogue_from_its_candid(tmp_path: Path) -> None:
+def test_a_kind_without_a_smoke_table_says_so(icsim: IcSim, tmp_path: Path) -> None:
     folder = shutil.copytree(canisters_dir() / "icpp_llama2", tmp_path / "my_llama2c")
-    assert smoke_protocol(load_profile(folder)) == "inference"
-    did = folder / "service.did"
-    did.write_text(did.read_text().replace("  inference : (Prompt) -> (InferenceRecordResult);\n", ""))
-    with pytest.raises(PrepError, match="no smoke dialogue"):
-        smoke_protocol(load_profile(folder))
+    profile = folder / "profile.toml"
+    profile.write_text(profile.read_text().split("\n[smoke]")[0])
+    with client_for(icsim) as client, pytest.raises(PrepError, match="declares no smoke dialogue") as caught:
+        smoke_canister(client, load_profile(folder), icsim.canister_ids["icpp_llama2"], SmokeRequest("Hi", 5))
+    assert "[smoke]" in str(caught.value)
 
 
 def test_smoke_needs_a_recipe_or_a_kind(deploy_world: DeployWorld) -> None:

@@ -39,12 +39,11 @@ def info_command(
 ) -> None:
     """Module hash, controllers, matching canister kinds (from its candid:service) and readiness."""
     from pipeline.ic.inspect import inspect_canister
-    from pipeline.targets.profile import known_kinds, load_profile
+    from pipeline.targets.interface import fit_known_kinds
 
     who = choose_identity(pem, identity, anonymous, default_anonymous=True)
-    kinds = {kind: load_profile(kind).required_interface() for kind in known_kinds()}
     with connect(network, url, who) as client:
-        info = inspect_canister(client, canister_on(client.network, canister), kinds)
+        info = inspect_canister(client, canister_on(client.network, canister), fit_known_kinds)
     Output(json=json_output).result(info.to_dict(), _human(info))
 
 
@@ -61,7 +60,8 @@ def _human(info: CanisterInfo) -> str:
         lines.append("kind         unknown: no public candid:service metadata")
     for match in info.kinds:
         if match.matches:
-            lines.append(f"kind         {match.kind} (its Candid has every method prep calls)")
+            lines.append(f"kind         {match.kind} (its Candid fits every call prep makes)")
+            lines += [f"  {note}" for note in match.fallbacks]
     if info.has_candid_service and not info.matching_kinds:
         lines.append("kind         none matches:")
         lines += [f"  {m.kind}: {problem}" for m in info.kinds for problem in m.problems[:3]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -41,6 +42,14 @@ def smoke_command(
         int | None,
         typer.Option("--max-tokens", min=1, help="Tokens to generate (default: the recipe's, or 20)."),
     ] = None,
+    var: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--var",
+            metavar="NAME=VALUE",
+            help="Set a value of the kind's smoke dialogue (e.g. model=qwen3:32b).",
+        ),
+    ] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Prove a deployed model answers: send a prompt, print the text, check the recipe's expectation."""
@@ -65,9 +74,19 @@ def smoke_command(
             raise UsageError("--kind needs --prompt", hint='e.g. --prompt "Once upon a time"')
         profile = load_profile(kind)
         request = SmokeRequest(prompt=prompt, max_tokens=max_tokens or 20)
+    variables = dict(_name_value(item) for item in var or [])
+    if variables:
+        request = replace(request, variables=variables)
     with connect(network, url, choose_identity(pem, identity, anonymous)) as client:
         canister_id = canister_on(client.network, canister)
         answer = smoke_canister(client, profile, canister_id, request, on_event=out.event)
     checked = f" (matches {answer.expect!r})" if answer.expect else ""
     out.info(f"{answer.kind} canister {canister_id} answered in {answer.seconds:.1f} s{checked}")
     out.result(answer.to_json(), answer.prompt + answer.text)
+
+
+def _name_value(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+        raise UsageError(f"--var {item!r} is not NAME=VALUE", hint="e.g. --var model=qwen3:32b")
+    return name.strip(), value

@@ -45,7 +45,6 @@ class MethodType:
     args: tuple[CandidType, ...]
     rets: tuple[CandidType, ...]
     modes: tuple[str, ...]
-    signature: str  # canonical text: equal strings mean the same wire types
 
     @property
     def is_query(self) -> bool:
@@ -59,7 +58,7 @@ class ServiceInterface:
 
 
 def parse_service(did_text: str, source: str = "<did>") -> ServiceInterface:
-    """The methods of a .did's service, with icp_candid types and canonical signatures."""
+    """The methods of a .did's service, with icp_candid types."""
     ast = _parse_did(did_text, source)
     env = {entry["name"]: entry["datatype"] for entry in ast.get("env") or []}
     methods_ast = list((ast.get("actor") or {}).get("methods") or [])
@@ -72,23 +71,8 @@ def parse_service(did_text: str, source: str = "<did>") -> ServiceInterface:
         modes = tuple(sorted("composite_query" if x == "compositequery" else x for x in m.get("modes") or []))
         args = [builder.build(node) for node in m.get("args") or []]
         rets = [builder.build(node) for node in m.get("rets") or []]
-        canon_args = ", ".join(_canonical(node, env, ()) for node in m.get("args") or [])
-        canon_rets = ", ".join(_canonical(node, env, ()) for node in m.get("rets") or [])
-        signature = f"({canon_args}) -> ({canon_rets}){''.join(' ' + x for x in modes)}"
-        methods[m["name"]] = MethodType(m["name"], tuple(args), tuple(rets), modes, signature)
+        methods[m["name"]] = MethodType(m["name"], tuple(args), tuple(rets), modes)
     return ServiceInterface(methods, source)
-
-
-def service_mismatches(required: ServiceInterface, live: ServiceInterface) -> list[str]:
-    """What `live` lacks of `required`: each required method must exist with the same signature."""
-    problems = []
-    for name, wanted in sorted(required.methods.items()):
-        have = live.methods.get(name)
-        if have is None:
-            problems.append(f"method {name} is missing")
-        elif have.signature != wanted.signature:
-            problems.append(f"method {name}: expected {wanted.signature}, canister has {have.signature}")
-    return problems
 
 
 @lru_cache(maxsize=512)
@@ -193,37 +177,6 @@ def _label(key: str) -> str | int:
     return int(key) if key.isdigit() else key
 
 
-def _label_hash(key: str) -> int:
-    return int(key) if key.isdigit() else _ic.idl_hash(key)
-
-
-def _canonical(node: Any, env: dict[str, Any], stack: tuple[str, ...]) -> str:
-    """Type text independent of type names, field order and blob/vec nat8 spelling."""
-    kind = node["type"]
-    value = node.get("value")
-    if kind == "Prim":
-        return value
-    if kind == "Principal":
-        return "principal"
-    if kind in ("Opt", "Vec"):
-        return f"{kind.lower()} {_canonical(value, env, stack)}"
-    if kind in ("Record", "Variant"):
-        fields = sorted((_label_hash(k), k, v) for k, v in value)
-        inner = "; ".join(f"{k} : {_canonical(v, env, stack)}" if v else k for _, k, v in fields)
-        return f"{kind.lower()} {{ {inner} }}"
-    if kind == "Id":
-        if value in stack:
-            return f"rec#{stack.index(value)}"
-        return _canonical(env[value], env, (*stack, value))
-    if kind == "Func":
-        args = ", ".join(_canonical(x, env, stack) for x in value["args"])
-        rets = ", ".join(_canonical(x, env, stack) for x in value["rets"])
-        return f"func ({args}) -> ({rets}){''.join(' ' + m for m in sorted(value['modes']))}"
-    if kind == "Service":
-        return "service"
-    return kind
-
-
 def _base(t: CandidType) -> CandidType:
     return t.get_type() if isinstance(t, _ic.RecClass) else t
 
@@ -259,11 +212,16 @@ def _to_icp(t: CandidType, value: Any, large_blobs: dict[bytes, bytes]) -> Any:
         fields = t._field_map.values()
         if isinstance(value, (list, tuple)):
             return {name: _to_icp(ft, value[int(name)], large_blobs) for name, ft in fields}
-        missing = [name for name, _ in fields if name not in value]
+        # Like Candid's decoders, a missing optional field means null.
+        missing = [
+            name for name, ft in fields if name not in value and not isinstance(_base(ft), _ic.OptClass)
+        ]
         if missing:
             raise CandidError(f"candid: record {_short(value)} lacks field(s) {', '.join(missing)}")
-        return {name: _to_icp(ft, value[name], large_blobs) for name, ft in fields}
+        return {name: _to_icp(ft, value.get(name), large_blobs) for name, ft in fields}
     if isinstance(t, _ic.VariantClass):
+        if isinstance(value, str):  # a tag alone, as profile templates write `role = "user"`
+            value = {value: None}
         if not isinstance(value, dict) or len(value) != 1:
             raise CandidError(f"candid: a variant is a one-key dict {{'Tag': value}}, got {_short(value)}")
         ((tag, payload),) = value.items()
@@ -271,6 +229,8 @@ def _to_icp(t: CandidType, value: Any, large_blobs: dict[bytes, bytes]) -> Any:
         if not matching:
             raise CandidError(f"candid: variant has no tag '{tag}'")
         return {tag: _to_icp(matching[0], payload, large_blobs)}
+    if t is _ic.Types.Text and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a number filled into a text template, e.g. "-n", "{max_tokens}"
     return value
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.errors import PrepError
 from pipeline.ic import candid
@@ -14,11 +14,13 @@ from pipeline.ic.errors import CallRejected, PermanentIcError
 READINESS_METHODS = ("ready", "health")
 
 
-@dataclass(frozen=True)
-class KindMatch:
+class KindVerdict(Protocol):
+    """Whether prep can drive the canister as one kind (pipeline.targets.interface decides)."""
+
     kind: str
     matches: bool
     problems: tuple[str, ...]
+    fallbacks: tuple[str, ...]  # optional methods it lacks, and what prep does instead
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class CanisterInfo:
     module_hash: str | None  # hex; None when no code is installed
     controllers: tuple[str, ...] | None  # None when the replica would not tell
     has_candid_service: bool  # False when the metadata is absent or private
-    kinds: tuple[KindMatch, ...]
+    kinds: tuple[KindVerdict, ...]
     readiness: Readiness | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,23 +54,10 @@ def live_interface(client: IcClient, canister_id: str) -> candid.ServiceInterfac
     return candid.parse_service(text, f"candid:service of {canister_id}") if text is not None else None
 
 
-def match_kinds(
-    live: candid.ServiceInterface | None, kinds: Mapping[str, candid.ServiceInterface]
-) -> tuple[KindMatch, ...]:
-    """Per kind: does `live` have every method the kind calls, with the same signature?"""
-    if live is None:
-        return tuple(
-            KindMatch(kind, False, ("the canister publishes no candid:service metadata",)) for kind in kinds
-        )
-    results = []
-    for kind, required in sorted(kinds.items()):
-        problems = candid.service_mismatches(required, live)
-        results.append(KindMatch(kind, not problems, tuple(problems)))
-    return tuple(results)
-
-
 def inspect_canister(
-    client: IcClient, canister_id: str, kinds: Mapping[str, candid.ServiceInterface]
+    client: IcClient,
+    canister_id: str,
+    judge_kinds: Callable[[candid.ServiceInterface], Sequence[KindVerdict]],
 ) -> CanisterInfo:
     module_hash = client.module_hash(canister_id)
     try:
@@ -88,7 +77,7 @@ def inspect_canister(
         module_hash=module_hash.hex() if module_hash is not None else None,
         controllers=tuple(controllers) if controllers is not None else None,
         has_candid_service=live is not None,
-        kinds=match_kinds(live, kinds),
+        kinds=tuple(judge_kinds(live)) if live is not None else (),
         readiness=probe_readiness(client, canister_id, live) if live is not None else None,
     )
 

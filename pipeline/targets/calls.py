@@ -10,15 +10,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from icp_candid.candid import idl_hash
+from icp_candid.candid import get_field_hash, idl_hash
 
 from pipeline.errors import PrepError
-from pipeline.ic import candid
+from pipeline.ic import candid, subtyping
+from pipeline.ic.candid_wire import decode_typed
 from pipeline.targets.profile import CallSpec, TargetProfile
 
 _WHOLE = re.compile(r"^\{(\w+)\}$")
 _SPLICE = re.compile(r"^\{\*(\w+)\}$")
 _PART = re.compile(r"\{(\w+)\}")
+_ERR_HASH = idl_hash("Err")
 
 
 class CanisterRefused(PrepError):
@@ -64,15 +66,14 @@ def encode_args(profile: TargetProfile, spec: CallSpec, variables: dict[str, Any
 def interpret_reply(profile: TargetProfile, spec: CallSpec, data: bytes, *, pick_value: bool = True) -> Any:
     """Decodes a reply, turns `Err` into CanisterRefused, unwraps `Ok` and picks `spec.value`.
 
-    Replies are decoded with the .did's result types when they fit, else by their own wire types:
-    some canisters' published .did differs from what their code really returns.
+    The reply is read by its own type table, then coerced by Candid's rules to the result types in
+    service.did. A first value that is a variant saying `Err` is a failure whatever service.did
+    declares: some canisters' published .did differs from what their code returns (gpt2's store/load
+    steps say `()`, its setup_tokenizer `opt text`, and both really reply `variant { Ok; Err : text }`).
     """
     assert profile.service is not None
     rets = profile.service.methods[spec.method].rets
-    try:
-        values = candid.decode(data, list(rets)) if rets else candid.decode(data)
-    except candid.CandidError:
-        values = candid.decode(data)
+    values = read_reply(spec.method, data, rets)
     value = values[0] if values else None
     value = _unwrap(spec.method, value)
     if spec.error_when_some:
@@ -81,6 +82,44 @@ def interpret_reply(profile: TargetProfile, spec: CallSpec, data: bytes, *, pick
             raise CanisterRefused(f"{spec.method} failed: the canister says {text!r}")
         return None
     return pick(value, spec.value) if spec.value and pick_value else value
+
+
+def read_reply(method: str, data: bytes, rets: tuple[candid.CandidType, ...]) -> list[Any]:
+    """The reply's values at the expected types; an `Err` on the wire raises CanisterRefused."""
+    typed = decode_typed(data)
+    if typed and _says_err(typed[0][1]):
+        raise CanisterRefused(f"{method} failed: the canister says {_err_text(typed[0], rets)}")
+    values = []
+    for index, wanted in enumerate(rets):
+        if index >= len(typed):
+            if not subtyping.null_fits(wanted):
+                raise PrepError(f"{method} replied with {len(typed)} value(s), prep expects {len(rets)}")
+            values.append(None)
+            continue
+        wire, value = typed[index]
+        try:
+            values.append(subtyping.coerce(value, wire, wanted))
+        except subtyping.CoercionError as err:
+            raise PrepError(
+                f"{method} replied with a value prep cannot read: {err}",
+                hint="the canister's interface differs from the kind's service.did: see prep canister info",
+            ) from None
+    return values
+
+
+def _says_err(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and get_field_hash(next(iter(value))) == _ERR_HASH
+
+
+def _err_text(first: tuple[candid.CandidType, Any], rets: tuple[candid.CandidType, ...]) -> str:
+    """The Err payload, with field names where the expected type knows them."""
+    wire, value = first
+    if rets:
+        try:
+            return _describe(subtyping.coerce(value, wire, rets[0])["Err"])
+        except (subtyping.CoercionError, KeyError, TypeError):
+            pass
+    return _describe(next(iter(value.values())))
 
 
 def pick(value: Any, path: str) -> Any:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PrepError
 from pipeline.ic.candid import ServiceInterface, parse_service
+from pipeline.targets.dialogue import SmokeDialogue, read_dialogue
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +41,8 @@ class CallSpec:
     error_when_some: bool = False  # replies of type `opt text` where a text means failure
     probe: bool = False  # a readiness check: safe to repeat, run even when nothing was uploaded
     consumes: tuple[str, ...] = ()  # roles whose heap copy this step uses up (brought back first if kept)
+    optional: bool = False  # only some canister versions have the method (see `fallback`)
+    fallback: CallSpec | None = None  # what prep calls instead where the method is absent
 
 
 @dataclass(frozen=True)
@@ -84,49 +87,97 @@ class AccessRule:
 
 
 @dataclass(frozen=True)
+class ReleaseNotes:
+    """What prep knows of the canister's released interfaces, for messages when one does not fit."""
+
+    project: str = ""  # e.g. "onicai/llama_cpp_canister"
+    checked: str = ""  # the releases whose interface passes prep's check, e.g. "v0.1.0 to v0.16.4"
+    changes: dict[str, str] = field(default_factory=dict)  # method -> how it changed across releases
+
+
+ROLE_CALLS = ("size", "read", "running_sha", "length", "reset")
+
+
+@dataclass(frozen=True)
 class TargetProfile:
     kind: str
     description: str
     directory: Path
-    addressing: str
+    addressing: str  # "" for a smoke-only kind (no file roles)
     max_chunk_size: int
     roles: tuple[RoleProfile, ...]
     steps: tuple[CallSpec, ...]
     access: AccessRule
     defaults: dict[str, Any] = field(default_factory=dict)
     service: ServiceInterface | None = None
+    smoke: SmokeDialogue | None = None
+    releases: ReleaseNotes = field(default_factory=ReleaseNotes)
 
     def role(self, name: str) -> RoleProfile:
         for role in self.roles:
             if role.name == name:
                 return role
+        if not self.roles:
+            raise PrepError(
+                f"canister kind {self.kind} is smoke-only: prep does not upload into it",
+                hint=f"ask it a prompt: prep smoke --kind {self.kind} --canister ID --prompt ...",
+            )
         raise PrepError(
             f"canister kind {self.kind} has no file role {name!r}",
             hint=f"roles of {self.kind}: {', '.join(r.name for r in self.roles)}",
         )
 
     def calls(self) -> list[CallSpec]:
-        """Every call this profile may make (the ones the live interface must match)."""
+        """Every call this profile may make, fallbacks included (what the live interface must fit)."""
         specs: list[CallSpec] = [*self.steps]
         if self.access.check:
             specs.append(self.access.check)
         for role in self.roles:
             specs += [role.upload, *role.after]
-            specs += [s for s in (role.size, role.read, role.running_sha, role.length, role.reset) if s]
-        return specs
+            specs += [s for s in (getattr(role, name) for name in ROLE_CALLS) if s]
+        if self.smoke is not None:
+            specs += self.smoke.specs()
+        return specs + [spec.fallback for spec in specs if spec.fallback is not None]
 
     def methods_used(self) -> list[str]:
         return sorted({spec.method for spec in self.calls()})
+
+    def optional_methods(self) -> set[str]:
+        """Methods that only some canister versions have: every call of them is optional."""
+        calls = self.calls()
+        return {s.method for s in calls if s.optional} - {s.method for s in calls if not s.optional}
 
     def is_query(self, method: str) -> bool:
         assert self.service is not None
         return self.service.methods[method].is_query
 
-    def required_interface(self) -> ServiceInterface:
-        """The part of service.did this profile calls: what the live canister must match."""
-        assert self.service is not None
-        methods = {name: self.service.methods[name] for name in self.methods_used()}
-        return ServiceInterface(methods, self.service.source)
+    def without(self, absent: set[str]) -> TargetProfile:
+        """This profile for a canister that lacks the optional methods `absent`: each of their calls
+        is replaced by its fallback, or left out when it has none."""
+        if not absent:
+            return self
+
+        def resolve(spec: CallSpec | None) -> CallSpec | None:
+            if spec is None or spec.method not in absent:
+                return spec
+            return spec.fallback
+
+        def present(specs: tuple[CallSpec, ...]) -> tuple[CallSpec, ...]:
+            return tuple(s for s in map(resolve, specs) if s is not None)
+
+        roles = tuple(
+            replace(
+                role,
+                after=present(role.after),
+                **{name: resolve(getattr(role, name)) for name in ROLE_CALLS},
+            )
+            for role in self.roles
+        )
+        smoke = self.smoke
+        if smoke is not None:
+            calls = tuple(replace(c, call=resolve(c.call)) for c in smoke.calls if resolve(c.call))
+            smoke = replace(smoke, calls=calls, ready=resolve(smoke.ready))
+        return replace(self, roles=roles, steps=present(self.steps), smoke=smoke)
 
 
 def canisters_dir() -> Path:
@@ -186,19 +237,23 @@ class _Reader:
             "steps",
             "access",
             "defaults",
+            "smoke",
+            "releases",
         }
         self._no_unknown(data, known, "")
-        addressing = data.get("addressing")
-        if addressing not in ADDRESSING:
+        roles_data = data.get("roles", [])
+        if not isinstance(roles_data, list):
+            raise self.fail("roles", "a list of [[roles]] tables (none for a smoke-only kind)")
+        if not roles_data and "smoke" not in data:
+            raise self.fail("roles", "at least one [[roles]] table, or a [smoke] dialogue")
+        addressing = data.get("addressing", "")
+        if roles_data and addressing not in ADDRESSING:
             raise self.fail("addressing", " or ".join(ADDRESSING))
         chunk = data.get("max_chunk_size", DEFAULT_MAX_CHUNK_SIZE)
         if not isinstance(chunk, int) or not 1 <= chunk <= HARD_MAX_CHUNK_SIZE:
             raise self.fail(
                 "max_chunk_size", f"an integer from 1 to {HARD_MAX_CHUNK_SIZE} (2 MiB message limit)"
             )
-        roles_data = data.get("roles")
-        if not isinstance(roles_data, list) or not roles_data:
-            raise self.fail("roles", "at least one [[roles]] table")
         roles = tuple(self.role(r, f"roles[{i}]", addressing) for i, r in enumerate(roles_data))
         access_data = data.get("access", {})
         self._no_unknown(access_data, {"controllers", "check"}, "access.")
@@ -217,7 +272,18 @@ class _Reader:
             access=access,
             defaults=dict(data.get("defaults", {})),
             service=service,
+            smoke=read_dialogue(self, data["smoke"]) if "smoke" in data else None,
+            releases=self.releases(data.get("releases", {})),
         )
+
+    def releases(self, data: Any) -> ReleaseNotes:
+        if not isinstance(data, dict):
+            raise self.fail("releases", "a [releases] table")
+        self._no_unknown(data, {"project", "checked", "changes"}, "releases.")
+        changes = data.get("changes", {})
+        if not isinstance(changes, dict) or not all(isinstance(v, str) for v in changes.values()):
+            raise self.fail("releases.changes", 'a table of method = "how it changed"')
+        return ReleaseNotes(str(data.get("project", "")), str(data.get("checked", "")), dict(changes))
 
     def role(self, data: Any, key: str, addressing: str) -> RoleProfile:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
@@ -287,12 +353,11 @@ class _Reader:
             raise self.fail(key, "a role with a length query (it checks the restored bytes)")
         return StableCopy(kept_by=index["kept_by"], restore=index["restore"])
 
-    def call(self, data: Any, key: str) -> CallSpec:
+    def call(self, data: Any, key: str, extra: frozenset[str] = frozenset()) -> CallSpec:
         if not isinstance(data, dict) or not isinstance(data.get("method"), str):
             raise self.fail(f"{key}.method", "a method name")
-        self._no_unknown(
-            data, {"method", "args", "value", "exists", "error_when_some", "probe", "consumes"}, f"{key}."
-        )
+        known = {"method", "args", "value", "exists", "error_when_some", "probe", "consumes", "optional"}
+        self._no_unknown(data, known | {"fallback"} | extra, f"{key}.")
         consumes = data.get("consumes", [])
         if not isinstance(consumes, list) or not all(isinstance(c, str) for c in consumes):
             raise self.fail(f"{key}.consumes", "a list of role names")
@@ -307,6 +372,8 @@ class _Reader:
             error_when_some=bool(data.get("error_when_some", False)),
             probe=bool(data.get("probe", False)),
             consumes=tuple(consumes),
+            optional=bool(data.get("optional", False)) or "fallback" in data,
+            fallback=self.call(data["fallback"], f"{key}.fallback") if "fallback" in data else None,
         )
 
     def _no_unknown(self, data: dict[str, Any], known: set[str], prefix: str) -> None:
@@ -344,3 +411,9 @@ def _check_methods(profile: TargetProfile, path: Path) -> None:
             raise PrepError(
                 f"{path}: upload method {role.upload.method!r} is a query; uploads must be updates"
             )
+        for name, spec in (("upload", role.upload), ("size", role.size), ("read", role.read)):
+            if spec is not None and spec.optional and spec.fallback is None:
+                raise PrepError(
+                    f"{path}: role {role.name!r}: the {name} call {spec.method!r} is optional but has no "
+                    "fallback; prep cannot upload without it"
+                )

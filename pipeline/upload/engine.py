@@ -134,8 +134,8 @@ class UploadEngine:
         files = [(f.role, f.path, f.path.stat().st_size) for f in self.request.files]
         preflight.check_files(self.profile, files)
         module_hash = preflight.check_module(self.client, cid)
-        if self.request.check_interface:
-            preflight.check_interface(self.client, cid, self.profile)
+        if self.request.check_interface:  # an older release may lack optional methods: use fallbacks
+            self.profile = self.session.profile = preflight.check_interface(self.client, cid, self.profile)
         preflight.check_access(self.session)
         return module_hash
 

@@ -12,13 +12,15 @@ from pipeline.ic.errors import CallRejected
 from pipeline.manifest import Artifact
 from pipeline.preflight import check_fit
 from pipeline.targets.calls import CanisterRefused
-from pipeline.targets.profile import TargetProfile, known_kinds, load_profile
+from pipeline.targets.interface import fitted
+from pipeline.targets.profile import TargetProfile
 from pipeline.targets.retry import read_with_retries
 from pipeline.targets.session import TargetSession
 
 
-def check_interface(client: IcClient, canister_id: str, profile: TargetProfile) -> None:
-    """The live candid:service must have every method the profile calls, with the same signature."""
+def check_interface(client: IcClient, canister_id: str, profile: TargetProfile) -> TargetProfile:
+    """The live candid:service must fit the profile under Candid subtyping (pipeline.targets.interface);
+    returns the profile to drive it with (fallbacks for the optional methods it lacks)."""
     raw = read_with_retries(lambda: client.metadata(canister_id, "candid:service"))
     if raw is None:
         raise PrepError(
@@ -30,25 +32,7 @@ def check_interface(client: IcClient, canister_id: str, profile: TargetProfile) 
     live = candid.parse_service(
         raw.decode("utf-8", errors="replace"), f"canister {canister_id}'s candid:service"
     )
-    problems = candid.service_mismatches(profile.required_interface(), live)
-    if problems:
-        raise PrepError(
-            f"canister {canister_id} does not look like a {profile.kind} canister: {'; '.join(problems[:3])}"
-            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""),
-            hint=_kind_hint(live, profile.kind),
-        )
-
-
-def _kind_hint(live: candid.ServiceInterface, wrong_kind: str) -> str:
-    matching = []
-    for kind in known_kinds():
-        if kind == wrong_kind:
-            continue
-        if not candid.service_mismatches(load_profile(kind).required_interface(), live):
-            matching.append(kind)
-    if matching:
-        return f"it looks like a {' or '.join(matching)} canister: pick --kind {matching[0]}"
-    return f"check --canister; known kinds: {', '.join(known_kinds())}"
+    return fitted(profile, live, f"canister {canister_id}")
 
 
 def check_module(client: IcClient, canister_id: str) -> bytes:
