@@ -85,7 +85,7 @@ class RunReport:
         for role, item in sorted(self.artifacts.items()):
             lines.append(f"  {role}: {item['remote']}  {item['size']:,} B  sha256 {item['sha256']}")
         if self.smoke is not None:
-            lines.append(f"  answer: {self.smoke.prompt + self.smoke.text!r}")
+            lines.append(f"  answer: {self.smoke.transcript()!r}")
         ran = [s.stage for s in self.stages if s.status != "skipped"]
         lines.append(
             f"done in {self.seconds:.1f} s; " + (f"ran {', '.join(ran)}" if ran else "nothing to do")

@@ -50,9 +50,14 @@ class SmokeAnswer:
     seconds: float
     expect: str | None
     passed: bool
+    continues_prompt: bool = True  # the text continues the prompt; else it is a reply to it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def transcript(self) -> str:
+        """The prompt and the answer, as a reader expects to see them."""
+        return self.prompt + self.text if self.continues_prompt else f"{self.prompt}\n{self.text}"
 
 
 def smoke_canister(
@@ -81,6 +86,7 @@ def smoke_canister(
         seconds=round(time.monotonic() - started, 3),
         expect=request.expect,
         passed=passed,
+        continues_prompt=dialogue.continues_prompt,
     )
     if not passed:
         raise SmokeFailed(

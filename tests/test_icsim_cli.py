@@ -23,9 +23,9 @@ def test_standalone_runner_prints_canisters_identity_and_root_key() -> None:
         text=True,
     )
     try:
-        lines = [process.stdout.readline().split(maxsplit=1) for _ in range(7)]
+        lines = [process.stdout.readline().split(maxsplit=1) for _ in range(8)]
         fields = {key: value.strip() for key, value in lines}
-        assert [key for key, _ in lines[:3]] == ["llama_cpp", "icpp_llama2", "gpt2"]
+        assert [key for key, _ in lines[:4]] == ["llama_cpp", "icpp_llama2", "gpt2", "ic_llm"]
         assert fields["llama_cpp"] == "rrkah-fqaaa-aaaaa-aaaaq-cai"
         status = cbor2.loads(httpx.get(f"{fields['url']}/api/v2/status").content)
         assert status["root_key"].hex() == fields["root_key"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -102,3 +103,84 @@ def test_anyone_may_smoke_a_loaded_llama_cpp_model(deploy_world: DeployWorld) ->
     assert done.code == 0, done.stderr
     assert done.result["passed"]
     assert any(e["event"] == "smoke_note" and e["method"] == "set_max_tokens" for e in done.events)
+
+
+def test_ic_llm_answers_through_its_declared_dialogue(deploy_world: DeployWorld) -> None:
+    target = deploy_world.target_args("ic_llm")
+    anonymous = [*target[: target.index("--pem")], "--anonymous"]
+    prompt = "Why is the sky blue?"
+    done = deploy_world.prep("smoke", "--kind", "ic_llm", "--prompt", prompt, *anonymous)
+    assert done.code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == prompt and lines[1].startswith("icsim llama3.1:8b answers Why is the sky blue?")
+    done = deploy_world.prep(
+        "smoke", "--kind", "ic_llm", "--prompt", prompt, "--var", "model=qwen3:32b", "--json", *anonymous
+    )
+    assert done.code == 0, done.stderr
+    assert done.result["protocol"] == "v1_chat" and done.result["text"].startswith("icsim qwen3:32b answers")
+    assert deploy_world.sim.canister("ic_llm").counters.calls["v1_chat"] == 2
+    done = deploy_world.prep(
+        "smoke", "--kind", "ic_llm", "--prompt", prompt, "--var", "model=gpt-x", *anonymous
+    )
+    assert done.code == 1 and "Unsupported model: gpt-x" in done.stderr
+    done = deploy_world.prep("smoke", "--kind", "ic_llm", "--prompt", prompt, "--var", "model", *anonymous)
+    assert done.code == 2 and "NAME=VALUE" in done.stderr
+
+
+def test_a_new_kind_is_a_folder_with_its_dialogue(deploy_world: DeployWorld, tmp_path: Path) -> None:
+    """The ic_llm canister's older v0_chat, as a kind of its own: a folder, no Python."""
+    folder = tmp_path / "ic_llm_v0"
+    folder.mkdir()
+    (folder / "service.did").write_text((canisters_dir() / "ic_llm" / "service.did").read_text())
+    (folder / "profile.toml").write_text(
+        """
+kind = "ic_llm_v0"
+[defaults]
+model = "llama3.1:8b"
+[smoke]
+name = "v0_chat"
+continues_prompt = false
+[[smoke.calls]]
+method = "v0_chat"
+args = [{ model = "{model}", messages = [
+  { role = "system", content = "Be brief." }, { role = "user", content = "{prompt}" },
+] }]
+text = ""
+"""
+    )
+    done = deploy_world.prep(
+        "smoke", "--kind", str(folder), "--prompt", "Hello", *deploy_world.target_args("ic_llm")
+    )
+    assert done.code == 0, done.stderr
+    assert done.stdout.splitlines()[1].startswith("icsim llama3.1:8b answers Hello")
+    assert deploy_world.sim.canister("ic_llm").counters.calls["v0_chat"] == 1
+
+
+def test_smoke_only_kinds_refuse_uploads(deploy_world: DeployWorld, tmp_path: Path) -> None:
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"x" * 10)
+    done = deploy_world.prep(
+        "upload",
+        "--file",
+        str(model),
+        "--kind",
+        "ic_llm",
+        "--remote",
+        "m",
+        *deploy_world.target_args("ic_llm"),
+        "--yes",
+    )
+    assert done.code in (1, 2) and "smoke-only" in done.stderr
+
+
+def test_no_canister_method_name_in_the_pipeline_code() -> None:
+    """Dialogues and uploads come from canisters/<kind>/ data: the Python names no canister method."""
+    names = ("new_chat", "run_update", "generate", "inference", "v1_chat", "v0_chat", "load_model")
+    pipeline = Path(__file__).resolve().parent.parent / "pipeline"
+    found = [
+        f"{path.relative_to(pipeline)}: {name}"
+        for path in pipeline.rglob("*.py")
+        for name in names
+        if re.search(rf"[\"']{name}[\"']", path.read_text())
+    ]
+    assert found == []

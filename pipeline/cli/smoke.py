@@ -82,7 +82,7 @@ def smoke_command(
         answer = smoke_canister(client, profile, canister_id, request, on_event=out.event)
     checked = f" (matches {answer.expect!r})" if answer.expect else ""
     out.info(f"{answer.kind} canister {canister_id} answered in {answer.seconds:.1f} s{checked}")
-    out.result(answer.to_json(), answer.prompt + answer.text)
+    out.result(answer.to_json(), answer.transcript())
 
 
 def _name_value(item: str) -> tuple[str, str]:

@@ -193,7 +193,7 @@ class _Checker:
         for h, (name, have) in sorted(sub._field_map.items()):
             where = (*path, _label(name))
             if h not in sup._field_map:
-                known = ", ".join(_label(n) for _, (n, _t) in sorted(sup._field_map.items()))
+                known = ", ".join(sorted(_label(n) for n, _t in sup._field_map.values()))
                 return Mismatch(where, f"case {_label(name)} is not one of {known}")
             mismatch = self.check(have, sup._field_map[h][1], where)
             if mismatch is not None:

@@ -6,9 +6,10 @@ which reply field carries the generated text, and what ends a repeated call.
 name = "chat"                      # reported as the answer's protocol
 ready = { method = "ready" }       # optional: asked first; an Err means "no model loaded"
 max_tokens = 255                   # optional: the most tokens one smoke may ask for
+continues_prompt = false           # optional: the text is a reply, not the prompt's continuation
 
 [[smoke.calls]]
-method = "run_update"
+method = "continue_text"
 args = [{ args = ["-p", "{prompt}", "-n", "{max_tokens}"] }]
 text = "output"                    # reply field (dotted; "" = the reply itself) appended to the answer
 tokens = "n_tokens_generated"      # optional: reply field counting generated tokens
@@ -70,6 +71,7 @@ class SmokeDialogue:
     calls: tuple[DialogueCall, ...]
     ready: CallSpec | None = None  # asked first: an Err answer means no model is loaded
     max_tokens: int | None = None
+    continues_prompt: bool = True  # the text continues the prompt (else it is a reply to it)
 
     def specs(self) -> list[CallSpec]:
         return ([self.ready] if self.ready else []) + [c.call for c in self.calls]
@@ -87,9 +89,10 @@ DIALOGUE_CALL_KEYS = frozenset({"text", "tokens", "echoes_prompt", "refused", "r
 def read_dialogue(reader: CallReader, data: Any) -> SmokeDialogue:
     if not isinstance(data, dict):
         raise reader.fail("smoke", "a [smoke] table")
-    unknown = sorted(set(data) - {"name", "ready", "max_tokens", "calls"})
+    known = {"name", "ready", "max_tokens", "calls", "continues_prompt"}
+    unknown = sorted(set(data) - known)
     if unknown:
-        raise reader.fail(f"smoke.{unknown[0]}", "one of calls, max_tokens, name, ready (unknown key)")
+        raise reader.fail(f"smoke.{unknown[0]}", f"one of {', '.join(sorted(known))} (unknown key)")
     calls = data.get("calls")
     if not isinstance(calls, list) or not calls:
         raise reader.fail("smoke.calls", "at least one [[smoke.calls]] table")
@@ -101,6 +104,7 @@ def read_dialogue(reader: CallReader, data: Any) -> SmokeDialogue:
         calls=tuple(_read_call(reader, c, f"smoke.calls[{i}]") for i, c in enumerate(calls)),
         ready=reader.call(data["ready"], "smoke.ready") if "ready" in data else None,
         max_tokens=cap,
+        continues_prompt=bool(data.get("continues_prompt", True)),
     )
 
 

@@ -148,4 +148,4 @@ def _where(mismatch: subtyping.Mismatch) -> str:
 
 
 def _mode(method: MethodType) -> str:
-    return " ".join(method.modes) or "an update"
+    return f"a {' '.join(method.modes).replace('_', ' ')}" if method.modes else "an update"

@@ -113,15 +113,19 @@ class TargetProfile:
     smoke: SmokeDialogue | None = None
     releases: ReleaseNotes = field(default_factory=ReleaseNotes)
 
-    def role(self, name: str) -> RoleProfile:
-        for role in self.roles:
-            if role.name == name:
-                return role
+    def upload_roles(self) -> tuple[RoleProfile, ...]:
+        """The file roles; a PrepError for a smoke-only kind (one without any)."""
         if not self.roles:
             raise PrepError(
                 f"canister kind {self.kind} is smoke-only: prep does not upload into it",
                 hint=f"ask it a prompt: prep smoke --kind {self.kind} --canister ID --prompt ...",
             )
+        return self.roles
+
+    def role(self, name: str) -> RoleProfile:
+        for role in self.upload_roles():
+            if role.name == name:
+                return role
         raise PrepError(
             f"canister kind {self.kind} has no file role {name!r}",
             hint=f"roles of {self.kind}: {', '.join(r.name for r in self.roles)}",

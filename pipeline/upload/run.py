@@ -39,6 +39,7 @@ def adhoc_files(profile: TargetProfile, path: Path, remote: str | None) -> tuple
     the profile's); append kinds: `remote` names the role (e.g. safetensors)."""
     if not path.is_file():
         raise UsageError(f"--file {path}: no such file")
+    profile.upload_roles()
     if profile.addressing == "append":
         names = [r.name for r in profile.roles]
         if remote is None and len(names) > 1:

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from tests.icsim.canisters.llama_cpp_releases import INTERFACES as LLAMA_CPP_INTERFACES
 from tests.icsim.sim import IcSim
 
 
@@ -21,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-interval", type=float, default=0.0, help="seconds per block (0 = instant)")
     parser.add_argument("--block-ingress-bytes", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added before a call is answered")
+    parser.add_argument(
+        "--llama-cpp-interface", choices=sorted(LLAMA_CPP_INTERFACES), default="current",
+        help="host the interface of an older llama_cpp_canister release (v0.14: no token counts; v0.5: "
+        "also no filesystem_file_size)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     sim = IcSim(
         block_interval=args.block_interval,
@@ -29,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         controllers=args.controller,
         host=args.host,
         port=args.port,
+        llama_cpp_interface=args.llama_cpp_interface,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

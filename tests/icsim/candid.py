@@ -178,13 +178,22 @@ class Vec(Type):
             self.inner.encode_value(item, out)
 
 
+# Candid keywords used as field names must be quoted in .did text (ic_llm has `"type" : text`).
+_KEYWORDS = frozenset((
+    "blob", "bool", "empty", "float32", "float64", "func", "import", "int", "int8", "int16", "int32", "int64",
+    "nat", "nat8", "nat16", "nat32", "nat64", "null", "oneway", "opt", "principal", "query", "record",
+    "reserved", "service", "text", "type", "variant", "vec", "composite_query",
+))  # fmt: skip
+
+
 def _fields_did(fields: tuple[tuple[str, Type], ...], variant: bool) -> str:
     parts = []
     for name, typ in fields:
+        label = f'"{name}"' if name in _KEYWORDS else name
         if variant and typ == NULL:
-            parts.append(name)
+            parts.append(label)
         else:
-            parts.append(f"{name} : {typ.did()}")
+            parts.append(f"{label} : {typ.did()}")
     return "{ " + "; ".join(parts) + " }" if parts else "{}"
 
 

@@ -10,8 +10,10 @@ from types import TracebackType
 
 from tests.icsim.canisters.base import CanisterModel
 from tests.icsim.canisters.gpt2 import Gpt2Canister
+from tests.icsim.canisters.ic_llm import IcLlmCanister
 from tests.icsim.canisters.icpp_llama2 import IcppLlama2Canister
 from tests.icsim.canisters.llama_cpp import LlamaCppCanister
+from tests.icsim.canisters.llama_cpp_releases import INTERFACES as LLAMA_CPP_INTERFACES
 from tests.icsim.certify import RootKey
 from tests.icsim.faults import Faults
 from tests.icsim.identity import write_dev_identity
@@ -19,7 +21,12 @@ from tests.icsim.principal import canister_id, from_text, to_text
 from tests.icsim.replica import BlockConfig, Replica
 from tests.icsim.server import IcHttpServer
 
-CANISTER_KINDS: tuple[type[CanisterModel], ...] = (LlamaCppCanister, IcppLlama2Canister, Gpt2Canister)
+CANISTER_KINDS: tuple[type[CanisterModel], ...] = (
+    LlamaCppCanister,
+    IcppLlama2Canister,
+    Gpt2Canister,
+    IcLlmCanister,
+)
 
 
 class IcSim:
@@ -35,6 +42,7 @@ class IcSim:
         host: str = "127.0.0.1",
         port: int = 0,
         sync_call_timeout: float = 10.0,
+        llama_cpp_interface: str = "current",
     ) -> None:
         self._workdir = Path(tempfile.mkdtemp(prefix="icsim-"))
         self.dev_identity_pem = self._workdir / "identity" / "dev" / "identity.pem"
@@ -44,9 +52,11 @@ class IcSim:
         self.root_key_pair = RootKey()
         self.root_key = self.root_key_pair.der
         self.faults = Faults()
+        # An older llama_cpp_canister release's interface instead of the current one (llama_cpp_releases.py).
+        kinds = [LLAMA_CPP_INTERFACES[llama_cpp_interface], *CANISTER_KINDS[1:]]
         models = [
             kind(canister_id(index), owners, self._workdir / "stable" / kind.kind)
-            for index, kind in enumerate(CANISTER_KINDS, start=1)
+            for index, kind in enumerate(kinds, start=1)
         ]
         self.canister_ids = {m.kind: to_text(m.canister_id) for m in models}
         self.blocks = BlockConfig(block_interval, block_ingress_bytes, latency)

@@ -127,6 +127,8 @@ class CanisterModel:
                 if spec is not None:
                     kind, args, returns, declared = spec
                     found[name] = Method(name, kind, args, returns, declared, value)
+                elif value is None:  # a subclass modelling a release without this method
+                    found.pop(name, None)
         return found
 
     @classmethod
