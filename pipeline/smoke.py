@@ -15,13 +15,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.errors import PrepError
-from pipeline.ic import candid
 from pipeline.ic.client import IcClient
-from pipeline.ic.errors import CallRejected, PermanentIcError
+from pipeline.ic.errors import CallRejected
 from pipeline.recipes import TargetSpec
 from pipeline.targets.calls import CanisterRefused, encode_args, interpret_reply, pick, render
 from pipeline.targets.dialogue import Condition, DialogueCall, Repeat, SmokeDialogue
-from pipeline.targets.interface import fitted
+from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.profile import CallSpec, TargetProfile
 from pipeline.targets.retry import read_with_retries
 
@@ -129,19 +128,10 @@ def _dialogue_of(profile: TargetProfile) -> SmokeDialogue:
 
 
 def _fit_to_canister(client: IcClient, profile: TargetProfile, canister_id: str) -> TargetProfile:
-    """The profile fitted to the canister's published interface; unchanged when it publishes none."""
-    try:
-        raw = read_with_retries(lambda: client.metadata(canister_id, "candid:service"))
-    except PermanentIcError:
-        return profile  # private metadata: the calls themselves will tell
-    if raw is None:
-        return profile
-    live = candid.parse_service(raw.decode("utf-8", "replace"), f"canister {canister_id}'s candid:service")
-    dialogue = _dialogue_of(profile)
-    methods = {spec.method for spec in dialogue.specs()} | {
-        s.fallback.method for s in dialogue.specs() if s.fallback
-    }
-    return fitted(profile, live, f"canister {canister_id}", methods)
+    """Checks the dialogue's calls against the canister's published interface, when it publishes one."""
+    specs = _dialogue_of(profile).specs()
+    methods = {s.method for s in specs} | {s.fallback.method for s in specs if s.fallback}
+    return fit_to_canister(client, canister_id, profile, methods=methods)
 
 
 def _variables(profile: TargetProfile, dialogue: SmokeDialogue, request: SmokeRequest) -> dict[str, Any]:

@@ -283,7 +283,7 @@ def test_messages_lost_in_a_replica_restart_are_resent_as_the_same_envelopes(tmp
 
 def test_wrong_kind_is_refused_before_any_byte(upload_run: EngineRun, icsim: IcSim, tmp_path: Path) -> None:
     target, files = kind_files("gpt2", tmp_path)
-    with pytest.raises(PrepError, match="does not look like a gpt2 canister") as err:
+    with pytest.raises(PrepError, match="does not fit canister kind gpt2") as err:
         upload_run(target, files, canister=icsim.canister_ids["llama_cpp"])
     assert "--kind llama_cpp" in str(err.value)
     assert upload_calls(icsim, "llama_cpp") == 0 and upload_calls(icsim, "gpt2") == 0

@@ -108,7 +108,7 @@ def test_wrong_kind_exits_non_zero_before_any_byte(
     )
     code, events, stderr = run_prep(args, prep_env)
     assert code == 1
-    assert "does not look like a gpt2 canister" in stderr and "--kind icpp_llama2" in stderr
+    assert "does not fit canister kind gpt2" in stderr and "--kind icpp_llama2" in stderr
     assert events[-1]["event"] == "error"
     assert sum(icsim.canister("icpp_llama2").counters.calls.values()) == 0
 

@@ -15,8 +15,11 @@ from typing import Any
 
 from pipeline.errors import PrepError
 from pipeline.ic import subtyping
-from pipeline.ic.candid import MethodType, ServiceInterface
+from pipeline.ic.candid import MethodType, ServiceInterface, parse_service
+from pipeline.ic.client import IcClient
+from pipeline.ic.errors import PermanentIcError
 from pipeline.targets.profile import TargetProfile, known_kinds, load_profile
+from pipeline.targets.retry import read_with_retries
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,33 @@ def method_fits(wanted: MethodType, have: MethodType) -> tuple[str | None, list[
         if fit.mismatch is not None:
             return _where(fit.mismatch), lossy
     return None, lossy
+
+
+def fit_to_canister(
+    client: IcClient,
+    canister_id: str,
+    profile: TargetProfile,
+    *,
+    methods: Collection[str] | None = None,
+    required: bool = False,
+) -> TargetProfile:
+    """`fitted` to the canister's candid:service metadata. Without metadata (absent, or private to its
+    controllers): the profile unchanged, or, when `required`, a PrepError."""
+    try:
+        raw = read_with_retries(lambda: client.metadata(canister_id, "candid:service"))
+    except PermanentIcError:
+        raw = None
+    if raw is None:
+        if required:
+            raise PrepError(
+                f"canister {canister_id} publishes no candid:service metadata, so prep cannot check that it "
+                f"is a {profile.kind} canister",
+                hint="rebuild it with its .did as candid:service metadata, or pass --no-interface-check "
+                "if you are sure of --kind",
+            )
+        return profile
+    live = parse_service(raw.decode("utf-8", errors="replace"), f"canister {canister_id}'s candid:service")
+    return fitted(profile, live, f"canister {canister_id}", methods)
 
 
 def fitted(

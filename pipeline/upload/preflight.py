@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import PrepError
-from pipeline.ic import candid
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected
 from pipeline.manifest import Artifact
 from pipeline.preflight import check_fit
 from pipeline.targets.calls import CanisterRefused
-from pipeline.targets.interface import fitted
+from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.profile import TargetProfile
 from pipeline.targets.retry import read_with_retries
 from pipeline.targets.session import TargetSession
@@ -21,18 +20,7 @@ from pipeline.targets.session import TargetSession
 def check_interface(client: IcClient, canister_id: str, profile: TargetProfile) -> TargetProfile:
     """The live candid:service must fit the profile under Candid subtyping (pipeline.targets.interface);
     returns the profile to drive it with (fallbacks for the optional methods it lacks)."""
-    raw = read_with_retries(lambda: client.metadata(canister_id, "candid:service"))
-    if raw is None:
-        raise PrepError(
-            f"canister {canister_id} publishes no candid:service metadata, so prep cannot check that it is "
-            f"a {profile.kind} canister",
-            hint="rebuild it with its .did as candid:service metadata, or pass --no-interface-check "
-            "if you are sure of --kind",
-        )
-    live = candid.parse_service(
-        raw.decode("utf-8", errors="replace"), f"canister {canister_id}'s candid:service"
-    )
-    return fitted(profile, live, f"canister {canister_id}")
+    return fit_to_canister(client, canister_id, profile, required=True)
 
 
 def check_module(client: IcClient, canister_id: str) -> bytes:

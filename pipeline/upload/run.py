@@ -13,6 +13,7 @@ from pipeline.ic.client import IcClient
 from pipeline.manifest import read_manifest
 from pipeline.recipes import TargetSpec, load_recipe
 from pipeline.targets.append import AppendFile
+from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import TargetProfile, load_profile
 from pipeline.targets.session import TargetSession
@@ -126,6 +127,7 @@ def upload_status(
     remotes: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Per role: what the journal says and what the canister holds (queries and read_state only)."""
+    profile = fit_to_canister(client, canister_id, profile)  # older releases: their fallbacks
     session = TargetSession(client, canister_id, profile, {"principal": client.principal})
     module_hash = client.module_hash(canister_id)
     rows = []
