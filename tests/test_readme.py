@@ -68,6 +68,8 @@ def dfx_project(folder: Path, world: TinyWorld, sim: IcSim) -> Path:
     (identity / "default").mkdir(parents=True)
     shutil.copy(sim.dev_identity_pem, identity / "default" / "identity.pem")
     (identity.parent / "identity.json").write_text(json.dumps({"default": "default"}))
+    # What `dfx canister metadata llama_cpp candid:service > llama_cpp.did` saves.
+    (folder / "llama_cpp.did").write_text(sim.canister("llama_cpp").candid_service())
     return folder
 
 
