@@ -75,7 +75,7 @@ def interpret_reply(profile: TargetProfile, spec: CallSpec, data: bytes, *, pick
     rets = profile.service.methods[spec.method].rets
     values = read_reply(spec.method, data, rets)
     value = values[0] if values else None
-    value = _unwrap(spec.method, value)
+    value = _unwrap_ok(value)
     if spec.error_when_some:
         text = value[0] if isinstance(value, list) and value else value
         if text:
@@ -137,13 +137,10 @@ def _field(value: Any, name: str) -> Any:
     raise PrepError(f"canister reply has no field {name!r}: {_short(value)}")
 
 
-def _unwrap(method: str, value: Any) -> Any:
-    if isinstance(value, dict) and len(value) == 1:
-        ((tag, payload),) = value.items()
-        if tag in ("Ok", str(idl_hash("Ok"))):
-            return payload
-        if tag in ("Err", str(idl_hash("Err"))):
-            raise CanisterRefused(f"{method} failed: the canister says {_describe(payload)}")
+def _unwrap_ok(value: Any) -> Any:
+    """`variant { Ok : x; ... }` gives x (read_reply already turned an Err into CanisterRefused)."""
+    if isinstance(value, dict) and len(value) == 1 and "Ok" in value:
+        return value["Ok"]
     return value
 
 
