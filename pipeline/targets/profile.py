@@ -2,9 +2,11 @@
 
 A profile says how to put files into one kind of canister: chunk size, addressing (`offset` or `append`),
 per file role the upload / resume / reset / read-back calls, the steps after the bytes, limits and the
-access check. Call arguments are templates (see pipeline.targets.calls); the Candid types come from the
-kind's service.did, so a canister that speaks an existing protocol with other method names is a new
-folder, not new code.
+access check; how to ask its model a prompt (`[smoke]`, pipeline.targets.dialogue); and what is known of
+its releases (`[releases]`). Call arguments are templates (see pipeline.targets.calls); the Candid types
+come from the kind's service.did, so a canister that speaks an existing protocol with other method names
+is a new folder, not new code. A call only some releases answer is `optional`, with the `fallback` prep
+calls instead where a canister lacks it (pipeline.targets.interface decides, from its Candid).
 """
 
 from __future__ import annotations
