@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,12 @@ from pipeline.ic.network import resolve_network
 from pipeline.smoke import SmokeFailed, SmokeRequest, smoke_canister
 from pipeline.targets.profile import canisters_dir, load_profile
 from tests.fixtures_run import DeployWorld
+from tests.hubsim.world import TinyWorld
 from tests.icsim import IcSim
+from tests.icsim import sim as icsim_sim
+from tests.icsim.candid import TEXT, record, variant
+from tests.icsim.canisters.base import CallContext, update
+from tests.icsim.canisters.icpp_llama2 import API_ERROR, PROMPT, IcppLlama2Canister
 
 
 def client_for(sim: IcSim) -> IcClient:
@@ -184,3 +191,24 @@ def test_no_canister_method_name_in_the_pipeline_code() -> None:
         if re.search(rf"[\"']{name}[\"']", path.read_text())
     ]
     assert found == []
+
+
+class StaleIcppLlama2(IcppLlama2Canister):
+    """An icpp_llama2 build from the stale llama2_c/llama2.did: inference replies without num_tokens."""
+
+    @update(PROMPT, returns=(variant(Err=API_ERROR, Ok=record(inference=TEXT)),))
+    def inference(self, ctx: CallContext, prompt: dict[str, Any]) -> Any:
+        return super().inference(ctx, prompt)
+
+
+def test_icpp_llama2_without_num_tokens_smokes(
+    tiny_world: TinyWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kinds = tuple(StaleIcppLlama2 if k is IcppLlama2Canister else k for k in icsim_sim.CANISTER_KINDS)
+    monkeypatch.setattr(icsim_sim, "CANISTER_KINDS", kinds)
+    with IcSim() as sim:
+        assert "num_tokens" not in sim.canister("icpp_llama2").candid_service()
+        world = DeployWorld(tiny_world, sim, Path(os.environ["PREP_WORKDIR"]))
+        done = world.prep(*world.run_args("icpp_llama2"), "--json")
+    assert done.code == 0, done.stderr
+    assert done.result["smoke"]["passed"] and done.result["smoke"]["tokens"] is None
