@@ -45,9 +45,11 @@ def check_command(
     kind: KindOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Can prep drive a canister with this interface? Per kind: yes, or exactly why not (Candid
-    subtyping: records may gain fields or lose optional ones, ...). Exit 0 when the kind (or, without
-    --kind, any kind) fits, 1 otherwise."""
+    """Can prep drive a canister with this Candid interface? Per kind: yes, or exactly why not.
+
+    Decided by Candid subtyping (replies may carry more fields or lack optional ones, ...).
+    Exit 0 when the kind (or, without --kind, any kind) fits, 1 otherwise.
+    """
     from pipeline.errors import UsageError
     from pipeline.ic.candid import CandidError, parse_service
     from pipeline.targets.interface import fit_kind

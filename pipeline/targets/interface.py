@@ -52,7 +52,7 @@ def fit_kind(
             if name in optional:
                 absent.append(name)
             else:
-                problems.append(_explain(profile, name, f"method {name} is missing"))
+                problems.append(_missing(profile, name))
             continue
         mismatch, lossy = method_fits(wanted, have)
         if mismatch is not None:
@@ -153,6 +153,13 @@ def what_to_do(profile: TargetProfile, fitting: list[str]) -> str:
 def fit_known_kinds(live: ServiceInterface) -> tuple[KindFit, ...]:
     """How `live` fits each known kind (canisters/ or $PREP_CANISTERS_DIR)."""
     return tuple(fit_kind(load_profile(kind), live) for kind in known_kinds())
+
+
+def _missing(profile: TargetProfile, method: str) -> str:
+    notes = profile.releases
+    if notes.project and notes.checked:  # every checked release fits, so each has the method
+        return f"method {method} is missing ({notes.project} {notes.checked} all have it)"
+    return f"method {method} is missing"
 
 
 def _explain(profile: TargetProfile, method: str, problem: str) -> str:
