@@ -125,3 +125,34 @@ def _flatten(data: Any, prefix: str = "") -> list[str]:
     if isinstance(data, list) and data and isinstance(data[0], dict):
         return [line for i, v in enumerate(data) for line in _flatten(v, f"{prefix}[{i}]")]
     return [f"{prefix} = {data!r}"]
+
+
+@recipes_app.command("new")
+def new_command(
+    repo_id: Annotated[str, typer.Argument(help="Hugging Face repo id, e.g. Qwen/Qwen3-0.6B-GGUF.")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="Canister kind: llama_cpp, gpt2 or icpp_llama2.")
+    ] = "llama_cpp",
+    name: Annotated[
+        str | None, typer.Option("--name", help="Recipe name (default: from the chosen file).")
+    ] = None,
+    revision: Annotated[str, typer.Option("--revision", help="Branch, tag or commit to judge.")] = "main",
+    pick: Annotated[
+        str | None, typer.Option("--pick", help="Use this file instead of the rule's choice.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing recipe of that name.")
+    ] = False,
+    json_output: JsonFlag = False,
+    recipes_dir: Annotated[
+        Path | None, typer.Option("--recipes-dir", help="Where to write the recipe (default: ./recipes).")
+    ] = None,
+) -> None:
+    """Judge a Hub repo's model files for a canister kind (headers only) and write a recipe for the best."""
+    from pipeline.pick.recipe import new_recipe
+    from pipeline.pick.report import human_report
+
+    result = new_recipe(
+        repo_id, kind=kind, name=name, revision=revision, pick_file=pick, force=force, recipes_dir=recipes_dir
+    )
+    Output(json=json_output).result(result.to_json(), human_report(result))

@@ -77,6 +77,14 @@ class GgufInfo:
         return counts
 
 
+class HeaderIncomplete(PrepError):
+    """The bytes given end inside the header: `needed` is how many bytes would let parsing go further."""
+
+    def __init__(self, message: str, *, needed: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.needed = needed
+
+
 class _Cursor:
     def __init__(self, path: Path, buffer: mmap.mmap | bytes) -> None:
         self.path = path
@@ -86,9 +94,10 @@ class _Cursor:
     def take(self, n: int, what: str) -> memoryview:
         end = self.pos + n
         if end > len(self.buffer):
-            raise PrepError(
+            raise HeaderIncomplete(
                 f"{self.path}: truncated in the header while reading {what} "
                 f"(needs byte {end}, file has {len(self.buffer)})",
+                needed=end,
                 hint="the file is incomplete; download or convert it again",
             )
         view = memoryview(self.buffer)[self.pos : end]
@@ -112,7 +121,7 @@ class _Cursor:
             if pos + 8 > size:
                 self.pos = pos
                 self.take(8, f"{what}[{index}]")
-            length = int.from_bytes(buffer[pos : pos + 8], "little")
+            (length,) = _U64.unpack_from(buffer, pos)
             pos += 8 + length
             if pos > size:
                 self.pos = pos - length
@@ -131,7 +140,15 @@ def read_gguf(path: Path) -> GgufInfo:
             return _parse(path, buffer, file_size)
 
 
-def _parse(path: Path, buffer: mmap.mmap, file_size: int) -> GgufInfo:
+def parse_gguf_header(path: Path, prefix: bytes, file_size: int) -> GgufInfo:
+    """Parses a header from the first bytes of a file of `file_size` bytes (e.g. fetched by a range request).
+
+    Raises HeaderIncomplete (with the byte count it needs) when `prefix` ends inside the header.
+    """
+    return _parse(path, prefix, file_size)
+
+
+def _parse(path: Path, buffer: mmap.mmap | bytes, file_size: int) -> GgufInfo:
     cursor = _Cursor(path, buffer)
     magic = bytes(cursor.take(4, "the magic"))
     if magic != MAGIC:

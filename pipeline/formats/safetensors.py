@@ -75,18 +75,29 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
     """Parses and checks the header: JSON, dtypes, shapes, offsets contiguous and inside the file."""
     file_size = os.path.getsize(path)
     with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise PrepError(
-                f"{path}: {file_size} bytes is too short for a safetensors file (needs an 8-byte header)"
-            )
-        (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER_BYTES or 8 + length > file_size:
-            raise PrepError(
-                f"{path}: safetensors header length {length} runs past the end of the {file_size}-byte file",
-                hint="the file is truncated or not safetensors; download it again",
-            )
+        length = header_length(path, f.read(8), file_size)
         raw = f.read(length)
+    return parse_safetensors_header(path, raw, file_size)
+
+
+def header_length(path: Path, prefix: bytes, file_size: int) -> int:
+    """The JSON header length from the first 8 bytes, checked against the file size."""
+    if len(prefix) < 8:
+        raise PrepError(
+            f"{path}: {file_size} bytes is too short for a safetensors file (needs an 8-byte header)"
+        )
+    (length,) = struct.unpack("<Q", prefix[:8])
+    if length > MAX_HEADER_BYTES or 8 + length > file_size:
+        raise PrepError(
+            f"{path}: safetensors header length {length} runs past the end of the {file_size}-byte file",
+            hint="the file is truncated or not safetensors; download it again",
+        )
+    return length
+
+
+def parse_safetensors_header(path: Path, raw: bytes, file_size: int) -> SafetensorsHeader:
+    """Parses and checks the JSON header `raw` (the bytes after the length) of a `file_size`-byte file."""
+    length = len(raw)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

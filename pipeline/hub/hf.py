@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
+from huggingface_hub import HfApi, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -25,11 +25,14 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
 from tqdm.auto import tqdm
 
 from pipeline.errors import PrepError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+# A range read is a few MB: a server that sends nothing for this long is not going to.
+RANGE_READ_TIMEOUT_S = 30.0
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -67,6 +70,16 @@ class RemoteFile:
     lfs_sha256: str | None
 
 
+@dataclass(frozen=True)
+class RepoSnapshot:
+    """A repo at one commit: its files with the Hub's hashes, and the model card metadata the Hub parsed."""
+
+    repo: str
+    commit: str
+    files: dict[str, RemoteFile]
+    card: dict[str, Any]
+
+
 class _QuietTqdm(tqdm):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["disable"] = True
@@ -95,6 +108,52 @@ class HubClient:
             for e in entries
             if isinstance(e, RepoFile)
         }
+
+    def snapshot(self, repo: str, revision: str) -> RepoSnapshot:
+        """Commit, files (sizes, LFS sha256) and model card metadata in one model_info call."""
+        self._require_online(repo)
+        with _hub_errors(self.settings, repo, revision):
+            info = self._api.model_info(repo, revision=revision, files_metadata=True)
+        if not info.sha:
+            raise PrepError(f"the Hub at {self.settings.endpoint} returned no commit for {repo}@{revision}")
+        files = {
+            s.rfilename: RemoteFile(
+                s.rfilename, s.size or 0, s.blob_id or "", s.lfs.sha256 if s.lfs else None
+            )
+            for s in info.siblings or []
+        }
+        card = info.card_data.to_dict() if info.card_data is not None else {}
+        return RepoSnapshot(repo, info.sha, files, card)
+
+    def read_range(self, repo: str, path: str, commit: str, start: int, length: int) -> bytes:
+        """Bytes start..start+length of a file (fewer at its end), by an HTTP range request.
+
+        Never reads more than `length` bytes, even from a server that ignores the Range header.
+        """
+        self._require_online(repo)
+        url = hf_hub_url(repo, path, revision=commit, endpoint=self.settings.endpoint)
+        headers = build_hf_headers(token=self.settings.token)
+        headers["Range"] = f"bytes={start}-{start + length - 1}"
+        received = bytearray()
+        with (
+            _hub_errors(self.settings, repo, commit, path),
+            http_stream_backoff(
+                "GET", url, headers=headers, follow_redirects=True, timeout=RANGE_READ_TIMEOUT_S
+            ) as response,
+        ):
+            hf_raise_for_status(response)
+            served = response.headers.get("Content-Range", "") if response.status_code == 206 else ""
+            if start and not served.startswith(f"bytes {start}-"):
+                raise PrepError(
+                    f"the Hub at {self.settings.endpoint} did not serve bytes from {start} of {repo}/{path} "
+                    f"(HTTP {response.status_code}, Content-Range {served or 'missing'!r})",
+                    hint="use an endpoint that serves byte ranges (the Hub and its mirrors do)",
+                )
+            for block in response.iter_bytes():
+                received += block[: length - len(received)]
+                if len(received) >= length:
+                    break
+        return bytes(received)
 
     def cached_path(self, repo: str, path: str, commit: str) -> Path | None:
         found = try_to_load_from_cache(repo, path, cache_dir=self.settings.cache_dir, revision=commit)

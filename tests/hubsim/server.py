@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from tests.hubsim.repos import HubFile, HubRepo, commit_id, files_from_dir, make_files
+from tests.hubsim.repos import (
+    HubFile,
+    HubRepo,
+    SparseContent,
+    card_data,
+    commit_id,
+    files_from_dir,
+    make_files,
+)
 
 DEFAULT_TOKEN = "hf_hubsim_token"
 
@@ -61,15 +69,24 @@ class HubSim:
     # --- content -------------------------------------------------------------------------------------
 
     def add_repo(
-        self, repo_id: str, files: dict[str, bytes] | Path, *, revision: str = "main", gated: bool = False
+        self,
+        repo_id: str,
+        files: dict[str, bytes | SparseContent] | Path,
+        *,
+        revision: str = "main",
+        gated: bool = False,
     ) -> str:
         """Creates (or replaces) a repo whose first commit holds `files`; returns the commit id."""
         self.repos[repo_id] = HubRepo(repo_id, gated=gated)
         return self.commit(repo_id, files, revision=revision)
 
-    def commit(self, repo_id: str, files: dict[str, bytes] | Path, *, revision: str = "main") -> str:
+    def commit(
+        self, repo_id: str, files: dict[str, bytes | SparseContent] | Path, *, revision: str = "main"
+    ) -> str:
         """Adds a commit with exactly `files` and points `revision` at it; returns the commit id."""
-        contents = files_from_dir(files) if isinstance(files, Path) else files
+        contents: dict[str, bytes | SparseContent] = {
+            **(files_from_dir(files) if isinstance(files, Path) else files)
+        }
         repo = self.repos[repo_id]
         with self._lock:
             self._commit_count += 1
@@ -267,6 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
             "tags": [],
             "siblings": siblings,
         }
+        readme = files.get("README.md")
+        if readme is not None and isinstance(readme.data, bytes):
+            info["cardData"] = card_data(readme.data)
         self._send_json(info, head)
 
     def _tree(self, repo: HubRepo, revision: str, prefix: str, query: dict[str, str], head: bool) -> None:
@@ -329,8 +349,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo, hub_file = found
         self._send_content(self._served_bytes(repo, hub_file), {"ETag": f'"{sha256}"'}, head)
 
-    def _served_bytes(self, repo: HubRepo, hub_file: HubFile) -> bytes:
-        if hub_file.path in repo.corrupted:
+    def _served_bytes(self, repo: HubRepo, hub_file: HubFile) -> bytes | SparseContent:
+        if hub_file.path in repo.corrupted and isinstance(hub_file.data, bytes):
             return bytes(b ^ 0x5A for b in hub_file.data)
         return hub_file.data
 
@@ -360,7 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
         match = _RANGE_RE.match(self.headers.get("Range", ""))
         return min(int(match.group(1)), size) if match else 0
 
-    def _send_content(self, data: bytes, headers: dict[str, str], head: bool) -> None:
+    def _send_content(self, data: bytes | SparseContent, headers: dict[str, str], head: bool) -> None:
         headers = {**headers, "Accept-Ranges": "bytes"}
         match = _RANGE_RE.match(self.headers.get("Range", ""))
         if match and not head:
@@ -390,14 +410,17 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Repo-Commit"] = err.commit
         self._send(err.status, headers, json.dumps({"error": err.message}).encode(), head)
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes, head: bool) -> None:
+    def _send(self, status: int, headers: dict[str, str], body: bytes | SparseContent, head: bool) -> None:
         self.send_response(status)
         headers.setdefault("Content-Length", str(len(body)))
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        if not head and body:
-            self.wfile.write(body)
+        if head:
+            return
+        step = 1 << 20  # a sparse file is written in pieces, never made whole in memory
+        for start in range(0, len(body), step):
+            self.wfile.write(body[start : start + step])
 
 
 def _tree_entries(files: dict[str, HubFile], prefix: str, recursive: bool) -> list[dict[str, Any]]:
