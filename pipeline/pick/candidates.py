@@ -172,8 +172,9 @@ def pick(candidates: list[Candidate], wanted: str | None = None) -> tuple[Candid
     loadable = sorted((c for c in candidates if c.loadable), key=_rank)
     if not loadable:
         raise PrepError(
-            "no candidate can be loaded:\n" + "\n".join(f"  {c.name}: {c.verdict}: {c.detail}" for c in candidates),
-            hint="try another repo of the model: a smaller size, or a GGUF of an architecture the canister knows",
+            "no candidate can be loaded:\n"
+            + "\n".join(f"  {c.name}: {c.verdict}: {c.detail}" for c in candidates),
+            hint="try another repo: a smaller model, or a GGUF of an architecture the canister knows",
         )
     choice = loadable[0]
     return choice, _why(choice, loadable)
@@ -273,7 +274,9 @@ def _gguf_candidate(ctx: RepoContext, path: str) -> Candidate:
         build={"kind": "passthrough", "files": {"model": path}},
         shape=facts.shape,
         chat_template=facts.chat_template,
-        template_source=f"{path} (tokenizer.chat_template)",
+        template_source=f"{path} (tokenizer.chat_template)"
+        if facts.chat_template
+        else f"{path}: no chat template",
     )
 
 

@@ -106,4 +106,5 @@ def load_args_for(remote: str, shape: ModelShape | None) -> list[str]:
 
 
 def gib(n: int) -> str:
-    return f"{n / GIB:.2f} GiB"
+    """Heap sizes as the IC's settings speak of them: GiB, or MiB below one GiB."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 1024**2:.1f} MiB"
