@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import PrepError
+from pipeline.hub.hf import HubClient, HubSettings
 from pipeline.pick.candidates import (
     FITS,
     NEEDS_CONVERSION,
@@ -113,7 +117,9 @@ def test_the_recipe_pins_the_choice_and_passes_validation(pick_hub: HubSim, tmp_
     assert recipe.target.smoke.prompt == (
         f"<|im_start|>user\n{SMOKE_QUESTION}<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert recipe.licence.startswith("apache-2.0 (model card of sim/Qwen3-1.7B-GGUF; base model Qwen/Qwen3-1.7B")
+    assert recipe.licence.startswith(
+        "apache-2.0 (model card of sim/Qwen3-1.7B-GGUF; base model Qwen/Qwen3-1.7B"
+    )
     shown = prep_in_process("recipes", "show", str(result.path), "--json")
     assert shown.code == 0, shown.stderr
 
@@ -124,6 +130,7 @@ def test_wasm_memory_limit_unknown_architecture_and_truncated_files(pick_hub: Hu
         "Wide-1.5B-Q4_0-truncated.gguf": UNUSABLE,
         "Wide-1.5B-Q4_K_M.gguf": FITS,
         "Wide-1.5B-Q8_0.gguf": NEEDS_MEMORY_LIMIT,
+        "Wide-1.5B-hostile.gguf": UNUSABLE,
         "mmproj-Wide-1.5B-F16.gguf": UNKNOWN_ARCHITECTURE,
     }
     by_name = {c.name: c for c in result.candidates}
@@ -131,6 +138,8 @@ def test_wasm_memory_limit_unknown_architecture_and_truncated_files(pick_hub: Hu
     assert q8.memory_limit == RAISED_WASM_MEMORY_LIMIT and 3 * 1024**3 < q8.heap <= RAISED_WASM_MEMORY_LIMIT  # type: ignore[operator]
     assert "'clip'" in by_name["mmproj-Wide-1.5B-F16.gguf"].detail
     assert "runs past the end of the file" in by_name["Wide-1.5B-Q4_0-truncated.gguf"].detail
+    hostile = by_name["Wide-1.5B-hostile.gguf"]
+    assert "not a model header" in hostile.detail and hostile.header_bytes == FIRST_READ
     # A file that fits as is beats a larger one that needs the canister reconfigured...
     assert result.choice.name == "Wide-1.5B-Q4_K_M.gguf"
     assert result.licence.startswith("other: wide-community-licence")
@@ -163,7 +172,12 @@ def test_a_safetensors_only_repo_needs_conversion_at_the_best_type_that_fits(
     assert candidate.header_bytes < 100_000 and candidate.header_requests == 1
     recipe = load_recipe(result.path)
     assert (recipe.build.kind, recipe.build.outtype, recipe.build.quantize) == ("convert", "f16", "q8_0")
-    assert recipe.sources[0].files == ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json")
+    assert recipe.sources[0].files == (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    )
     assert result.prompt.source == "chat template from tokenizer_config.json"
 
 
@@ -234,7 +248,9 @@ def test_chat_templates_are_sandboxed_and_fall_back_to_a_plain_prompt() -> None:
     escape = "{{ ''.__class__.__mro__[1].__subclasses__() }}{{ messages[0]['content'] }}"
     assert render_smoke_prompt(escape, "t").text == PLAIN_PROMPT
     assert render_smoke_prompt("{{ 'no question here' }}", "t").text == PLAIN_PROMPT
-    gemma = "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}{% endfor %}"
+    gemma = (
+        "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}{% endfor %}"
+    )
     assert render_smoke_prompt(gemma, "t").text == f"<start_of_turn>user\n{SMOKE_QUESTION}"
 
 
@@ -248,10 +264,41 @@ def test_the_generated_recipe_runs_into_icsim(hubsim: HubSim, icsim: IcSim, tmp_
     shown = prep_in_process("recipes", "show", name, "--recipes-dir", str(recipes), "--json")
     assert shown.code == 0, shown.stderr
     target = ["--network", icsim.url, "--canister", icsim.canister_ids["llama_cpp"], "--pem"]
-    ran = prep_in_process("run", str(recipes / f"{name}.toml"), *target, str(icsim.dev_identity_pem), "--yes", "--json")
+    ran = prep_in_process(
+        "run", str(recipes / f"{name}.toml"), *target, str(icsim.dev_identity_pem), "--yes", "--json"
+    )
     assert ran.code == 0, ran.stderr
     assert ran.result["smoke"]["passed"]
     uploaded = icsim.canister("llama_cpp").file_bytes("models/model.gguf")
     assert uploaded == hubsim.repos[TINY_GGUF_REPO].commits[made.result["commit"]]["tiny-Q8_0.gguf"].data
     toml = tomllib.loads((recipes / f"{name}.toml").read_text())
     assert json.dumps(toml["target"]["load_args"]).count("--ctx-size") == 1
+
+
+class _IgnoresRange(BaseHTTPRequestHandler):
+    """A server that answers every GET with the whole (large) body, whatever the Range header says."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(50_000_000))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            for _ in range(50):
+                self.wfile.write(bytes(1_000_000))
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_range_reads_never_take_more_than_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _IgnoresRange)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        client = HubClient(HubSettings.from_env())
+        assert client.read_range("o/r", "m.gguf", "c" * 40, 0, 1000) == bytes(1000)
+        with pytest.raises(PrepError, match="did not serve bytes from 1000"):
+            client.read_range("o/r", "m.gguf", "c" * 40, 1000, 1000)
+    finally:
+        server.shutdown()
+        server.server_close()

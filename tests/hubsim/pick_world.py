@@ -250,6 +250,9 @@ def _wide_files() -> dict[str, bytes | SparseContent]:
     # A real header listed with a size far smaller than its tensors need: a truncated upload.
     head = sparse_gguf("llama", WIDE_1_5B, "Q4_K_M", "Wide 1.5B").head
     files["Wide-1.5B-Q4_0-truncated.gguf"] = SparseContent(head, len(head) + 4096)
+    # A header whose first key claims to be 2**60 bytes long: reading it must stop, not grow forever.
+    hostile = b"GGUF" + struct.pack("<IQQQ", 3, 1, 1, 1 << 60)
+    files["Wide-1.5B-hostile.gguf"] = SparseContent(hostile, 3_000_000_000)
     files["README.md"] = b"---\nlicense: other\nlicense_name: wide-community-licence\n---\n# Wide\n"
     return files
 

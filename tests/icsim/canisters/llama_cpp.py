@@ -21,7 +21,7 @@ GGUF_MAGIC = b"GGUF"
 # What the canister's llama.cpp build can load (a model of another architecture fails in load_model).
 KNOWN_ARCHITECTURES = frozenset(
     ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gpt2", "phi3", "mistral", "granite",
-     "deepseek2", "smollm3")
+     "deepseek2", "smollm3", "lfm2")
 )  # fmt: skip
 # One message reads at most ~2 GiB of stable memory; a 1.83 GB model failed to load with IC0524.
 MAX_LOAD_BYTES = 1_800_000_000
