@@ -23,14 +23,16 @@ from pipeline.pick.candidates import (
     UNUSABLE,
 )
 from pipeline.pick.headers import FIRST_READ
-from pipeline.pick.heap import RAISED_WASM_MEMORY_LIMIT
+from pipeline.pick.heap import RAISED_WASM_MEMORY_LIMIT, ModelShape, llama_cpp_heap, load_args_for
 from pipeline.pick.recipe import NewRecipe, new_recipe
 from pipeline.pick.template import PLAIN_PROMPT, SMOKE_QUESTION, render_smoke_prompt
 from pipeline.recipes import load_recipe
 from tests.fixtures_run import prep_in_process
 from tests.hubsim import HubSim
 from tests.hubsim.pick_world import (
+    BIG_CONVERT_REPO,
     CONVERT_REPO,
+    GPT2_REPO,
     LLAMA2C_REPO,
     MAMBA_REPO,
     QWEN3_REPO,
@@ -181,6 +183,28 @@ def test_a_safetensors_only_repo_needs_conversion_at_the_best_type_that_fits(
     assert result.prompt.source == "chat template from tokenizer_config.json"
 
 
+def test_too_big_even_at_the_smallest_conversion_type(pick_hub: HubSim, tmp_path: Path) -> None:
+    with pytest.raises(PrepError, match="even as GGUF q4_k_m") as err:
+        new(tmp_path, BIG_CONVERT_REPO)
+    assert "model-00001-of-00002.safetensors: too big" in str(err.value)
+
+
+def test_the_heap_estimate_matches_upstreams_measurement() -> None:
+    # llama_cpp_canister README: Qwen3-0.6B Q8_0 (0.64 GB) at --ctx-size 16384, q8_0 KV, batch 64: ~1.76 GiB.
+    qwen3_0_6b = ModelShape(
+        n_layer=28,
+        n_head=16,
+        n_head_kv=8,
+        key_length=128,
+        value_length=128,
+        n_vocab=151936,
+        context_length=40960,
+    )
+    heap = llama_cpp_heap(640_000_000, qwen3_0_6b)
+    assert abs(heap / 1024**3 - 1.76) < 0.1
+    assert load_args_for("models/model.gguf", qwen3_0_6b)[-1] == "16384"
+
+
 def test_architectures_nobody_can_load_are_refused(pick_hub: HubSim, tmp_path: Path) -> None:
     with pytest.raises(PrepError, match="no candidate can be loaded") as err:
         new(tmp_path, MAMBA_REPO)
@@ -198,6 +222,11 @@ def test_other_kinds_judge_their_own_formats(pick_hub: HubSim, tmp_path: Path) -
         new(tmp_path, LLAMA2C_REPO, kind="gpt2")
     with pytest.raises(PrepError, match="GPT2LMHeadModel"):
         new(tmp_path, TINY_CONVERT_REPO, kind="gpt2")
+    gpt2 = new(tmp_path, GPT2_REPO, kind="gpt2")
+    assert verdicts(gpt2) == {"model.safetensors": FITS}
+    recipe = load_recipe(gpt2.path)
+    assert (recipe.build.kind, recipe.build.dtype) == ("trim_gpt2", "f16")
+    assert recipe.sources[0].files == ("model.safetensors", "config.json", "tokenizer.json")
 
 
 def test_an_existing_recipe_is_never_overwritten_without_force(pick_hub: HubSim, tmp_path: Path) -> None:
@@ -254,13 +283,21 @@ def test_chat_templates_are_sandboxed_and_fall_back_to_a_plain_prompt() -> None:
     assert render_smoke_prompt(gemma, "t").text == f"<start_of_turn>user\n{SMOKE_QUESTION}"
 
 
-def test_the_generated_recipe_runs_into_icsim(hubsim: HubSim, icsim: IcSim, tmp_path: Path) -> None:
-    add_pick_repos(hubsim, tmp_path / "repos", (TINY_GGUF_REPO,))
+@pytest.mark.parametrize(
+    ("repo", "name", "model_file"),
+    [
+        (TINY_GGUF_REPO, "tiny-q8_0", "tiny-Q8_0.gguf"),
+        (TINY_CONVERT_REPO, "tiny-llama-safetensors-q8_0", None),
+    ],
+)
+def test_the_generated_recipe_runs_into_icsim(
+    hubsim: HubSim, icsim: IcSim, tmp_path: Path, repo: str, name: str, model_file: str | None
+) -> None:
+    add_pick_repos(hubsim, tmp_path / "repos", (repo,))
     recipes = tmp_path / "recipes"
-    made = prep_in_process("recipes", "new", TINY_GGUF_REPO, "--recipes-dir", str(recipes), "--json")
+    made = prep_in_process("recipes", "new", repo, "--recipes-dir", str(recipes), "--json")
     assert made.code == 0, made.stderr
-    name = made.result["name"]
-    assert name == "tiny-q8_0"
+    assert made.result["name"] == name
     shown = prep_in_process("recipes", "show", name, "--recipes-dir", str(recipes), "--json")
     assert shown.code == 0, shown.stderr
     target = ["--network", icsim.url, "--canister", icsim.canister_ids["llama_cpp"], "--pem"]
@@ -270,7 +307,11 @@ def test_the_generated_recipe_runs_into_icsim(hubsim: HubSim, icsim: IcSim, tmp_
     assert ran.code == 0, ran.stderr
     assert ran.result["smoke"]["passed"]
     uploaded = icsim.canister("llama_cpp").file_bytes("models/model.gguf")
-    assert uploaded == hubsim.repos[TINY_GGUF_REPO].commits[made.result["commit"]]["tiny-Q8_0.gguf"].data
+    if model_file is not None:  # passed through as published
+        assert uploaded == hubsim.repos[repo].commits[made.result["commit"]][model_file].data
+    else:  # converted: the estimate in the verdict was close to what the build made
+        (candidate,) = made.result["candidates"]
+        assert abs(candidate["load_size"] - len(uploaded)) < 0.05 * len(uploaded)
     toml = tomllib.loads((recipes / f"{name}.toml").read_text())
     assert json.dumps(toml["target"]["load_args"]).count("--ctx-size") == 1
 

@@ -34,6 +34,8 @@ CONVERT_REPO = "sim/Qwen2.5-1.5B-Instruct"  # safetensors only, converts to a Q8
 TINY_CONVERT_REPO = "sim/Tiny-Llama-Safetensors"  # a real tiny safetensors checkpoint
 MAMBA_REPO = "sim/Mamba-Tiny"  # safetensors of an architecture prep cannot convert
 LLAMA2C_REPO = "sim/tiny-llama2c"  # a llama2.c model with its tokenizer, and a .bin that is no model
+BIG_CONVERT_REPO = "sim/Qwen2.5-7B-Instruct"  # two safetensors shards too big even as Q4_K_M
+GPT2_REPO = "sim/tiny-gpt2"  # a GPT-2 checkpoint for the gpt2 canister
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ QWEN3_1_7B = Shape(
 )
 WIDE_1_5B = Shape(
     n_layer=28, n_embd=2048, n_head=16, n_head_kv=16, n_ff=5632, n_vocab=32000, n_ctx=32768, head_dim=128
+)
+QWEN2_5_7B = Shape(
+    n_layer=28, n_embd=3584, n_head=28, n_head_kv=4, n_ff=18944, n_vocab=152064, n_ctx=32768, head_dim=128
 )
 QWEN2_5_1_5B = Shape(
     n_layer=28, n_embd=1536, n_head=12, n_head_kv=2, n_ff=8960, n_vocab=151936, n_ctx=32768, head_dim=128
@@ -135,8 +140,8 @@ def sparse_gguf(arch: str, shape: Shape, mix: str, name: str) -> SparseContent:
     return _write_header(arch, shape, mix, name=name, template=CHATML_TEMPLATE)
 
 
-def sparse_safetensors(shape: Shape) -> SparseContent:
-    """A bf16 checkpoint of `shape` with Hugging Face tensor names and tied embeddings."""
+def sparse_safetensors(shape: Shape, shards: int = 1) -> list[SparseContent]:
+    """A bf16 checkpoint of `shape` with Hugging Face tensor names and tied embeddings, in `shards` files."""
     e, kv, q = shape.n_embd, shape.n_head_kv * shape.head_dim, shape.n_head * shape.head_dim
     tensors: list[tuple[str, tuple[int, ...]]] = [
         ("model.embed_tokens.weight", (shape.n_vocab, e)),
@@ -158,6 +163,11 @@ def sparse_safetensors(shape: Shape) -> SparseContent:
             (p + "mlp.up_proj.weight", (shape.n_ff, e)),
             (p + "mlp.down_proj.weight", (e, shape.n_ff)),
         ]
+    per_shard = -(-len(tensors) // shards)
+    return [_safetensors_file(tensors[i : i + per_shard]) for i in range(0, len(tensors), per_shard)]
+
+
+def _safetensors_file(tensors: list[tuple[str, tuple[int, ...]]]) -> SparseContent:
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, dims in tensors:
@@ -225,6 +235,8 @@ def add_pick_repos(sim: HubSim, root: Path, repos: tuple[str, ...] | None = None
         TINY_CONVERT_REPO: _tiny_convert_files,
         MAMBA_REPO: _mamba_files,
         LLAMA2C_REPO: _llama2c_files,
+        BIG_CONVERT_REPO: lambda _: _convert_files(QWEN2_5_7B, shards=2),
+        GPT2_REPO: lambda d: _checkpoint_files(make_tiny_model("gpt2", d)),
     }
     chosen = repos or tuple(makers)
     return {repo: sim.add_repo(repo, makers[repo](root / repo.replace("/", "--"))) for repo in chosen}
@@ -266,15 +278,22 @@ def _tiny_gguf_files(directory: Path) -> dict[str, bytes | SparseContent]:
     }
 
 
-def _convert_files() -> dict[str, bytes | SparseContent]:
+def _convert_files(shape: Shape = QWEN2_5_1_5B, shards: int = 1) -> dict[str, bytes | SparseContent]:
     tokenizer_config = {"chat_template": CHATML_TEMPLATE, "eos_token": "<|im_end|>", "bos_token": None}
-    return {
-        "model.safetensors": sparse_safetensors(QWEN2_5_1_5B),
-        "config.json": _qwen2_config(QWEN2_5_1_5B),
+    parts = sparse_safetensors(shape, shards)
+    names = (
+        ["model.safetensors"]
+        if shards == 1
+        else [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
+    )
+    files: dict[str, bytes | SparseContent] = dict(zip(names, parts, strict=True))
+    files |= {
+        "config.json": _qwen2_config(shape),
         "tokenizer.json": json.dumps({"version": "1.0", "model": {"type": "BPE"}}).encode(),
         "tokenizer_config.json": json.dumps(tokenizer_config).encode(),
-        "README.md": _readme("Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B"),
+        "README.md": _readme("Qwen2.5-Instruct", "Qwen/Qwen2.5"),
     }
+    return files
 
 
 def _tiny_convert_files(directory: Path) -> dict[str, bytes | SparseContent]:
