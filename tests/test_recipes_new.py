@@ -41,6 +41,7 @@ from tests.hubsim.pick_world import (
     WIDE_REPO,
     add_pick_repos,
 )
+from tests.hubsim.server import DEFAULT_TOKEN
 from tests.icsim import IcSim
 
 if sys.version_info >= (3, 11):
@@ -343,3 +344,19 @@ def test_range_reads_never_take_more_than_asked(monkeypatch: pytest.MonkeyPatch)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_gated_and_offline_repos_fail_with_what_to_do(
+    hubsim: HubSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_pick_repos(hubsim, tmp_path / "repos", (TINY_GGUF_REPO,))
+    hubsim.repos[TINY_GGUF_REPO].gated = True
+    args = ("recipes", "new", TINY_GGUF_REPO, "--recipes-dir", str(tmp_path / "recipes"))
+    refused = prep_in_process(*args)
+    assert refused.code == 1 and "gated repo" in refused.stderr and "HF_TOKEN" in refused.stderr
+    monkeypatch.setenv("HF_TOKEN", DEFAULT_TOKEN)
+    allowed = prep_in_process(*args)
+    assert allowed.code == 0, allowed.stderr
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = prep_in_process(*args, "--force")
+    assert offline.code == 1 and "HF_HUB_OFFLINE" in offline.stderr

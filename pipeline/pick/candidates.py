@@ -26,7 +26,13 @@ from pipeline.convert.architectures import ARCHITECTURES
 from pipeline.errors import PrepError
 from pipeline.formats.gguf import ArrayValue, GgufInfo
 from pipeline.hub.hf import HubClient, RepoSnapshot
-from pipeline.pick.headers import RangeReader, read_gguf_header, read_llama2c_header, read_safetensors_header
+from pipeline.pick.headers import (
+    RangeReader,
+    UnreadableHeader,
+    read_gguf_header,
+    read_llama2c_header,
+    read_safetensors_header,
+)
 from pipeline.pick.heap import (
     DEFAULT_WASM_MEMORY_LIMIT,
     RAISED_WASM_MEMORY_LIMIT,
@@ -246,7 +252,7 @@ def _gguf_candidate(ctx: RepoContext, path: str) -> Candidate:
     reader = ctx.reader(path)
     try:
         info = read_gguf_header(reader)
-    except PrepError as err:
+    except UnreadableHeader as err:
         return Candidate(
             path, (path,), size, UNUSABLE, f"unreadable GGUF header: {err.message}",
             header_bytes=len(reader.fetched), header_requests=reader.requests,
@@ -404,7 +410,7 @@ def _conversion_candidate(ctx: RepoContext, shards: list[str]) -> Candidate:
         return replace(base, detail="conversion needs config.json and tokenizer.json; the repo lacks one")
     try:
         checkpoint = _read_checkpoint(ctx, shards)
-    except PrepError as err:
+    except UnreadableHeader as err:
         return replace(base, detail=f"unreadable checkpoint: {err.message}")
     base = replace(
         base,
@@ -500,14 +506,15 @@ def _gpt2_candidates(ctx: RepoContext) -> list[Candidate]:
     if "GPT2LMHeadModel" not in names:
         detail = f"the gpt2 canister runs GPT2LMHeadModel, not {', '.join(map(str, names)) or '(none)'}"
         return [replace(base, verdict=UNKNOWN_ARCHITECTURE, detail=detail)]
+    local_config = ctx.client.download(ctx.snapshot.repo, "config.json", ctx.snapshot.commit, progress=False)
+    try:
+        expected = read_gpt2_config(Path(local_config)).expected_shapes()
+    except PrepError as err:  # a config.json the canister's loader would refuse
+        return [replace(base, detail=err.message)]
     reader = ctx.reader("model.safetensors")
     try:
         header = read_safetensors_header(reader)
-        local_config = ctx.client.download(
-            ctx.snapshot.repo, "config.json", ctx.snapshot.commit, progress=False
-        )
-        expected = read_gpt2_config(Path(local_config)).expected_shapes()
-    except PrepError as err:
+    except UnreadableHeader as err:
         return [replace(base, detail=err.message, header_bytes=len(reader.fetched))]
     elements = sum(math.prod(shape) for shape in expected.values())
     trimmed = 2 * elements  # the trim keeps what the loader reads, cast to f16

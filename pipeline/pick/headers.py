@@ -8,6 +8,8 @@ header. Every read is counted so that the report can say what learning a file co
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,21 @@ FIRST_READ = 2 * 1024 * 1024
 SAFETENSORS_FIRST_READ = 64 * 1024
 # No model header is this large (a 262k-token vocabulary is ~8 MB): beyond it the file is not what it says.
 MAX_HEADER_READ = 64 * 1024 * 1024
+
+
+class UnreadableHeader(PrepError):
+    """The file's bytes are not the header its name promises (the file's fault, not the network's)."""
+
+
+@contextmanager
+def _unreadable() -> Iterator[None]:
+    """Parse errors become UnreadableHeader (no network happens inside: Hub errors never get here)."""
+    try:
+        yield
+    except HeaderIncomplete:
+        raise
+    except PrepError as err:
+        raise UnreadableHeader(err.message, hint=err.hint) from err
 
 
 @dataclass
@@ -44,7 +61,7 @@ class RangeReader:
         """The first `length` bytes (fewer at the end of the file), fetching only what is missing."""
         length = min(length, self.file.size)
         if length > MAX_HEADER_READ:
-            raise PrepError(
+            raise UnreadableHeader(
                 f"{self.label}: its header claims more than {MAX_HEADER_READ:,} bytes; not a model header",
                 hint="check that the file is what its name says",
             )
@@ -53,7 +70,7 @@ class RangeReader:
             got = self.client.read_range(self.repo, self.file.path, self.commit, len(self.fetched), missing)
             self.requests += 1
             if len(got) < missing:
-                raise PrepError(
+                raise UnreadableHeader(
                     f"{self.label}: the Hub sent {len(got):,} of {missing:,} bytes asked for at byte "
                     f"{len(self.fetched):,} of a {self.file.size:,}-byte file",
                     hint="retry; if it persists the listing and the file disagree",
@@ -68,19 +85,22 @@ def read_gguf_header(reader: RangeReader) -> GgufInfo:
     while True:
         prefix = reader.prefix(want)
         try:
-            return parse_gguf_header(reader.label, prefix, reader.file.size)
+            with _unreadable():
+                return parse_gguf_header(reader.label, prefix, reader.file.size)
         except HeaderIncomplete as err:
             if len(prefix) >= reader.file.size:
-                raise
+                raise UnreadableHeader(err.message, hint=err.hint) from err
             # Past the point the parser reached by another FIRST_READ: at most that much is read in vain.
             want = err.needed + FIRST_READ
 
 
 def read_safetensors_header(reader: RangeReader) -> SafetensorsHeader:
     prefix = reader.prefix(SAFETENSORS_FIRST_READ)
-    length = header_length(reader.label, prefix, reader.file.size)
+    with _unreadable():
+        length = header_length(reader.label, prefix, reader.file.size)
     raw = reader.prefix(8 + length)[8:]
-    return parse_safetensors_header(reader.label, raw, reader.file.size)
+    with _unreadable():
+        return parse_safetensors_header(reader.label, raw, reader.file.size)
 
 
 def read_llama2c_header(reader: RangeReader) -> tuple[int, ...] | None:
