@@ -14,7 +14,11 @@ import pytest
 
 from pipeline.errors import PrepError
 from pipeline.hub.hf import HubClient, HubSettings
-from pipeline.pick.candidates import (
+from pipeline.pick.headers import FIRST_READ
+from pipeline.pick.heap import RAISED_WASM_MEMORY_LIMIT, ModelShape, llama_cpp_heap, load_args_for
+from pipeline.pick.recipe import NewRecipe, new_recipe
+from pipeline.pick.template import PLAIN_PROMPT, SMOKE_QUESTION, render_smoke_prompt
+from pipeline.pick.verdicts import (
     FITS,
     NEEDS_CONVERSION,
     NEEDS_MEMORY_LIMIT,
@@ -22,10 +26,6 @@ from pipeline.pick.candidates import (
     UNKNOWN_ARCHITECTURE,
     UNUSABLE,
 )
-from pipeline.pick.headers import FIRST_READ
-from pipeline.pick.heap import RAISED_WASM_MEMORY_LIMIT, ModelShape, llama_cpp_heap, load_args_for
-from pipeline.pick.recipe import NewRecipe, new_recipe
-from pipeline.pick.template import PLAIN_PROMPT, SMOKE_QUESTION, render_smoke_prompt
 from pipeline.recipes import load_recipe
 from tests.fixtures_run import prep_in_process
 from tests.hubsim import HubSim
@@ -38,6 +38,7 @@ from tests.hubsim.pick_world import (
     QWEN3_REPO,
     TINY_CONVERT_REPO,
     TINY_GGUF_REPO,
+    TINYLLAMAS_REPO,
     WIDE_REPO,
     add_pick_repos,
 )
@@ -219,6 +220,10 @@ def test_other_kinds_judge_their_own_formats(pick_hub: HubSim, tmp_path: Path) -
     recipe = load_recipe(llama2c.path)
     assert recipe.build.files == {"model": "stories-tiny.bin", "tokenizer": "tokenizer.bin"}
     assert recipe.target.smoke.prompt == PLAIN_PROMPT
+    # karpathy/tinyllamas ships no tokenizer: llama2.c's own (32000 tokens) comes as a pinned URL source.
+    stories = load_recipe(new(tmp_path, TINYLLAMAS_REPO, kind="icpp_llama2").path)
+    assert [type(s).__name__ for s in stories.sources] == ["HubSource", "UrlSource"]
+    assert stories.sources[1].sha256 == "50a52ef822ee9e83de5ce9d0be0a025a773d019437f58b5ff9dcafb063ece361"  # type: ignore[union-attr]
     with pytest.raises(PrepError, match="no model files canister kind gpt2 could use"):
         new(tmp_path, LLAMA2C_REPO, kind="gpt2")
     with pytest.raises(PrepError, match="GPT2LMHeadModel"):

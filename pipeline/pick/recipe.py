@@ -18,9 +18,10 @@ import tomli_w
 from pipeline.atomic import write_atomic
 from pipeline.errors import UsageError
 from pipeline.hub.hf import HubClient, HubSettings, RepoSnapshot
-from pipeline.pick.candidates import Candidate, RepoContext, list_candidates, pick
+from pipeline.pick.candidates import JUDGES, list_candidates, pick
 from pipeline.pick.heap import RAISED_WASM_MEMORY_LIMIT, load_args_for
 from pipeline.pick.template import SmokePrompt, render_smoke_prompt
+from pipeline.pick.verdicts import Candidate, RepoContext
 from pipeline.recipes import RECIPE_SUFFIX, parse_recipe
 from pipeline.targets.profile import TargetProfile, load_profile
 
@@ -29,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("llama_cpp", "gpt2", "icpp_llama2")
+KINDS = tuple(JUDGES)
 SMOKE_MAX_TOKENS = 20
 SMOKE_EXPECT = "[A-Za-z]"
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.pick.candidates import Candidate
 from pipeline.pick.recipe import NewRecipe
+from pipeline.pick.verdicts import Candidate
 
 
 def _size(n: int | None) -> str:

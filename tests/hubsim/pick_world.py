@@ -19,6 +19,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from pipeline.formats.llama2c import expected_model_size
 from tests.hubsim.repos import SparseContent
 from tests.hubsim.server import HubSim
 from tests.tinymodels import CHATML_TEMPLATE, make_llama2c, make_tiny_model
@@ -36,6 +37,7 @@ MAMBA_REPO = "sim/Mamba-Tiny"  # safetensors of an architecture prep cannot conv
 LLAMA2C_REPO = "sim/tiny-llama2c"  # a llama2.c model with its tokenizer, and a .bin that is no model
 BIG_CONVERT_REPO = "sim/Qwen2.5-7B-Instruct"  # two safetensors shards too big even as Q4_K_M
 GPT2_REPO = "sim/tiny-gpt2"  # a GPT-2 checkpoint for the gpt2 canister
+TINYLLAMAS_REPO = "sim/tinyllamas"  # stories15M.bin alone, like karpathy/tinyllamas: no tokenizer.bin
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,7 @@ def add_pick_repos(sim: HubSim, root: Path, repos: tuple[str, ...] | None = None
         LLAMA2C_REPO: _llama2c_files,
         BIG_CONVERT_REPO: lambda _: _convert_files(QWEN2_5_7B, shards=2),
         GPT2_REPO: lambda d: _checkpoint_files(make_tiny_model("gpt2", d)),
+        TINYLLAMAS_REPO: lambda _: {"stories15M.bin": _stories15m()},
     }
     chosen = repos or tuple(makers)
     return {repo: sim.add_repo(repo, makers[repo](root / repo.replace("/", "--"))) for repo in chosen}
@@ -310,6 +313,11 @@ def _llama2c_files(directory: Path) -> dict[str, bytes | SparseContent]:
         "optimizer-state.bin": bytes(range(256)) * 8,
         "README.md": b"---\nlicense: mit\n---\n",
     }
+
+
+def _stories15m() -> SparseContent:
+    header = (288, 768, 6, 6, 6, 32000, 256)  # stories15M: dim, hidden, layers, heads, kv heads, vocab, seq
+    return SparseContent(struct.pack("<7i", *header), expected_model_size(header))
 
 
 def _mamba_files(directory: Path) -> dict[str, bytes | SparseContent]:
