@@ -14,18 +14,11 @@ import pytest
 
 from pipeline.errors import PrepError
 from pipeline.hub.hf import HubClient, HubSettings
+from pipeline.pick import verdicts
 from pipeline.pick.headers import FIRST_READ
 from pipeline.pick.heap import RAISED_WASM_MEMORY_LIMIT, ModelShape, llama_cpp_heap, load_args_for
 from pipeline.pick.recipe import NewRecipe, new_recipe
 from pipeline.pick.template import PLAIN_PROMPT, SMOKE_QUESTION, render_smoke_prompt
-from pipeline.pick.verdicts import (
-    FITS,
-    NEEDS_CONVERSION,
-    NEEDS_MEMORY_LIMIT,
-    TOO_BIG,
-    UNKNOWN_ARCHITECTURE,
-    UNUSABLE,
-)
 from pipeline.recipes import load_recipe
 from tests.fixtures_run import prep_in_process
 from tests.hubsim import HubSim
@@ -68,7 +61,7 @@ def new(tmp_path: Path, repo: str, **options: object) -> NewRecipe:
     return new_recipe(repo, recipes_dir=tmp_path / "recipes", **options)  # type: ignore[arg-type]
 
 
-def verdicts(result: NewRecipe) -> dict[str, str]:
+def verdicts_of(result: NewRecipe) -> dict[str, str]:
     return {c.name: c.verdict for c in result.candidates}
 
 
@@ -78,13 +71,13 @@ def test_gguf_quantizations_get_their_verdicts_from_range_read_headers(
     pick_hub.requests.clear()
     pick_hub.range_requests.clear()
     result = new(tmp_path, QWEN3_REPO)
-    assert verdicts(result) == {
-        "Qwen3-1.7B-F16.gguf": TOO_BIG,
-        "Qwen3-1.7B-F32-00001-of-00002.gguf": UNUSABLE,
-        "Qwen3-1.7B-Q4_K_M.gguf": FITS,
-        "Qwen3-1.7B-Q5_K_M.gguf": FITS,
-        "Qwen3-1.7B-Q6_K.gguf": FITS,
-        "Qwen3-1.7B-Q8_0.gguf": TOO_BIG,
+    assert verdicts_of(result) == {
+        "Qwen3-1.7B-F16.gguf": verdicts.TOO_BIG,
+        "Qwen3-1.7B-F32-00001-of-00002.gguf": verdicts.UNUSABLE,
+        "Qwen3-1.7B-Q4_K_M.gguf": verdicts.FITS,
+        "Qwen3-1.7B-Q5_K_M.gguf": verdicts.FITS,
+        "Qwen3-1.7B-Q6_K.gguf": verdicts.FITS,
+        "Qwen3-1.7B-Q8_0.gguf": verdicts.TOO_BIG,
     }
     by_name = {c.name: c for c in result.candidates}
     q8 = by_name["Qwen3-1.7B-Q8_0.gguf"]
@@ -100,7 +93,7 @@ def test_gguf_quantizations_get_their_verdicts_from_range_read_headers(
     ranged = [p for p, _ in pick_hub.range_requests if p.startswith("/cdn/")]
     assert len(model_gets) == len(ranged) == 10
     for candidate in result.candidates:
-        if candidate.verdict != UNUSABLE:
+        if candidate.verdict != verdicts.UNUSABLE:
             assert FIRST_READ < candidate.header_bytes <= 3 * FIRST_READ and candidate.header_requests == 2
     assert result.header_bytes < 25_000_000
 
@@ -130,12 +123,12 @@ def test_the_recipe_pins_the_choice_and_passes_validation(pick_hub: HubSim, tmp_
 
 def test_wasm_memory_limit_unknown_architecture_and_truncated_files(pick_hub: HubSim, tmp_path: Path) -> None:
     result = new(tmp_path, WIDE_REPO)
-    assert verdicts(result) == {
-        "Wide-1.5B-Q4_0-truncated.gguf": UNUSABLE,
-        "Wide-1.5B-Q4_K_M.gguf": FITS,
-        "Wide-1.5B-Q8_0.gguf": NEEDS_MEMORY_LIMIT,
-        "Wide-1.5B-hostile.gguf": UNUSABLE,
-        "mmproj-Wide-1.5B-F16.gguf": UNKNOWN_ARCHITECTURE,
+    assert verdicts_of(result) == {
+        "Wide-1.5B-Q4_0-truncated.gguf": verdicts.UNUSABLE,
+        "Wide-1.5B-Q4_K_M.gguf": verdicts.FITS,
+        "Wide-1.5B-Q8_0.gguf": verdicts.NEEDS_MEMORY_LIMIT,
+        "Wide-1.5B-hostile.gguf": verdicts.UNUSABLE,
+        "mmproj-Wide-1.5B-F16.gguf": verdicts.UNKNOWN_ARCHITECTURE,
     }
     by_name = {c.name: c for c in result.candidates}
     q8 = by_name["Wide-1.5B-Q8_0.gguf"]
@@ -167,7 +160,7 @@ def test_a_safetensors_only_repo_needs_conversion_at_the_best_type_that_fits(
 ) -> None:
     result = new(tmp_path, CONVERT_REPO)
     (candidate,) = result.candidates
-    assert candidate.verdict == NEEDS_CONVERSION and candidate.quant == "Q8_0"
+    assert candidate.verdict == verdicts.NEEDS_CONVERSION and candidate.quant == "Q8_0"
     assert candidate.architecture == "qwen2" and candidate.tensor_types == {"BF16": 338}
     # Q8_0 of 1.54 B parameters: ~1.64 GB, under the 1.75 GB one load may read.
     assert 1_600_000_000 < candidate.load_size < 1_700_000_000  # type: ignore[operator]
@@ -210,12 +203,15 @@ def test_the_heap_estimate_matches_upstreams_measurement() -> None:
 def test_architectures_nobody_can_load_are_refused(pick_hub: HubSim, tmp_path: Path) -> None:
     with pytest.raises(PrepError, match="no candidate can be loaded") as err:
         new(tmp_path, MAMBA_REPO)
-    assert UNKNOWN_ARCHITECTURE in str(err.value) and "MambaForCausalLM" in str(err.value)
+    assert verdicts.UNKNOWN_ARCHITECTURE in str(err.value) and "MambaForCausalLM" in str(err.value)
 
 
 def test_other_kinds_judge_their_own_formats(pick_hub: HubSim, tmp_path: Path) -> None:
     llama2c = new(tmp_path, LLAMA2C_REPO, kind="icpp_llama2")
-    assert verdicts(llama2c) == {"optimizer-state.bin": UNUSABLE, "stories-tiny.bin": FITS}
+    assert verdicts_of(llama2c) == {
+        "optimizer-state.bin": verdicts.UNUSABLE,
+        "stories-tiny.bin": verdicts.FITS,
+    }
     assert llama2c.choice.header_bytes == 28
     recipe = load_recipe(llama2c.path)
     assert recipe.build.files == {"model": "stories-tiny.bin", "tokenizer": "tokenizer.bin"}
@@ -229,7 +225,7 @@ def test_other_kinds_judge_their_own_formats(pick_hub: HubSim, tmp_path: Path) -
     with pytest.raises(PrepError, match="GPT2LMHeadModel"):
         new(tmp_path, TINY_CONVERT_REPO, kind="gpt2")
     gpt2 = new(tmp_path, GPT2_REPO, kind="gpt2")
-    assert verdicts(gpt2) == {"model.safetensors": FITS}
+    assert verdicts_of(gpt2) == {"model.safetensors": verdicts.FITS}
     recipe = load_recipe(gpt2.path)
     assert (recipe.build.kind, recipe.build.dtype) == ("trim_gpt2", "f16")
     assert recipe.sources[0].files == ("model.safetensors", "config.json", "tokenizer.json")

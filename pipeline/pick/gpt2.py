@@ -8,16 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.errors import PrepError
+from pipeline.pick import verdicts
 from pipeline.pick.headers import UnreadableHeader, read_safetensors_header
-from pipeline.pick.verdicts import (
-    TOO_BIG,
-    UNKNOWN_ARCHITECTURE,
-    UNUSABLE,
-    Candidate,
-    RepoContext,
-    heap_verdict,
-    memory_limit,
-)
+from pipeline.pick.verdicts import Candidate, RepoContext
 from pipeline.trim.gpt2 import read_gpt2_config
 
 
@@ -26,7 +19,7 @@ def gpt2_candidates(ctx: RepoContext) -> list[Candidate]:
         return []
     files = tuple(f for f in ("model.safetensors", "config.json", "tokenizer.json") if ctx.has(f))
     size = sum(ctx.snapshot.files[f].size for f in files)
-    base = Candidate("model.safetensors", files, size, UNUSABLE, "")
+    base = Candidate("model.safetensors", files, size, verdicts.UNUSABLE, "")
     if len(files) < 3:
         return [
             replace(base, detail="the gpt2 canister needs model.safetensors, config.json and tokenizer.json")
@@ -35,7 +28,7 @@ def gpt2_candidates(ctx: RepoContext) -> list[Candidate]:
     names = config.get("architectures") or []
     if "GPT2LMHeadModel" not in names:
         detail = f"the gpt2 canister runs GPT2LMHeadModel, not {', '.join(map(str, names)) or '(none)'}"
-        return [replace(base, verdict=UNKNOWN_ARCHITECTURE, detail=detail)]
+        return [replace(base, verdict=verdicts.UNKNOWN_ARCHITECTURE, detail=detail)]
     local_config = ctx.client.download(ctx.snapshot.repo, "config.json", ctx.snapshot.commit, progress=False)
     try:
         expected = read_gpt2_config(Path(local_config)).expected_shapes()
@@ -66,7 +59,7 @@ def gpt2_candidates(ctx: RepoContext) -> list[Candidate]:
     )
     if role.max_bytes is not None and trimmed > role.max_bytes:
         detail = f"trimmed to f16 it is ~{trimmed:,} bytes, over the gpt2 canister's {role.max_bytes:,}"
-        return [replace(base, verdict=TOO_BIG, detail=detail)]
-    verdict, detail = heap_verdict(heap)
+        return [replace(base, verdict=verdicts.TOO_BIG, detail=detail)]
+    verdict, detail = verdicts.heap_verdict(heap)
     detail = f"trim to the tensors the loader reads, f16 (~{trimmed:,} bytes); {detail}"
-    return [replace(base, verdict=verdict, detail=detail, memory_limit=memory_limit(heap))]
+    return [replace(base, verdict=verdict, detail=detail, memory_limit=verdicts.memory_limit(heap))]
