@@ -118,7 +118,7 @@ def _gguf_facts(info: GgufInfo) -> _GgufFacts:
 
 
 def _quant_name(info: GgufInfo) -> str | None:
-    """The file type llama.cpp reports (general.file_type), else the commonest type of the 2-D tensors."""
+    """The file type llama.cpp reports (general.file_type), else the type holding most 2-D tensor bytes."""
     file_type = info.metadata.get("general.file_type")
     if isinstance(file_type, int):
         try:
