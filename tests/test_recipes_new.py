@@ -361,3 +361,12 @@ def test_gated_and_offline_repos_fail_with_what_to_do(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     offline = prep_in_process(*args, "--force")
     assert offline.code == 1 and "HF_HUB_OFFLINE" in offline.stderr
+
+
+def test_revision_judges_that_branch_and_pins_its_commit(pick_hub: HubSim, tmp_path: Path) -> None:
+    main_files = pick_hub.repos[TINY_GGUF_REPO].commits[pick_hub.repos[TINY_GGUF_REPO].refs["main"]]
+    only_q4 = {"tiny-Q4_0.gguf": main_files["tiny-Q4_0.gguf"].data}
+    commit = pick_hub.commit(TINY_GGUF_REPO, only_q4, revision="q4-only")  # type: ignore[arg-type]
+    result = new(tmp_path, TINY_GGUF_REPO, revision="q4-only")
+    assert result.choice.name == "tiny-Q4_0.gguf" and result.commit == commit
+    assert load_recipe(result.path).sources[0].revision == commit  # type: ignore[union-attr]
