@@ -52,6 +52,7 @@ def _register_commands() -> None:
     import pipeline.cli.fetch  # noqa: F401
     import pipeline.cli.inspect  # noqa: F401
     import pipeline.cli.kinds  # noqa: F401
+    import pipeline.cli.lock  # noqa: F401
     import pipeline.cli.quantize  # noqa: F401
     import pipeline.cli.recipes  # noqa: F401
     import pipeline.cli.release  # noqa: F401

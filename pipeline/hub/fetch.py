@@ -72,6 +72,26 @@ def fetch_recipe(
     return run.fetch(recipe.sources)
 
 
+def resolve_lock(
+    recipe: Recipe,
+    *,
+    progress: bool = True,
+    workspace: Workspace | None = None,
+    on_event: EventSink | None = None,
+) -> Lock:
+    """What the recipe's sources resolve to now, without touching its lock file.
+
+    Each revision is resolved to a commit and every matching file is hashed: LFS files by the Hub's own
+    sha256 (their LFS oid, which `fetch --locked` checks again against the downloaded bytes), other files
+    (small: configs, tokenizers) by downloading them into the cache and checking their git blob id; URL
+    sources by the recipe's sha256 and, when the recipe gives no size, a verified download.
+    """
+    run = _FetchRun(
+        recipe.name, recipe.lock_path, False, progress, workspace or Workspace.default(), on_event
+    )
+    return run.resolve(recipe.sources)
+
+
 def adhoc_name(repo: str) -> str:
     return "hf--" + repo.replace("/", "--").lower()
 
@@ -151,6 +171,33 @@ class _FetchRun:
                 self._say(f"lock updated: {self.lock_path}")
             write_lock(self.lock_path, new_lock)
         return FetchResult(files=files, lock_path=self.lock_path, offline=self.offline)
+
+    def resolve(self, sources: tuple[Source, ...]) -> Lock:
+        resolved = []
+        for source in sources:
+            if isinstance(source, HubSource):
+                commit, files = self._resolve_hub(source)
+            elif source.size is not None:
+                commit, files = None, {source.filename: LockedFile(source.sha256, source.size)}
+            else:
+                item = self._fetch_url(source, None)
+                commit, files = None, {item.name: LockedFile(item.sha256, item.size)}
+            resolved.append(LockedSource(source_key(source), commit, files))
+        return Lock(self.name, tuple(resolved))
+
+    def _resolve_hub(self, source: HubSource) -> tuple[str, dict[str, LockedFile]]:
+        commit = self.client.resolve_commit(source.repo, source.revision)
+        remote = self.client.list_files(source.repo, commit)
+        files = {}
+        for name in _match_files(source, commit, remote):
+            entry = remote[name]
+            _check_pins_before_download(source, entry)
+            if entry.lfs_sha256 is not None:
+                files[name] = LockedFile(entry.lfs_sha256, entry.size)
+            else:
+                item = self._fetch_hub_file(source, commit, entry)
+                files[name] = LockedFile(item.sha256, item.size)
+        return commit, files
 
     # --- Hub sources ---------------------------------------------------------------------------------
 

@@ -85,3 +85,95 @@ def read_lock(path: Path) -> Lock | None:
             f"{path}: not a valid lock file ({err})",
             hint="delete it and fetch without --locked to rewrite it",
         ) from err
+
+
+@dataclass(frozen=True)
+class LockChange:
+    """One difference between two locks of a recipe: a source's commit, or one file's size and sha256."""
+
+    source: str  # the source as a person reads it: repo@revision or the URL
+    change: str  # "declaration", "commit", "added", "removed", "changed", "source added", "source removed"
+    file: str | None = None
+    before: LockedFile | str | None = None  # a commit, a source key (declaration), or the file as locked
+    after: LockedFile | str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def plain(value: LockedFile | str | None) -> Any:
+            return {"sha256": value.sha256, "size": value.size} if isinstance(value, LockedFile) else value
+
+        return {
+            "source": self.source,
+            "change": self.change,
+            "file": self.file,
+            "before": plain(self.before),
+            "after": plain(self.after),
+        }
+
+    def describe(self) -> str:
+        if self.change == "commit":
+            return f"{self.source}: commit {self.before or 'none'} -> {self.after or 'none'}"
+        if self.change == "declaration":
+            return f"{self.source}: the recipe now declares {self.after} (was {self.before})"
+        if self.change in ("source added", "source removed"):
+            return f"{self.source}: {self.change}"
+        if self.change == "changed":
+            assert isinstance(self.before, LockedFile) and isinstance(self.after, LockedFile)
+            return (
+                f"{self.source}: ~ {self.file}: {self.before.size:,} -> {self.after.size:,} B, "
+                f"sha256 {self.before.sha256} -> {self.after.sha256}"
+            )
+        mark, file = ("+", self.after) if self.change == "added" else ("-", self.before)
+        assert isinstance(file, LockedFile)
+        return f"{self.source}: {mark} {self.file}: {file.size:,} B, sha256 {file.sha256}"
+
+
+def source_label(key: str) -> str:
+    """repo@revision for a Hub source key, the URL for a URL source key."""
+    if key.startswith("url:"):
+        return key[len("url:") :]
+    return key[len("hf:") :].split(":", 1)[0]
+
+
+def diff_locks(old: Lock | None, new: Lock) -> list[LockChange]:
+    """What changed from `old` (None: no lock yet) to `new`: commits, then files added, removed, changed.
+
+    Sources are paired by their declaration; one whose declaration changed (another revision or other
+    file patterns) is paired with the old entry for the same repo or URL, so its files still diff.
+    """
+    changes: list[LockChange] = []
+    unpaired = list(old.sources) if old else []
+    for source in new.sources:
+        before = _pair(source.key, unpaired)
+        label = source_label(source.key)
+        if before is None:
+            if old is not None:
+                changes.append(LockChange(label, "source added"))
+            changes += [LockChange(label, "added", n, None, f) for n, f in sorted(source.files.items())]
+            continue
+        unpaired.remove(before)
+        if before.key != source.key:
+            changes.append(LockChange(label, "declaration", None, before.key, source.key))
+        if before.commit != source.commit:
+            changes.append(LockChange(label, "commit", None, before.commit, source.commit))
+        for name in sorted(set(before.files) | set(source.files)):
+            was, now = before.files.get(name), source.files.get(name)
+            if was == now:
+                continue
+            change = "added" if was is None else "removed" if now is None else "changed"
+            changes.append(LockChange(label, change, name, was, now))
+    for gone in unpaired:
+        changes.append(LockChange(source_label(gone.key), "source removed"))
+    return changes
+
+
+def _pair(key: str, candidates: list[LockedSource]) -> LockedSource | None:
+    exact = next((s for s in candidates if s.key == key), None)
+    if exact is not None:
+        return exact
+    origin = _origin(key)
+    return next((s for s in candidates if _origin(s.key) == origin), None)
+
+
+def _origin(key: str) -> str:
+    """The repo (Hub) or URL a source key points at, without its revision and patterns."""
+    return key if key.startswith("url:") else source_label(key).rsplit("@", 1)[0]
