@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -87,7 +87,9 @@ def release_manifest(
         raise PrepError(f"the build of {recipe.name} in {built.stage_dir} has no readable manifest.json")
     target = recipe.target
     profile = load_profile(target.kind)
+    built_by = ci_run(os.environ)
     return {
+        **({"built_by": built_by} if built_by else {}),
         "format": RELEASE_FORMAT,
         "prep": __version__,
         "recipe": {
@@ -122,6 +124,30 @@ def release_manifest(
             for role, artifact in sorted(built.artifacts.items(), key=lambda item: names[item[0]])
         ],
     }
+
+
+def ci_run(env: Mapping[str, str]) -> dict[str, str] | None:
+    """The GitHub Actions run that is building, from its GITHUB_* variables; None outside Actions.
+
+    Only inside Actions does the manifest name its run (so a bundle links to its attestation and logs);
+    elsewhere it holds nothing about the machine or the time, and two builds give the same bytes.
+    """
+    if env.get("GITHUB_ACTIONS") != "true":
+        return None
+    fields = {
+        "repository": "GITHUB_REPOSITORY",
+        "commit": "GITHUB_SHA",
+        "ref": "GITHUB_REF",
+        "workflow_ref": "GITHUB_WORKFLOW_REF",
+        "event": "GITHUB_EVENT_NAME",
+        "run_id": "GITHUB_RUN_ID",
+        "run_attempt": "GITHUB_RUN_ATTEMPT",
+    }
+    run = {name: env[var] for name, var in fields.items() if env.get(var)}
+    server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    if "repository" in run and "run_id" in run:
+        run["run_url"] = f"{server}/{run['repository']}/actions/runs/{run['run_id']}"
+    return {"service": "github-actions", **run}
 
 
 def write_bundle(

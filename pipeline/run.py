@@ -22,7 +22,7 @@ from pipeline.errors import PrepError
 from pipeline.hub import FetchResult, fetch_recipe
 from pipeline.ic.client import IcClient
 from pipeline.manifest import Artifact
-from pipeline.recipes import Recipe
+from pipeline.recipes import Recipe, TargetSpec
 from pipeline.smoke import SmokeAnswer, request_for_recipe, smoke_canister
 from pipeline.targets.profile import TargetProfile, load_profile
 from pipeline.upload.engine import DEFAULT_WINDOW, UploadFile, UploadReport
@@ -104,13 +104,20 @@ def run_recipe(
     confirm: Confirm | None = None,
 ) -> RunReport:
     """Runs every stage that has work to do; raises PrepError naming the stage that failed."""
-    return _Run(recipe, client, canister_id, workspace, options or RunOptions(), on_event, confirm).run()
+    run = StagedRun(
+        recipe.name, recipe.target, client, canister_id, workspace, options or RunOptions(), on_event, confirm
+    )
+    return run.run(lambda: run.fetch_and_build(recipe))
 
 
-class _Run:
+class StagedRun:
+    """The stages of one run into one canister: first `prepare` (fetch and build, or check a release
+    bundle) yields the artifacts, then upload, load and smoke, each reported and skipped when done."""
+
     def __init__(
         self,
-        recipe: Recipe,
+        name: str,
+        target: TargetSpec,
         client: IcClient,
         canister_id: str,
         workspace: Workspace,
@@ -118,29 +125,34 @@ class _Run:
         on_event: EventSink | None,
         confirm: Confirm | None,
     ) -> None:
-        self.recipe = recipe
+        self.name = name
+        self.target = target
         self.client = client
         self.canister_id = canister_id
         self.workspace = workspace
         self.options = options
         self.emit = on_event or (lambda _event: None)
         self.confirm = _ConfirmOnce(confirm)
-        self.profile: TargetProfile = load_profile(recipe.target.kind)
-        self.report = RunReport(recipe.name, self.profile.kind, client.network.url, canister_id)
+        self.profile: TargetProfile = load_profile(target.kind)
+        self.report = RunReport(name, self.profile.kind, client.network.url, canister_id)
         self.stage = ""
 
-    def run(self) -> RunReport:
+    def run(self, prepare: Callable[[], dict[str, Artifact]]) -> RunReport:
         started = time.monotonic()
-        fetched, _ = self._stage("fetch", self._fetch)
-        built, _ = self._stage("build", lambda: self._build(fetched))
-        files, uploaded = self._stage("upload", lambda: self._upload(self._upload_files(built.artifacts)))
-        _, loaded = self._stage("load", lambda: self._load(files))
+        artifacts = prepare()
+        files, uploaded = self.run_stage("upload", lambda: self._upload(self._upload_files(artifacts)))
+        _, loaded = self.run_stage("load", lambda: self._load(files))
         fresh_canister = uploaded.status == "skipped" and loaded.status == "skipped"
-        self._stage(SMOKE_STAGE, lambda: self._smoke(built.artifacts, fresh_canister))
+        self.run_stage(SMOKE_STAGE, lambda: self._smoke(artifacts, fresh_canister))
         self.report.seconds = round(time.monotonic() - started, 3)
         return self.report
 
-    def _stage(
+    def fetch_and_build(self, recipe: Recipe) -> dict[str, Artifact]:
+        fetched, _ = self.run_stage("fetch", lambda: self._fetch(recipe))
+        built, _ = self.run_stage("build", lambda: self._build(recipe, fetched))
+        return built.artifacts
+
+    def run_stage(
         self, name: str, work: Callable[[], tuple[Any, str, str, dict[str, Any]]]
     ) -> tuple[Any, StageReport]:
         self.stage = name
@@ -161,9 +173,9 @@ class _Run:
 
     # ---- fetch and build ------------------------------------------------------------------------
 
-    def _fetch(self) -> tuple[FetchResult, str, str, dict[str, Any]]:
+    def _fetch(self, recipe: Recipe) -> tuple[FetchResult, str, str, dict[str, Any]]:
         fetched = fetch_recipe(
-            self.recipe,
+            recipe,
             locked=self.options.locked,
             progress=self.options.progress,
             workspace=self.workspace,
@@ -178,8 +190,8 @@ class _Run:
         data = {"files": len(fetched.files), "bytes": total, "downloaded": len(downloaded)}
         return fetched, status, detail, data
 
-    def _build(self, fetched: FetchResult) -> tuple[BuildResult, str, str, dict[str, Any]]:
-        built = build_recipe(self.recipe, fetched, self.workspace, on_event=self._tagged)
+    def _build(self, recipe: Recipe, fetched: FetchResult) -> tuple[BuildResult, str, str, dict[str, Any]]:
+        built = build_recipe(recipe, fetched, self.workspace, on_event=self._tagged)
         total = sum(a.size for a in built.artifacts.values())
         detail = f"{_count(len(built.artifacts), 'artifact')}, {total:,} B" + (
             ", inputs unchanged" if built.skipped else ""
@@ -192,11 +204,11 @@ class _Run:
             artifact = artifacts.get(role.name)
             if artifact is None:
                 raise PrepError(
-                    f"the build of {self.recipe.name} made no {role.name!r} file; "
+                    f"the build of {self.name} made no {role.name!r} file; "
                     f"a {self.profile.kind} canister needs one",
                     hint=f"roles of {self.profile.kind}: {', '.join(r.name for r in self.profile.roles)}",
                 )
-            remote = self.recipe.target.files.get(role.name, role.remote)
+            remote = self.target.files.get(role.name, role.remote)
             files.append(UploadFile(role.name, artifact.path, remote, artifact.sha256))
             self.report.artifacts[role.name] = {
                 "path": str(artifact.path),
@@ -267,7 +279,7 @@ class _Run:
             self.canister_id,
             files,
             options,
-            variables=recipe_variables(self.recipe.target),
+            variables=recipe_variables(self.target),
             progress=progress,
             confirm=self.confirm,
         )
@@ -277,7 +289,7 @@ class _Run:
     def _smoke(
         self, artifacts: dict[str, Artifact], fresh_canister: bool
     ) -> tuple[SmokeAnswer, str, str, dict[str, Any]]:
-        request = request_for_recipe(self.recipe.target)
+        request = request_for_recipe(self.target)
         module_hash = self.client.module_hash(self.canister_id)
         key = {
             "network_url": self.client.network.url,
@@ -299,7 +311,7 @@ class _Run:
 
     def _smoke_record_path(self) -> Path:
         host = quote(urlsplit(self.client.network.url).netloc or self.client.network.url, safe="")
-        return self.workspace.stage_dir(self.recipe.name, SMOKE_STAGE) / f"{host}--{self.canister_id}.json"
+        return self.workspace.stage_dir(self.name, SMOKE_STAGE) / f"{host}--{self.canister_id}.json"
 
 
 class _ConfirmOnce:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,8 @@ def test_release_workflow_runs_install_tests_then_the_release_script(
     assert commands[:3] == ["make install", "make test", "scripts/release.sh dist"]
     assert any("gh release upload" in c and "dist/*.tar.gz" in c for c in commands)
     # The release step, as the workflow runs it, against hubsim's tiny world instead of the Hub.
-    env = dict(os.environ, PREP_RECIPES=str(locked_world.recipes_dir))
+    env = dict(os.environ, PREP_RECIPES=str(locked_world.recipes_dir), PYTHONPATH=str(PROJECT))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # prep, without a .venv here
     for attempt in ("first", "second"):
         workdir = tmp_path / attempt
         workdir.mkdir()

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.cli.app import app
+from pipeline.cli.bundle import BundleOption, deploy_bundle_command
 from pipeline.cli.ic_options import (
     DEFAULT_WINDOW,
     AnonymousOption,
@@ -27,7 +28,7 @@ from pipeline.errors import UsageError
 
 @app.command("run")
 def run_command(
-    recipe_name: Annotated[str, typer.Argument(help="Recipe name or path to a recipe .toml.")],
+    recipe_name: Annotated[str | None, typer.Argument(help="Recipe name or path to a recipe .toml.")] = None,
     network: NetworkOption = "local",
     canister: CanisterOption = "",
     url: UrlOption = None,
@@ -46,6 +47,7 @@ def run_command(
     no_interface_check: Annotated[
         bool, typer.Option("--no-interface-check", help="Skip comparing the canister's candid:service.")
     ] = False,
+    bundle: BundleOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Fetch, build, upload, load and smoke-test a recipe; a rerun skips what is already done."""
@@ -58,6 +60,25 @@ def run_command(
     keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
     if not canister:
         raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
+    if (recipe_name is None) == (bundle is None):
+        raise UsageError("give a RECIPE or --bundle dist/RECIPE", hint="prep run --help shows both forms")
+    if bundle is not None:
+        if locked:
+            raise UsageError("--locked is for recipes: a bundle is checked against its own SHA256SUMS")
+        deploy_bundle_command(
+            bundle,
+            network=network,
+            url=url,
+            identity=(pem, identity, anonymous),
+            canister=canister,
+            strict_order=strict_order,
+            window=window,
+            check_interface=not no_interface_check,
+            confirm=(lambda plan: True) if yes else _ask(out),
+            out=out,
+        )
+        return
+    assert recipe_name is not None
     recipe = load_recipe(recipe_name)
     options = RunOptions(
         locked=locked,

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.cli.app import app
+from pipeline.cli.bundle import BundleOption, deploy_bundle_command
 from pipeline.cli.ic_options import (
     DEFAULT_WINDOW,
     AnonymousOption,
@@ -55,6 +56,7 @@ def upload_command(
     no_interface_check: Annotated[
         bool, typer.Option("--no-interface-check", help="Skip comparing the canister's candid:service.")
     ] = False,
+    bundle: BundleOption = None,
     status: Annotated[
         bool, typer.Option("--status", help="Show the journal and the canister's view; send nothing.")
     ] = False,
@@ -74,10 +76,27 @@ def upload_command(
     keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
     if not canister:
         raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
-    if (recipe is None) == (file is None):
+    if [recipe is not None, file is not None, bundle is not None].count(True) != 1:
         raise UsageError(
-            "give a RECIPE or --file PATH --kind KIND", hint="prep upload --help shows both forms"
+            "give a RECIPE, --bundle dist/RECIPE or --file PATH --kind KIND",
+            hint="prep upload --help shows the three forms",
         )
+    if bundle is not None:
+        if no_load or status:
+            raise UsageError("--bundle deploys the whole bundle: it goes without --no-load and --status")
+        deploy_bundle_command(
+            bundle,
+            network=network,
+            url=url,
+            identity=(pem, identity, anonymous),
+            canister=canister,
+            strict_order=strict_order,
+            window=window,
+            check_interface=not no_interface_check,
+            confirm=(lambda plan: True) if yes else _ask,
+            out=out,
+        )
+        return
     if file is not None and kind is None:
         raise UsageError("--file needs --kind", hint="e.g. --kind llama_cpp")
     client = connect(network, url, choose_identity(pem, identity, anonymous))
