@@ -31,6 +31,7 @@ from pipeline.targets.calls import CanisterRefused
 from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import RoleProfile, TargetProfile, load_profile
 from pipeline.targets.session import TargetSession
+from pipeline.upload import preflight
 from pipeline.upload.journal import FileRecord, Journal, journal_path
 from pipeline.upload.plan import LocalFile, chunk_size_for, plan_chunks
 from pipeline.upload.request import DEFAULT_WINDOW
@@ -103,9 +104,16 @@ def verify_canister(
     workspace_root: Path,
     *,
     window: int = DEFAULT_WINDOW,
+    check_interface: bool = True,
 ) -> CanisterProof:
-    """Compares the canister with the (already verified) bundle; never sends an update call."""
+    """Compares the canister with the (already verified) bundle; never sends an update call.
+
+    With `check_interface`, a canister whose candid:service is not the bundle's kind is refused first
+    (its answers to the kind's queries would mean nothing).
+    """
     profile = load_profile(bundle.target.kind)
+    if check_interface:
+        preflight.check_interface(client, canister_id, profile)
     session = TargetSession(client, canister_id, profile, {"principal": client.principal})
     raw_hash = client.module_hash(canister_id)
     module_hash = raw_hash.hex() if raw_hash else None

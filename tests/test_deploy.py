@@ -274,3 +274,14 @@ def test_release_then_deploy_then_verify_and_both_tamperings(
     flip_byte(canister.file_path(MODEL))
     tampered = verify(deploy_world, "llama_cpp", bundle)
     assert tampered.code == 1 and f"model.gguf: the canister's {MODEL} has sha256" in tampered.stderr
+
+
+def test_a_bundle_for_another_kind_is_refused_by_deploy_and_verify(
+    deploy_world: DeployWorld, tmp_path: Path
+) -> None:
+    bundle = bundle_of(deploy_world, "llama_cpp", tmp_path / "dist")
+    refused = deploy(deploy_world, "gpt2", bundle)
+    assert refused.code == 1 and "does not look like a llama_cpp canister" in refused.stderr
+    assert uploads(deploy_world, "gpt2") == 0
+    checked = verify(deploy_world, "gpt2", bundle)
+    assert checked.code == 1 and "does not look like a llama_cpp canister" in checked.stderr

@@ -56,7 +56,9 @@ def deploy_bundle_command(
             return  # steps show in the load stage's line; the load stage repeats the upload's plan
         if name == "stage":
             if event.get("status") != "started":
-                out.info(f"{event['stage']}: {event['status']}, {event.get('detail') or event.get('error', '')}")
+                out.info(
+                    f"{event['stage']}: {event['status']}, {event.get('detail') or event.get('error', '')}"
+                )
         elif text := describe_event(event):
             out.info(text)
 

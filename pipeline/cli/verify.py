@@ -33,6 +33,9 @@ def verify_command(
     pem: PemOption = None,
     identity: IdentityOption = None,
     anonymous: AnonymousOption = False,
+    no_interface_check: Annotated[
+        bool, typer.Option("--no-interface-check", help="Skip comparing the canister's candid:service.")
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Check every file of a release bundle; with --canister, prove the canister holds those bytes.
@@ -56,9 +59,9 @@ def verify_command(
 
     opened = open_bundle(bundle)
     with connect(network, url, choose_identity(pem, identity, anonymous)) as client:
-        proof = verify_canister(
-            opened, client, canister_on(client.network, canister), Workspace.default().root
-        )
+        canister_id = canister_on(client.network, canister)
+        root = Workspace.default().root
+        proof = verify_canister(opened, client, canister_id, root, check_interface=not no_interface_check)
     out.result(proof.to_json(), proof.describe())
     if not proof.ok:
         raise PrepError(
