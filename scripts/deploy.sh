@@ -42,7 +42,7 @@ if [ -n "${PREP_ATTEST_REPO:-}" ]; then
   done
 fi
 
-rm -rf "$work"
+rm -rf "$work/bundles" "$work/results"  # only what this script made there
 mkdir -p "$work/bundles" "$work/results"
 failed=0
 for target in "$@"; do
