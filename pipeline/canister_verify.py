@@ -24,12 +24,13 @@ from typing import Any
 
 from pipeline.deploy import DeployBundle
 from pipeline.errors import PrepError
+from pipeline.formats.llama2c import HEADER, HEADER_FIELDS
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected
 from pipeline.targets.append import AppendFile
-from pipeline.targets.calls import CanisterRefused
+from pipeline.targets.calls import CanisterRefused, pick
 from pipeline.targets.offset import OffsetFile
-from pipeline.targets.profile import RoleProfile, TargetProfile, load_profile
+from pipeline.targets.profile import CallSpec, RoleProfile, TargetProfile, load_profile
 from pipeline.targets.session import TargetSession
 from pipeline.upload import preflight
 from pipeline.upload.journal import FileRecord, Journal, journal_path
@@ -37,6 +38,8 @@ from pipeline.upload.plan import LocalFile, chunk_size_for, plan_chunks
 from pipeline.upload.request import DEFAULT_WINDOW
 
 PROVEN, CONSISTENT, UNPROVEN, DIFFERS = "proven", "consistent", "unproven", "differs"
+# What a llama2.c canister (icpp_llama2) says about the model it loaded: the fields of model.bin's header.
+MODEL_CONFIG = CallSpec(method="get_model_config")
 
 
 @dataclass
@@ -131,7 +134,7 @@ def verify_canister(
         if profile.addressing == "offset" and role.read is not None and role.size is not None:
             _read_back(OffsetFile(session, role, remote), artifact.path, proof, window)
         else:
-            _append_evidence(AppendFile(session, role, remote), record, proof)
+            _append_evidence(AppendFile(session, role, remote), record, proof, artifact.path)
         files.append(proof)
     problems = [f"{p.file}: {problem}" for p in files for problem in p.problems]
     problems += [
@@ -223,7 +226,9 @@ def _read_chunks(driver: OffsetFile, size: int, window: int) -> Iterator[tuple[A
 # ---- append kinds: the length query and the journal -----------------------------------------------
 
 
-def _append_evidence(driver: AppendFile, record: FileRecord | None, proof: FileProof) -> None:
+def _append_evidence(
+    driver: AppendFile, record: FileRecord | None, proof: FileProof, local_path: Path
+) -> None:
     role = driver.role
     proof.not_proven.append(
         f"the bytes themselves: a {driver.session.profile.kind} canister cannot return them"
@@ -247,6 +252,9 @@ def _append_evidence(driver: AppendFile, record: FileRecord | None, proof: FileP
         )
     if role.length is not None:
         _length_evidence(driver, role, record, proof)
+    service = driver.session.profile.service
+    if role.format == "llama2c" and service is not None and MODEL_CONFIG.method in service.methods:
+        _model_config_evidence(driver.session, proof, local_path)
     if proof.problems:
         proof.verdict = DIFFERS
     elif proof.proven:
@@ -264,6 +272,34 @@ def _length_evidence(
     else:
         proof.problems.append(
             f"the canister's {role.name} buffer holds {held or 0:,} bytes, the bundle's {proof.size:,}"
+        )
+
+
+def _model_config_evidence(session: TargetSession, proof: FileProof, local_path: Path) -> None:
+    """A llama2.c canister reports the header of the model it loaded: compare it with the bundle's."""
+    with local_path.open("rb") as handle:
+        header = dict(zip(HEADER_FIELDS, HEADER.unpack(handle.read(HEADER.size)), strict=True))
+    try:
+        answer = session.query(MODEL_CONFIG)
+        loaded = {name: int(pick(answer, name)) for name in HEADER_FIELDS}
+    except (PrepError, TypeError, ValueError) as err:
+        proof.not_proven.append(f"the loaded model's config: {MODEL_CONFIG.method} gave no answer ({err})")
+        return
+    if not any(loaded.values()):
+        proof.not_proven.append(f"the loaded model's config: {MODEL_CONFIG.method} reports no model set up")
+        return
+    # llama2.c stores a negative vocab_size for an unshared classifier; loaders report its magnitude.
+    differs = [
+        f"{name} {loaded[name]} (the bundle's header: {header[name]})"
+        for name in HEADER_FIELDS
+        if abs(loaded[name]) != abs(header[name])
+    ]
+    if differs:
+        proof.problems.append(f"the canister's loaded model has {', '.join(differs)}")
+    else:
+        shown = ", ".join(f"{name}={abs(header[name])}" for name in HEADER_FIELDS)
+        proof.proven.append(
+            f"the loaded model's config ({MODEL_CONFIG.method}: {shown}) is this file's header"
         )
 
 

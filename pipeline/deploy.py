@@ -74,7 +74,7 @@ def open_bundle(path: Path) -> DeployBundle:
         files=len(report.files),
         bytes=sum(f.size for f in report.files),
         seconds=round(time.monotonic() - started, 3),
-        built_by=manifest.get("built_by"),
+        built_by=report.built_by,
     )
 
 

@@ -188,6 +188,7 @@ class VerifyReport:
     files: tuple[BundleFile, ...]
     recipe: str
     kind: str
+    built_by: dict[str, Any] | None = None  # the CI run the manifest names, when it names one
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -195,6 +196,7 @@ class VerifyReport:
             "recipe": self.recipe,
             "kind": self.kind,
             "files": [asdict(f) for f in self.files],
+            "built_by": self.built_by,
         }
 
 
@@ -232,7 +234,8 @@ def verify_bundle(path: Path) -> VerifyReport:
             + "\n  ".join(problems),
             hint="do not use these files; download or rebuild the bundle (prep release RECIPE --locked)",
         )
-    return VerifyReport(path, tuple(files), manifest["recipe"]["name"], manifest["target"]["kind"])
+    built_by = manifest.get("built_by") if isinstance(manifest.get("built_by"), dict) else None
+    return VerifyReport(path, tuple(files), manifest["recipe"]["name"], manifest["target"]["kind"], built_by)
 
 
 def _read_sums(path: Path) -> dict[str, str]:

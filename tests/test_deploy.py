@@ -81,6 +81,11 @@ def test_a_bundle_deploys_and_the_canister_is_proven_to_hold_it(
         else:
             assert any("the bytes themselves" in text for text in item["not_proven"])
             assert any("(journal)" in text for text in item["proven"])
+    if kind == "icpp_llama2":
+        model = next(f for f in proof["files"] if f["role"] == "model")
+        assert any(
+            "get_model_config: dim=" in text and "is this file's header" in text for text in model["proven"]
+        )
 
     # The same bundle again: everything is in place, nothing is sent.
     before = uploads(deploy_world, kind)
@@ -121,6 +126,7 @@ def test_verify_after_an_upgrade_says_the_loaded_model_is_gone(
     assert checked.code == 1
     assert "the canister's code changed since the files went in" in checked.stderr
     assert "the canister is not ready" in checked.stderr
+    assert "get_model_config reports no model set up" in checked.stdout + checked.stderr
 
 
 def test_verify_without_a_journal_proves_llama_cpp_bytes_but_not_append_kinds(
@@ -186,7 +192,11 @@ def test_the_manifest_names_the_github_actions_run_only_inside_actions(
     built_by = json.loads((bundle / "manifest.json").read_text())["built_by"]
     assert built_by["run_url"] == "https://github.com/octo/models/actions/runs/4242"
     assert built_by["commit"] == env["GITHUB_SHA"] and built_by["repository"] == "octo/models"
-    assert deploy_world.prep("verify", str(bundle)).code == 0
+    checked = deploy_world.prep("verify", str(bundle))
+    assert (
+        checked.code == 0
+        and f"built by {built_by['run_url']} at commit {env['GITHUB_SHA']}" in checked.stdout
+    )
     assert deploy(deploy_world, "icpp_llama2", bundle).result["built_by"] == built_by
 
 
@@ -285,3 +295,13 @@ def test_a_bundle_for_another_kind_is_refused_by_deploy_and_verify(
     assert uploads(deploy_world, "gpt2") == 0
     checked = verify(deploy_world, "gpt2", bundle)
     assert checked.code == 1 and "does not look like a llama_cpp canister" in checked.stderr
+
+
+def test_verify_names_model_bin_when_the_loaded_llama2c_config_differs(
+    deploy_world: DeployWorld, tmp_path: Path
+) -> None:
+    bundle = bundle_of(deploy_world, "icpp_llama2", tmp_path / "dist")
+    assert deploy(deploy_world, "icpp_llama2", bundle).code == 0
+    deploy_world.sim.canister("icpp_llama2").config["n_layers"] += 1
+    checked = verify(deploy_world, "icpp_llama2", bundle)
+    assert checked.code == 1 and "model.bin: the canister's loaded model has n_layers" in checked.stderr

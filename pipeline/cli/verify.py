@@ -48,9 +48,17 @@ def verify_command(
     if not canister:
         report = verify_bundle(bundle)
         total = sum(f.size for f in report.files)
+        built = report.built_by or {}
+        origin = (
+            f"\nbuilt by {built.get('run_url', built.get('service'))} at commit {built.get('commit', '?')} "
+            "(check its attestation: gh attestation verify RECIPE.tar.gz --repo OWNER/REPO)"
+            if built
+            else ""
+        )
         out.result(
             {"ok": True, **report.to_json()},
-            f"{bundle}: OK, {len(report.files)} files, {total:,} B ({report.recipe} for {report.kind})",
+            f"{bundle}: OK, {len(report.files)} files, {total:,} B ({report.recipe} for {report.kind})"
+            + origin,
         )
         return
     from pipeline.canister_verify import verify_canister
