@@ -65,9 +65,10 @@ def lock_command(
         "\n".join(u.describe() for u in updates),
     )
     if failed:
+        others = len(updates) > len(failed)
         raise PrepError(
-            f"could not resolve {', '.join(failed)} (see above); the other locks are "
-            + ("checked" if check else "written"),
+            f"could not resolve {', '.join(failed)} (see above)"
+            + (f"; the other locks are {'checked' if check else 'written'}" if others else ""),
             hint="fix the recipe or retry when the Hub answers",
         )
     if check and stale:
