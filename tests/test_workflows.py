@@ -89,6 +89,9 @@ def test_the_release_workflow_attests_every_bundle() -> None:
     )
     step = workflow["jobs"]["release"]["steps"][attest]
     assert step["with"]["subject-path"] == "dist/*.tar.gz"
+    # Its own token's release raises no event for deploy.yml: it starts the deploy itself.
+    assert workflow["permissions"]["actions"] == "write"
+    assert any("gh workflow run deploy.yml" in n and "-f tag=" in n for n in names)
 
 
 def test_the_deploy_workflow_guards_the_identity_and_runs_the_deploy_script() -> None:
