@@ -115,8 +115,8 @@ def verify_canister(
     (its answers to the kind's queries would mean nothing).
     """
     profile = load_profile(bundle.target.kind)
-    if check_interface:
-        preflight.check_interface(client, canister_id, profile)
+    if check_interface:  # the profile fitted to this canister's interface (older releases lack methods)
+        profile = preflight.check_interface(client, canister_id, profile)
     session = TargetSession(client, canister_id, profile, {"principal": client.principal})
     raw_hash = client.module_hash(canister_id)
     module_hash = raw_hash.hex() if raw_hash else None

@@ -292,10 +292,10 @@ def test_a_bundle_for_another_kind_is_refused_by_deploy_and_verify(
 ) -> None:
     bundle = bundle_of(deploy_world, "llama_cpp", tmp_path / "dist")
     refused = deploy(deploy_world, "gpt2", bundle)
-    assert refused.code == 1 and "does not look like a llama_cpp canister" in refused.stderr
+    assert refused.code == 1 and "does not fit canister kind llama_cpp" in refused.stderr
     assert uploads(deploy_world, "gpt2") == 0
     checked = verify(deploy_world, "gpt2", bundle)
-    assert checked.code == 1 and "does not look like a llama_cpp canister" in checked.stderr
+    assert checked.code == 1 and "does not fit canister kind llama_cpp" in checked.stderr
 
 
 def test_verify_names_model_bin_when_the_loaded_llama2c_config_differs(
