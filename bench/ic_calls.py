@@ -69,7 +69,7 @@ def start_icsim() -> Emulator:
         if not line:
             raise SystemExit("icsim exited before printing its settings")
         key, _, value = line.strip().partition(" ")
-        fields[key] = value
+        fields.setdefault(key, value.split(" ")[0])  # canister lines: KIND PRINCIPAL SUBNET
     return Emulator(
         process,
         fields["url"],

@@ -143,7 +143,7 @@ def make_dfx_project(world: Path, ic_lines: dict[str, str]) -> Path:
     (world / "dfx.json").write_text(
         json.dumps({"networks": {"local": {"bind": urlsplit(ic_lines["url"]).netloc}}}, indent=2) + "\n"
     )
-    ids = {kind: {"local": ic_lines[kind]} for _, kind in DEMO_RUNS}
+    ids = {kind: {"local": ic_lines[kind].split()[0]} for _, kind in DEMO_RUNS}
     (world / ".dfx" / "local").mkdir(parents=True, exist_ok=True)
     (world / ".dfx" / "local" / "canister_ids.json").write_text(json.dumps(ids, indent=2) + "\n")
     return world

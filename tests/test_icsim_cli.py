@@ -26,7 +26,9 @@ def test_standalone_runner_prints_canisters_identity_and_root_key() -> None:
         lines = [process.stdout.readline().split(maxsplit=1) for _ in range(8)]
         fields = {key: value.strip() for key, value in lines}
         assert [key for key, _ in lines[:4]] == ["llama_cpp", "icpp_llama2", "gpt2", "ic_llm"]
-        assert fields["llama_cpp"] == "rrkah-fqaaa-aaaaa-aaaaq-cai"
+        principal, subnet = fields["llama_cpp"].split()
+        assert principal == "rrkah-fqaaa-aaaaa-aaaaq-cai"
+        assert {fields[kind].split()[1] for kind in ("icpp_llama2", "gpt2", "ic_llm")} == {subnet}
         status = cbor2.loads(httpx.get(f"{fields['url']}/api/v2/status").content)
         assert status["root_key"].hex() == fields["root_key"]
         identity = Identity.from_pem(Path(fields["identity"]).read_text())
@@ -44,3 +46,31 @@ def test_controller_option_replaces_the_dev_identity(icsim_agent_for) -> None:
         assert reply["value"] == {"17724": {"3475804314": 200}}
         (reply,) = icsim_agent_for(sim).query_raw(canister, "check_access", b"DIDL\x00\x00")
         assert reply["value"] == {"3456837": {"3382957744": "Access Denied"}}
+
+
+def test_runner_with_subnets_prints_each_canister_with_its_subnet() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.icsim", "--port", "0", "--subnets", "3", "--canisters-per-subnet", "2",
+         "--background-load", "0.5", "--cycles", "5000000000000"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        while not lines or lines[-1][0] != "root_key":
+            lines.append(process.stdout.readline().split())
+        canisters = [line for line in lines if len(line) == 3]
+        kinds = [kind for kind, _, _ in canisters]
+        assert kinds == ["llama_cpp", "icpp_llama2", "gpt2", "ic_llm"] + ["llama_cpp"] * 5
+        subnets = [subnet for _, _, subnet in canisters]
+        assert len(set(subnets)) == 3 and subnets.count(subnets[0]) == 5
+        assert len({principal for _, principal, _ in canisters}) == 9
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+
+
+def test_runner_refuses_a_background_load_out_of_range() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.icsim", "--background-load", "0.95"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "--background-load" in result.stderr

@@ -89,6 +89,20 @@ class AccessRule:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What the kind's code spends, for the cycles estimate and the heap check (profile `[resources]`).
+
+    `upload_instructions_per_byte`: per byte received (Candid decoding, hashing, storing);
+    `load_instructions_per_byte`: per byte of the files the load steps read; `heap_overhead_bytes`: heap
+    a loaded model needs beyond its files (context buffers, the module's own heap).
+    """
+
+    upload_instructions_per_byte: int = 2
+    load_instructions_per_byte: int = 0
+    heap_overhead_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class ReleaseNotes:
     """What prep knows of the canister's released interfaces, for messages when one does not fit."""
 
@@ -114,6 +128,7 @@ class TargetProfile:
     service: ServiceInterface | None = None
     smoke: SmokeDialogue | None = None
     releases: ReleaseNotes = field(default_factory=ReleaseNotes)
+    resources: Resources = Resources()
 
     def upload_roles(self) -> tuple[RoleProfile, ...]:
         """The file roles; a PrepError for a smoke-only kind (one without any)."""
@@ -245,6 +260,7 @@ class _Reader:
             "defaults",
             "smoke",
             "releases",
+            "resources",
         }
         self._no_unknown(data, known, "")
         roles_data = data.get("roles", [])
@@ -280,6 +296,7 @@ class _Reader:
             service=service,
             smoke=read_dialogue(self, data["smoke"]) if "smoke" in data else None,
             releases=self.releases(data.get("releases", {})),
+            resources=self.resources(data.get("resources", {})),
         )
 
     def releases(self, data: Any) -> ReleaseNotes:
@@ -290,6 +307,16 @@ class _Reader:
         if not isinstance(changes, dict) or not all(isinstance(v, str) for v in changes.values()):
             raise self.fail("releases.changes", 'a table of method = "how it changed"')
         return ReleaseNotes(str(data.get("project", "")), str(data.get("checked", "")), dict(changes))
+
+    def resources(self, data: Any) -> Resources:
+        if not isinstance(data, dict):
+            raise self.fail("resources", "a [resources] table")
+        known = set(Resources.__dataclass_fields__)
+        self._no_unknown(data, known, "resources.")
+        for key, value in data.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise self.fail(f"resources.{key}", "a non-negative integer")
+        return Resources(**data)
 
     def role(self, data: Any, key: str, addressing: str) -> RoleProfile:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):

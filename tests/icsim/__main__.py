@@ -9,6 +9,7 @@ import threading
 
 from tests.icsim.canisters.llama_cpp_releases import INTERFACES as LLAMA_CPP_INTERFACES
 from tests.icsim.sim import IcSim
+from tests.icsim.system import DEFAULT_CYCLES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +28,20 @@ def main(argv: list[str] | None = None) -> int:
         help="host the interface of an older llama_cpp_canister release (v0.14: no token counts; v0.5: "
         "also no filesystem_file_size)",
     )  # fmt: skip
+    parser.add_argument("--subnets", type=int, default=1, help="subnets; all but subnet 0 sign via a delegation")
+    parser.add_argument(
+        "--canisters-per-subnet", type=int, default=1, metavar="M", help="llama_cpp canisters on each subnet"
+    )
+    parser.add_argument(
+        "--background-load", type=float, default=0.0, metavar="F",
+        help="share (0-0.9) of every block's ingress taken by other users",
+    )  # fmt: skip
+    parser.add_argument("--cycles", type=int, default=DEFAULT_CYCLES, help="each canister's starting balance")
     args = parser.parse_args(argv)
+    if args.subnets < 1 or args.canisters_per_subnet < 1:
+        parser.error("--subnets and --canisters-per-subnet must be at least 1")
+    if not 0.0 <= args.background_load <= 0.9:
+        parser.error("--background-load must be within 0..0.9")
     sim = IcSim(
         block_interval=args.block_interval,
         block_ingress_bytes=args.block_ingress_bytes,
@@ -36,14 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         llama_cpp_interface=args.llama_cpp_interface,
+        subnets=args.subnets,
+        canisters_per_subnet=args.canisters_per_subnet,
+        background_load=args.background_load,
+        cycles=args.cycles,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     sim.start()
     try:
-        for kind, principal in sim.canister_ids.items():
-            print(f"{kind} {principal}")
+        for hosted in sim.hosted:
+            print(f"{hosted.kind} {hosted.principal} {hosted.subnet}")
         print(f"url {sim.url}")
         print(f"identity {sim.dev_identity_pem}")
         print(f"principal {sim.dev_principal}")

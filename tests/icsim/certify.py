@@ -41,11 +41,17 @@ class RootKey:
         point = pyblst.BlstP1Element().hash_to_group(message, BLS_DST)
         return point.scalar_mul(self._secret).compress()
 
-    def certificate(self, state: State, paths: Sequence[Sequence[bytes]]) -> bytes:
-        """CBOR certificate revealing `paths` (and nothing else) of `state`, signed over its root hash."""
+    def certificate(
+        self, state: State, paths: Sequence[Sequence[bytes]], delegation: dict[str, bytes] | None = None
+    ) -> bytes:
+        """CBOR certificate revealing `paths` (and nothing else) of `state`, signed over its root hash;
+        with `delegation` when this key is a subnet's that the root key vouches for."""
         tree = reveal(build(state), paths)
         signature = self.sign(STATE_ROOT_DOMAIN + tree.digest())
-        return tagged({"tree": tree.to_cbor(), "signature": signature})
+        body: dict[str, object] = {"tree": tree.to_cbor(), "signature": signature}
+        if delegation is not None:
+            body["delegation"] = delegation
+        return tagged(body)
 
 
 def verify(der_public_key: bytes, message: bytes, signature: bytes) -> bool:

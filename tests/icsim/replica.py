@@ -1,4 +1,5 @@
-"""The replicated state machine: ingress queue, blocks, execution, request statuses, certified state."""
+"""One subnet's replicated state machine: ingress queue, blocks, execution, cycles, request statuses,
+certified state (signed by the subnet's key, with the root key's delegation unless it is subnet 0)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,24 @@ import math
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-import cbor2
-
+from tests.icsim import management
 from tests.icsim.candid import leb128
 from tests.icsim.canisters.base import CallContext, CanisterModel, Reject
-from tests.icsim.certify import RootKey, tagged
+from tests.icsim.certify import tagged
 from tests.icsim.envelope import Envelope, EnvelopeError
 from tests.icsim.faults import Faults
 from tests.icsim.hashtree import Node, State, build
-from tests.icsim.nodekey import NodeKey
-from tests.icsim.principal import self_authenticating, to_text
+from tests.icsim.principal import MANAGEMENT_CANISTER, to_text
 from tests.icsim.statustree import RequestStatusTree
+from tests.icsim.subnet import SubnetInfo, registry_state
+from tests.icsim.system import UPDATE_EXECUTION_FEE, OutOfCycles, execution_fee, ingress_fee
 
 MAX_MESSAGES_PER_BLOCK = 1000
+UPDATE_THREADS_PER_SUBNET = 4  # canisters of one subnet executing at the same time (FACTS.md §2)
 TERMINAL = ("replied", "rejected")
 FORGET_AFTER_EXPIRY_NS = 5 * 60 * 1_000_000_000
 
@@ -30,6 +34,48 @@ class BlockConfig:
     interval: float = 0.0
     ingress_bytes: int = 4 * 1024 * 1024
     latency: float = 0.0
+    background_load: float = 0.0  # share of every block's ingress taken by other users' messages
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.background_load <= 0.9:
+            raise ValueError(f"background_load must be within 0..0.9, not {self.background_load}")
+
+    @property
+    def our_bytes(self) -> int:
+        return int(self.ingress_bytes * (1.0 - self.background_load))
+
+    @property
+    def our_messages(self) -> int:
+        return max(1, int(MAX_MESSAGES_PER_BLOCK * (1.0 - self.background_load)))
+
+
+@dataclass(frozen=True)
+class ExecutedUpdate:
+    """One executed update message (test hook for exactly-once checks)."""
+
+    canister: str
+    method: str
+    arg_size: int
+    offset: int | None  # the `offset` field of a chunk call's argument
+    outcome: str  # "replied" | "rejected"
+    instructions: int
+
+
+@dataclass
+class Observations:
+    """What tests of exactly-once and of cycles read, shared by every subnet."""
+
+    updates: list[ExecutedUpdate] = field(default_factory=list)
+    refused_for_cycles: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def executed(self, update: ExecutedUpdate) -> None:
+        with self._lock:
+            self.updates.append(update)
+
+    def refused(self) -> None:
+        with self._lock:
+            self.refused_for_cycles += 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +93,7 @@ class RequestRecord:
     size: int
     expiry_ns: int
     arg: bytes = b""
+    target: bytes = b""  # the canister that executes it (the effective canister of a management call)
     status: str = "received"
     reply: bytes | None = None
     reject: Reject | None = None
@@ -71,15 +118,29 @@ class RequestRecord:
 
 
 class Replica:
+    """`registry`: every subnet (for `/subnet` in the state tree); `delegation`: None on subnet 0."""
+
     def __init__(
-        self, canisters: list[CanisterModel], root_key: RootKey, blocks: BlockConfig, faults: Faults
+        self,
+        subnet: SubnetInfo,
+        canisters: list[CanisterModel],
+        blocks: BlockConfig,
+        faults: Faults,
+        *,
+        registry: list[SubnetInfo] | None = None,
+        delegation: dict[str, Any] | None = None,
+        observations: Observations | None = None,
     ):
+        self.subnet = subnet
         self.canisters = {c.canister_id: c for c in canisters}
-        self.root_key = root_key
         self.blocks = blocks
         self.faults = faults
-        self.subnet_id = self_authenticating(root_key.der)
-        self.node_key = NodeKey()
+        self.registry = registry if registry is not None else [subnet]
+        self.delegation = delegation
+        self.observations = observations or Observations()
+        self.subnet_id = subnet.subnet_id
+        self.node_key = subnet.node_key
+        self._pool: ThreadPoolExecutor | None = None
         self._canister_locks = {cid: threading.Lock() for cid in self.canisters}
         self._lock = threading.Condition()
         self._requests: dict[bytes, RequestRecord] = {}
@@ -105,6 +166,9 @@ class Replica:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def drop_in_flight(self) -> int:
         """Forget messages accepted but not yet executed (what a restart loses)."""
@@ -127,23 +191,35 @@ class Replica:
             raise EnvelopeError(400, f"IC0301: Canister {to_text(canister_id)} not found")
         return model
 
-    def submit(self, envelope: Envelope, size: int) -> RequestRecord:
-        """Accept a call; an identical request already known is not executed again."""
-        model = self.canister(envelope.canister_id)
+    def submit(self, envelope: Envelope, size: int, target: bytes) -> RequestRecord:
+        """Accept a call (its induction fee is charged); an identical request already known is not
+        executed again. `target`: the effective canister id (the callee, unless it is `aaaaa-aa`)."""
+        model = self.canister(target)
         if self.faults.is_out_of_cycles(model.canister_id):
+            self.observations.refused()
             raise EnvelopeError(400, f"IC0207: {out_of_cycles_message(model)}")
         with self._lock:
             known = self._requests.get(envelope.request_id)
             if known is not None:
                 return known
+            if envelope.canister_id != MANAGEMENT_CANISTER:
+                self._charge_induction(model, envelope)
             record = RequestRecord(
                 envelope.request_id, envelope.sender, envelope.canister_id, envelope.method_name, size,
-                envelope.ingress_expiry, arg=envelope.arg,
+                envelope.ingress_expiry, arg=envelope.arg, target=model.canister_id,
             )  # fmt: skip
             self._requests[record.request_id] = record
             self._queue.append(record)
             self._lock.notify_all()
             return record
+
+    def _charge_induction(self, model: CanisterModel, envelope: Envelope) -> None:
+        fee = ingress_fee(len(envelope.arg) + len(envelope.method_name))
+        try:
+            model.system.charge(fee, model.memory_size())
+        except OutOfCycles:
+            self.observations.refused()
+            raise EnvelopeError(400, f"IC0207: {out_of_cycles_message(model)}") from None
 
     def wait(self, record: RequestRecord, timeout: float) -> bool:
         """Wait until the record's terminal status is certified; False on timeout."""
@@ -163,7 +239,7 @@ class Replica:
             return Reject(3, f"Canister {to_text(envelope.canister_id)} not found", "IC0301")
         if self.faults.is_out_of_cycles(model.canister_id):
             return Reject(2, out_of_cycles_message(model), "IC0207")
-        ctx = CallContext(envelope.sender, envelope.sender in model.controllers, is_query=True)
+        ctx = CallContext.for_message(envelope.sender, envelope.sender in model.controllers, is_query=True)
         with self._canister_locks[model.canister_id]:
             try:
                 return model.execute(envelope.method_name, envelope.arg, ctx)
@@ -185,8 +261,7 @@ class Replica:
                     return
                 batch = self._take_block()
             started = time.monotonic()
-            for record in batch:
-                self._execute(record)
+            self._execute_block(batch)
             self.block_log.append(BlockStats(len(batch), sum(r.size for r in batch)))
             next_block = started + self.blocks.interval
 
@@ -199,16 +274,32 @@ class Replica:
         return epoch + math.ceil((now - epoch) / interval) * interval
 
     def _take_block(self) -> list[RequestRecord]:
-        """The next block's messages: FIFO, at most the ingress byte cap and 1000 messages (call locked)."""
+        """The next block's messages: FIFO, at most the ingress byte cap and 1000 messages, less what
+        other users' messages take (call locked)."""
         batch: list[RequestRecord] = []
         total = 0
-        while self._queue and len(batch) < MAX_MESSAGES_PER_BLOCK:
+        while self._queue and len(batch) < self.blocks.our_messages:
             size = self._queue[0].size
-            if batch and total + size > self.blocks.ingress_bytes:
+            if batch and total + size > self.blocks.our_bytes:
                 break
             batch.append(self._queue.popleft())
             total += size
         return batch
+
+    def _execute_block(self, batch: list[RequestRecord]) -> None:
+        """Each canister's messages in order, one at a time; up to UPDATE_THREADS_PER_SUBNET canisters at once."""
+        by_canister: dict[bytes, list[RequestRecord]] = {}
+        for record in batch:
+            by_canister.setdefault(record.target, []).append(record)
+        if len(by_canister) <= 1:
+            for record in batch:
+                self._execute(record)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(UPDATE_THREADS_PER_SUBNET, thread_name_prefix="icsim-exec")
+        runs = [self._pool.submit(lambda rs=records: [self._execute(r) for r in rs]) for records in by_canister.values()]
+        for run in runs:
+            run.result()
 
     def _execute(self, record: RequestRecord) -> None:
         if time.time_ns() > record.expiry_ns:
@@ -216,24 +307,48 @@ class Replica:
                 self._requests.pop(record.request_id, None)
             record.finished.set()
             return
-        model = self.canisters[record.canister_id]
+        model = self.canisters[record.target]
         record.status = "processing"
-        ctx = CallContext(record.sender, record.sender in model.controllers, is_query=False)
+        ctx = CallContext.for_message(record.sender, record.sender in model.controllers, is_query=False)
         reply: bytes | None = None
         reject: Reject | None = None
         with self._canister_locks[model.canister_id]:
             try:
-                if self.faults.take_trap(record.canister_id, record.method_name):
-                    raise model.trapped(f"icsim injected a trap in '{record.method_name}'")
-                reply = model.execute(record.method_name, record.arg, ctx)
+                reply = self._run(model, record, ctx)
             except Reject as rejected:
                 reject = rejected
+        self.observations.executed(
+            ExecutedUpdate(
+                model.canister_text if record.canister_id else "aaaaa-aa", record.method_name,
+                len(record.arg), ctx.execution.offset, "rejected" if reject else "replied",
+                ctx.execution.instructions,
+            )
+        )  # fmt: skip
         # visible_at first: a reader seeing the terminal status must also see when it becomes certified.
         record.visible_at = time.monotonic() + self.blocks.latency
         record.reply, record.reject, record.arg = reply, reject, b""
         record.status = "rejected" if reject is not None else "replied"
         self.executed += 1
         record.finished.set()
+
+    def _run(self, model: CanisterModel, record: RequestRecord, ctx: CallContext) -> bytes:
+        """Execute one update (call locked): management calls act on `model`; a canister's own calls pay
+        the execution fee first (IC0207 when it would fall below its freezing threshold), then per
+        instruction, also when it traps."""
+        if record.canister_id == MANAGEMENT_CANISTER:
+            return management.execute(model, record.method_name, record.arg, ctx)
+        try:
+            model.system.charge(UPDATE_EXECUTION_FEE, model.memory_size())
+        except OutOfCycles:
+            self.observations.refused()
+            raise Reject(2, out_of_cycles_message(model), "IC0207") from None
+        try:
+            if self.faults.take_trap(record.canister_id, record.method_name):
+                raise model.trapped(f"icsim injected a trap in '{record.method_name}'")
+            return model.execute(record.method_name, record.arg, ctx)
+        finally:
+            used = min(ctx.execution.instructions, ctx.execution.limit)
+            model.system.charge_after(execution_fee(used) - UPDATE_EXECUTION_FEE)
 
     # ---- certified state --------------------------------------------------------------
 
@@ -257,7 +372,9 @@ class Replica:
 
     def certificate(self, paths: list[list[bytes]], canister_id: bytes | None) -> bytes:
         """A certificate revealing `paths`; like the replica's, it always shows `time`."""
-        return self.root_key.certificate(self.state_tree(canister_id), [[b"time"], *paths])
+        return self.subnet.key.certificate(
+            self.state_tree(canister_id), [[b"time"], *paths], delegation=self.delegation
+        )
 
     def state_tree(self, canister_id: bytes | None) -> State:
         """The certified state: time, request statuses, canister info (for this canister) and subnet."""
@@ -276,14 +393,7 @@ class Replica:
                     b"metadata": {b"candid:service": model.candid_service().encode()},
                 }
         state[b"canister"] = canisters
-        ids = sorted(self.canisters)
-        state[b"subnet"] = {
-            self.subnet_id: {
-                b"public_key": self.root_key.der,
-                b"canister_ranges": cbor2.dumps([[ids[0], ids[-1]]]),
-                b"node": {self.node_key.node_id: {b"public_key": self.node_key.der}},
-            }
-        }
+        state.update(registry_state(self.registry))
         return state
 
 

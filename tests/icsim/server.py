@@ -11,23 +11,25 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.icsim import management
 from tests.icsim.canisters.base import Reject
 from tests.icsim.certify import tagged
 from tests.icsim.envelope import Envelope, EnvelopeError, parse
-from tests.icsim.principal import from_text, to_text
+from tests.icsim.principal import MANAGEMENT_CANISTER, from_text, to_text
 from tests.icsim.replica import TERMINAL, Replica
+from tests.icsim.topology import Topology
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 ROUTE = re.compile(r"^/api/(v2|v3|v4)/(canister|subnet)/([a-z0-9-]+)/(query|call|read_state)$")
-KNOWN_ROOTS = (b"time", b"request_status", b"canister", b"subnet")
+KNOWN_ROOTS = (b"time", b"request_status", b"canister", b"subnet", b"canister_ranges")
 
 
 class IcHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], replica: Replica, sync_call_timeout: float) -> None:
-        self.replica = replica
+    def __init__(self, address: tuple[str, int], topology: Topology, sync_call_timeout: float) -> None:
+        self.topology = topology
         self.sync_call_timeout = sync_call_timeout
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -106,12 +108,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/api/v2/status":
             self._send_text(404, f"Not found: {self.path}")
             return
-        replica = self.server.replica
         body = {
             "ic_api_version": "0.18.0",
             "impl_version": "icsim",
             "replica_health_status": "healthy",
-            "root_key": replica.root_key.der,
+            "root_key": self.server.topology.root_key.der,
         }
         self._send(200, tagged(body))
 
@@ -124,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
         if (scope == "subnet" and endpoint != "read_state") or (version == "v4" and endpoint != "call"):
             self._send_text(404, f"Not found: {self.path}")
             return
-        status = self.server.replica.faults.take_http_error(endpoint)
+        status = self.server.topology.faults.take_http_error(endpoint)
         body = self._read_body()
         if body is None:
             return
@@ -136,20 +137,26 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._send_text(400, str(exc))
             return
+        topology = self.server.topology
         try:
-            if endpoint == "query":
-                self._query(target_id, body)
+            if scope == "subnet":
+                replica = topology.for_subnet(target_id)
+                if replica is None:
+                    raise EnvelopeError(404, f"Subnet {target} not found")
+                self._read_state(replica, None, body)
+            elif endpoint == "query":
+                self._query(topology.for_canister(target_id), target_id, body)
             elif endpoint == "call":
-                self._call(target_id, body, synchronous=version != "v2")
+                self._call(topology.for_canister(target_id), target_id, body, synchronous=version != "v2")
             else:
-                self._read_state(target_id if scope == "canister" else None, body)
+                self._read_state(topology.for_canister(target_id), target_id, body)
         except EnvelopeError as exc:
             self._send_text(exc.status, exc.message)
 
-    def _query(self, canister_id: bytes, body: bytes) -> None:
+    def _query(self, replica: Replica, canister_id: bytes, body: bytes) -> None:
         envelope = parse(body, "query")
         _check_target(envelope, canister_id)
-        result = self.server.replica.query(envelope)
+        result = replica.query(envelope)
         if isinstance(result, Reject):
             reply = {
                 "status": "rejected",
@@ -159,14 +166,13 @@ class Handler(BaseHTTPRequestHandler):
             }
         else:
             reply = {"status": "replied", "reply": {"arg": result}}
-        signed = self.server.replica.node_key.sign_query_response(reply, envelope.request_id)
+        signed = replica.node_key.sign_query_response(reply, envelope.request_id)
         self._send(200, tagged(signed))
 
-    def _call(self, canister_id: bytes, body: bytes, synchronous: bool) -> None:
-        replica = self.server.replica
+    def _call(self, replica: Replica, canister_id: bytes, body: bytes, synchronous: bool) -> None:
         envelope = parse(body, "call")
         _check_target(envelope, canister_id)
-        record = replica.submit(envelope, len(body))
+        record = replica.submit(envelope, len(body), target=canister_id)
         faults = replica.faults
         drop = faults.take_drop(envelope.method_name)
         delay = faults.take_delay(envelope.method_name)
@@ -186,8 +192,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(202, tagged({"status": "accepted"}))
 
-    def _read_state(self, canister_id: bytes | None, body: bytes) -> None:
-        replica = self.server.replica
+    def _read_state(self, replica: Replica, canister_id: bytes | None, body: bytes) -> None:
         envelope = parse(body, "read_state")
         paths = _paths(envelope)
         for path in paths:
@@ -196,7 +201,14 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _check_target(envelope: Envelope, target: bytes) -> None:
-    if envelope.canister_id != target:
+    """The URL names the effective canister: the callee, or for `aaaaa-aa` the canister the call is about."""
+    callee = envelope.canister_id
+    if callee == MANAGEMENT_CANISTER:
+        try:
+            callee = management.target_of(envelope.method_name, envelope.arg)
+        except Reject as reject:
+            raise EnvelopeError(400, str(reject)) from None
+    if callee != target:
         raise EnvelopeError(
             400,
             f"Specified CanisterId {to_text(envelope.canister_id)} does not match effective canister id "

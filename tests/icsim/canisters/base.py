@@ -13,6 +13,12 @@ from typing import Any, ClassVar
 from tests.icsim import candid
 from tests.icsim.candid import CandidDecodeError, Type
 from tests.icsim.principal import to_text
+from tests.icsim.system import QUERY_INSTRUCTION_LIMIT, UPDATE_INSTRUCTION_LIMIT, SystemState
+
+# Instructions any message costs: the runtime's entry, Candid decoding of its argument, encoding the reply.
+BASE_INSTRUCTIONS = 1_000_000
+DECODE_INSTRUCTIONS_PER_BYTE = 2
+MODULE_BYTES = 8 * 1024 * 1024  # code, globals and the allocator's own heap of an installed module
 
 
 class Trap(Exception):
@@ -39,11 +45,36 @@ class OffContractReply:
     values: tuple[Any, ...]
 
 
+class Execution:
+    """What one message used: instructions (trapping past the limit) and, for chunk calls, the offset."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.instructions = 0
+        self.offset: int | None = None
+
+    def charge(self, instructions: int) -> None:
+        self.instructions += instructions
+        if self.instructions > self.limit:
+            raise InstructionLimit(self.limit)
+
+
+class InstructionLimit(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Canister exceeded the limit of {limit} instructions for single message execution.")
+
+
 @dataclass(frozen=True)
 class CallContext:
     caller: bytes
     is_controller: bool
     is_query: bool
+    execution: Execution = field(default_factory=lambda: Execution(UPDATE_INSTRUCTION_LIMIT))
+
+    @classmethod
+    def for_message(cls, caller: bytes, is_controller: bool, is_query: bool) -> CallContext:
+        limit = QUERY_INSTRUCTION_LIMIT if is_query else UPDATE_INSTRUCTION_LIMIT
+        return cls(caller, is_controller, is_query, Execution(limit))
 
 
 @dataclass(frozen=True)
@@ -79,8 +110,19 @@ def query(*args: Type, returns: tuple[Type, ...] = (), declared: tuple[Type, ...
 
 @dataclass
 class Counters:
+    """Per method calls; per buffer (file, heap buffer) bytes received in all (`bytes_in`) and since the
+    buffer was last emptied (`buffer_bytes`: reset, truncation, store, upgrade of a heap buffer)."""
+
     calls: Counter[str] = field(default_factory=Counter)
     bytes_in: Counter[str] = field(default_factory=Counter)
+    buffer_bytes: Counter[str] = field(default_factory=Counter)
+
+    def received(self, buffer: str, n: int) -> None:
+        self.bytes_in[buffer] += n
+        self.buffer_bytes[buffer] += n
+
+    def emptied(self, buffer: str) -> None:
+        self.buffer_bytes.pop(buffer, None)
 
 
 class CanisterModel:
@@ -92,6 +134,7 @@ class CanisterModel:
     """
 
     kind: ClassVar[str]
+    buffers_survive_upgrade: ClassVar[bool] = False  # True when its upload buffers are stable memory
 
     def __init__(self, canister_id: bytes, controllers: list[bytes], stable_dir: Path) -> None:
         self.canister_id = canister_id
@@ -100,6 +143,7 @@ class CanisterModel:
         self.stable_dir.mkdir(parents=True, exist_ok=True)
         self.module_version = 1
         self.counters = Counters()
+        self.system = SystemState()
         self.reset_heap()
 
     # ---- lifecycle -------------------------------------------------------
@@ -110,6 +154,19 @@ class CanisterModel:
     def upgrade(self) -> None:
         self.module_version += 1
         self.reset_heap()
+        if not self.buffers_survive_upgrade:
+            self.counters.buffer_bytes.clear()
+
+    def heap_bytes(self) -> int:
+        """Wasm heap in use beyond the module's own (models override: buffers, a loaded model)."""
+        return 0
+
+    def stable_memory_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.stable_dir.rglob("*") if p.is_file())
+
+    def memory_size(self) -> int:
+        """What canister_status reports and storage is charged for: module, heap, stable files."""
+        return MODULE_BYTES + self.heap_bytes() + self.stable_memory_bytes()
 
     @property
     def module_hash(self) -> bytes:
@@ -145,13 +202,17 @@ class CanisterModel:
             raise Reject(3, f"Canister {self.canister_text} has no {kind} method '{method_name}'", "IC0536")
         self.counters.calls[method_name] += 1
         try:
+            ctx.execution.charge(BASE_INSTRUCTIONS + DECODE_INSTRUCTIONS_PER_BYTE * len(arg))
             values = candid.decode(arg, list(method.args))
+            if values and isinstance(values[0], dict) and isinstance(values[0].get("offset"), int):
+                ctx.execution.offset = values[0]["offset"]
+            result = method.function(self, ctx, *values)
         except CandidDecodeError as exc:
             raise self.trapped(f"failed to decode the argument of '{method_name}': {exc}") from exc
-        try:
-            result = method.function(self, ctx, *values)
         except Trap as exc:
             raise self.trapped(str(exc)) from exc
+        except InstructionLimit as exc:
+            raise Reject(5, f"Error from Canister {self.canister_text}: {exc}", "IC0522") from exc
         if isinstance(result, OffContractReply):
             return candid.encode(list(result.types), list(result.values))
         replies = list(result) if len(method.returns) != 1 else [result]

@@ -32,6 +32,9 @@ class Gpt2Canister(CanisterModel):
         self.model_config: dict[str, Any] | None = None
         self.tokenizer: Tokenizer | None = None
 
+    def heap_bytes(self) -> int:
+        return sum(len(buffer) for buffer in self.buffers.values())
+
     def _guard(self, ctx: CallContext) -> None:
         if not (ctx.is_controller or ctx.caller in self.authorized):
             raise Reject(4, f"Error from Canister {self.canister_text}: Unauthorized caller", "IC0406")
@@ -45,12 +48,13 @@ class Gpt2Canister(CanisterModel):
     def _append(self, ctx: CallContext, name: str, chunk: bytes) -> tuple[()]:
         self._guard(ctx)
         self.buffers[name] += chunk
-        self.counters.bytes_in[name] += len(chunk)
+        self.counters.received(name, len(chunk))
         return ()
 
     def _clear(self, ctx: CallContext, name: str) -> tuple[()]:
         self._guard(ctx)
         self.buffers[name] = bytearray()
+        self.counters.emptied(name)
         return ()
 
     @update(BLOB)
@@ -95,6 +99,7 @@ class Gpt2Canister(CanisterModel):
         self._guard(ctx)
         (self.stable_dir / f"{name}.bin").write_bytes(bytes(self.buffers[name]))
         self.buffers[name] = bytearray()
+        self.counters.emptied(name)
         return {"Ok": None}
 
     def _load(self, ctx: CallContext, name: str) -> dict[str, Any]:

@@ -62,6 +62,9 @@ class IcppLlama2Canister(CanisterModel):
         self.canister_mode: str | None = None
         self.chats: dict[bytes, int] = {}
 
+    def heap_bytes(self) -> int:
+        return len(self.model_bytes) + len(self.tokenizer_bytes)
+
     # ---- upload (owner only; plain appends) ----------------------------------------------
 
     @update(returns=(STATUS_RESULT,))
@@ -69,6 +72,7 @@ class IcppLlama2Canister(CanisterModel):
         if not self._is_owner(ctx):
             return ACCESS_DENIED
         self.model_bytes = bytearray()
+        self.counters.emptied("model")
         self.initialized = False
         return OK
 
@@ -77,6 +81,7 @@ class IcppLlama2Canister(CanisterModel):
         if not self._is_owner(ctx):
             return ACCESS_DENIED
         self.tokenizer_bytes = bytearray()
+        self.counters.emptied("tokenizer")
         self.initialized = False
         return OK
 
@@ -85,7 +90,7 @@ class IcppLlama2Canister(CanisterModel):
         if not self._is_owner(ctx):
             return ACCESS_DENIED
         self.model_bytes += chunk
-        self.counters.bytes_in["model"] += len(chunk)
+        self.counters.received("model", len(chunk))
         return OK
 
     @update(BLOB, returns=(STATUS_RESULT,))
@@ -93,7 +98,7 @@ class IcppLlama2Canister(CanisterModel):
         if not self._is_owner(ctx):
             return ACCESS_DENIED
         self.tokenizer_bytes += chunk
-        self.counters.bytes_in["tokenizer"] += len(chunk)
+        self.counters.received("tokenizer", len(chunk))
         return OK
 
     # ---- set-up ---------------------------------------------------------------------------

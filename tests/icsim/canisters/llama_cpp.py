@@ -13,7 +13,7 @@ from typing import Any
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from tests.icsim.candid import BLOB, BOOL, NAT16, NAT64, TEXT, Opt, Vec, record, variant
-from tests.icsim.canisters.base import CallContext, CanisterModel, Reject, query, update
+from tests.icsim.canisters.base import MODULE_BYTES, CallContext, CanisterModel, Reject, query, update
 from tests.icsim.principal import to_text
 
 MAX_CHUNK_SIZE = 2 * 1024 * 1024
@@ -26,6 +26,14 @@ KNOWN_ARCHITECTURES = frozenset(
 # One message reads at most ~2 GiB of stable memory; a 1.83 GB model failed to load with IC0524.
 MAX_LOAD_BYTES = 1_800_000_000
 PROMPT_WORDS_PER_CALL = 4
+# The instruction model (tests/icsim/README.md): writing a chunk hashes and stores each byte; loading
+# parses and copies the model into the heap; every token (prompt or generated) reads all the weights.
+UPLOAD_INSTRUCTIONS_PER_BYTE = 20
+LOAD_INSTRUCTIONS_PER_BYTE = 20
+TOKEN_INSTRUCTIONS_PER_MODEL_BYTE = 3
+RUN_BASE_INSTRUCTIONS = 100_000_000
+# Heap a loaded model needs beyond its weights: KV cache and compute buffers of the context.
+CONTEXT_HEAP_BYTES = 256 * 1024 * 1024
 
 API_ERROR = variant(Other=TEXT, StatusCode=NAT16)
 STATUS_RESULT = variant(Ok=record(status_code=NAT16), Err=API_ERROR)
@@ -73,6 +81,7 @@ class Chat:
 class LlamaCppCanister(CanisterModel):
     kind = "llama_cpp"
     max_load_bytes = MAX_LOAD_BYTES
+    buffers_survive_upgrade = True  # files live in stable memory
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # The canister keeps upload metadata in a file, so it survives upgrades (stable state).
@@ -82,9 +91,20 @@ class LlamaCppCanister(CanisterModel):
     def reset_heap(self) -> None:
         self.sessions: dict[str, UploadSession] = {}
         self.loaded_model: str | None = None
+        self.loaded_bytes = 0
+        # Instructions per token; None: TOKEN_INSTRUCTIONS_PER_MODEL_BYTE x the loaded file's size.
+        self.instructions_per_token: int | None = None
         self.ready_for_inference = False
         self.max_tokens = {"max_tokens_update": 0, "max_tokens_query": 0}
         self.chats: dict[str, Chat] = {}
+
+    def heap_bytes(self) -> int:
+        return self.loaded_bytes + CONTEXT_HEAP_BYTES if self.loaded_model is not None else 0
+
+    def token_instructions(self) -> int:
+        if self.instructions_per_token is not None:
+            return self.instructions_per_token
+        return TOKEN_INSTRUCTIONS_PER_MODEL_BYTE * self.loaded_bytes
 
     # ---- files (stable) ----------------------------------------------------
 
@@ -125,6 +145,7 @@ class LlamaCppCanister(CanisterModel):
         session = self.sessions.get(filename)
         if offset == 0 or session is None:
             session = self.sessions[filename] = UploadSession()
+        ctx.execution.charge(UPLOAD_INSTRUCTIONS_PER_BYTE * len(chunk))
         if offset != 0 and offset == session.previous_offset:
             details = self.details.get(filename)
             if details is None:
@@ -134,12 +155,13 @@ class LlamaCppCanister(CanisterModel):
         path.parent.mkdir(parents=True, exist_ok=True)
         if offset == 0 or not path.exists():
             path.write_bytes(b"")
+            self.counters.emptied(filename)
         with path.open("r+b") as handle:
             handle.seek(offset)
             handle.write(chunk)
         session.sha.update(chunk)
         session.previous_offset = offset
-        self.counters.bytes_in[filename] += len(chunk)
+        self.counters.received(filename, len(chunk))
         return {"Ok": self._report(filename, offset + len(chunk), session)}
 
     def _report(self, filename: str, filesize: int, session: UploadSession) -> dict[str, Any]:
@@ -219,9 +241,8 @@ class LlamaCppCanister(CanisterModel):
         if model is None:
             message = "--model not provided in args. Do not know what model to load."
             return {"Err": _run_output(500, error=message)}
-        self.loaded_model = (
-            None  # the canister frees the previous model before loading (ready stays as it was)
-        )
+        self.loaded_model = None  # the canister frees the previous model before loading (ready stays as it was)
+        self.loaded_bytes = 0
         try:
             path = self.file_path(model)
             size = path.stat().st_size
@@ -244,7 +265,17 @@ class LlamaCppCanister(CanisterModel):
         if layout.data_end > size:
             message = f"failed to load model from {model}: tensor data is not within the file bounds"
             return {"Err": _run_output(500, error=message + ", model is corrupted or incomplete")}
-        self.loaded_model = model
+        ctx.execution.charge(LOAD_INSTRUCTIONS_PER_BYTE * size)
+        heap = MODULE_BYTES + size + CONTEXT_HEAP_BYTES
+        if heap > self.system.heap_limit():
+            raise Reject(
+                5,
+                f"Error from Canister {self.canister_text}: Canister trapped: heap out of bounds "
+                f"(loading {model} needs {heap} bytes of wasm memory; wasm_memory_limit is "
+                f"{self.system.heap_limit()})",
+                "IC0502",
+            )
+        self.loaded_model, self.loaded_bytes = model, size
         self.ready_for_inference = True
         self.chats.clear()
         return {"Ok": _run_output(200, output="Model succesfully loaded into memory.")}
@@ -305,9 +336,22 @@ class LlamaCppCanister(CanisterModel):
         limit = _flag_value(args, ("-n", "--n-predict"))
         n_predict = int(limit) if limit and limit.lstrip("-").isdigit() else -1
         per_call = self.max_tokens["max_tokens_update"] or PROMPT_WORDS_PER_CALL
+        ctx.execution.charge(RUN_BASE_INSTRUCTIONS + self._tokens_this_call(chat, prompt, n_predict, per_call)
+                             * self.token_instructions())  # fmt: skip
         if prompt:
             return {"Ok": self._decode_prompt(chat, prompt, per_call)}
         return {"Ok": self._generate(chat, n_predict, per_call)}
+
+    @staticmethod
+    def _tokens_this_call(chat: Chat, prompt: str, n_predict: int, per_call: int) -> int:
+        """Tokens one run_update decodes or generates (a word is a token here); the state is not touched,
+        so a call that hits the instruction limit leaves the chat as it was."""
+        if prompt:
+            words = prompt.split()
+            decoded = chat.decoded if words == chat.prompt_words else 0
+            return min(per_call, len(words) - decoded)
+        total = len(chat.answer_words) if n_predict < 0 else min(n_predict, len(chat.answer_words))
+        return max(0, min(per_call, total - chat.generated))
 
     def _decode_prompt(self, chat: Chat, prompt: str, per_call: int) -> dict[str, Any]:
         words = prompt.split()
