@@ -25,6 +25,7 @@ from pipeline.manifest import Artifact
 from pipeline.recipes import Recipe, TargetSpec
 from pipeline.smoke import SmokeAnswer, request_for_recipe, smoke_canister
 from pipeline.targets.profile import TargetProfile, load_profile
+from pipeline.upload.budget import BudgetOptions
 from pipeline.upload.engine import DEFAULT_WINDOW, UploadFile, UploadReport
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.run import UploadOptions, recipe_variables, run_upload
@@ -51,6 +52,7 @@ class RunOptions:
     window: int = DEFAULT_WINDOW
     check_interface: bool = True
     progress: bool = True  # progress bars and notes on stderr
+    budget: BudgetOptions = BudgetOptions()
 
 
 @dataclass
@@ -271,6 +273,7 @@ class StagedRun:
             window=self.options.window,
             check_interface=self.options.check_interface,
             load=load,
+            budget=self.options.budget,
         )
         progress = UploadProgress(record, bar=None if self.options.progress else False)
         return run_upload(

@@ -71,6 +71,9 @@ def test_runner_with_subnets_prints_each_canister_with_its_subnet() -> None:
 
 def test_runner_refuses_a_background_load_out_of_range() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tests.icsim", "--background-load", "0.95"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "tests.icsim", "--background-load", "0.95"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2 and "--background-load" in result.stderr

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pipeline.ic.client import IcClient
     from pipeline.ic.identity import IcIdentity
     from pipeline.ic.network import Network
+    from pipeline.upload.budget import BudgetOptions
 
 # pipeline.upload.request.DEFAULT_WINDOW, written out so that --help need not import the upload stack
 # (tests/test_cli.py checks that the two agree).
@@ -36,6 +37,23 @@ IdentityOption = Annotated[
 ]
 AnonymousOption = Annotated[bool, typer.Option("--anonymous", help="Sign nothing: the anonymous principal.")]
 WindowOption = Annotated[int, typer.Option("--window", min=1, max=64, help="Chunks in flight at once.")]
+IgnoreCyclesOption = Annotated[
+    bool, typer.Option("--ignore-cycles", help="Upload even when the balance looks too low for the estimate.")
+]
+WasmMemoryLimitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--wasm-memory-limit",
+        metavar="BYTES|auto",
+        help="Set the canister's wasm_memory_limit first (auto: what the model needs, +10%).",
+    ),
+]
+
+
+def budget_options(ignore_cycles: bool, wasm_memory_limit: str | None) -> BudgetOptions:
+    from pipeline.upload.budget import BudgetOptions, parse_memory_limit
+
+    return BudgetOptions(ignore_cycles, parse_memory_limit(wasm_memory_limit))
 
 
 def choose_identity(

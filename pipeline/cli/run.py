@@ -14,10 +14,13 @@ from pipeline.cli.ic_options import (
     AnonymousOption,
     CanisterOption,
     IdentityOption,
+    IgnoreCyclesOption,
     NetworkOption,
     PemOption,
     UrlOption,
+    WasmMemoryLimitOption,
     WindowOption,
+    budget_options,
     canister_on,
     choose_identity,
     connect,
@@ -48,6 +51,8 @@ def run_command(
         bool, typer.Option("--no-interface-check", help="Skip comparing the canister's candid:service.")
     ] = False,
     bundle: BundleOption = None,
+    ignore_cycles: IgnoreCyclesOption = False,
+    wasm_memory_limit: WasmMemoryLimitOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Fetch, build, upload, load and smoke-test a recipe; a rerun skips what is already done."""
@@ -86,6 +91,7 @@ def run_command(
         window=window,
         check_interface=not no_interface_check,
         progress=not json_output,
+        budget=budget_options(ignore_cycles, wasm_memory_limit),
     )
 
     def on_event(event: dict[str, Any]) -> None:

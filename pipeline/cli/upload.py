@@ -16,10 +16,13 @@ from pipeline.cli.ic_options import (
     AnonymousOption,
     CanisterOption,
     IdentityOption,
+    IgnoreCyclesOption,
     NetworkOption,
     PemOption,
     UrlOption,
+    WasmMemoryLimitOption,
     WindowOption,
+    budget_options,
     canister_on,
     choose_identity,
     connect,
@@ -60,6 +63,8 @@ def upload_command(
     status: Annotated[
         bool, typer.Option("--status", help="Show the journal and the canister's view; send nothing.")
     ] = False,
+    ignore_cycles: IgnoreCyclesOption = False,
+    wasm_memory_limit: WasmMemoryLimitOption = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Upload model files into a canister: resumable, exactly once, verified, then loaded.
@@ -99,6 +104,7 @@ def upload_command(
         return
     if file is not None and kind is None:
         raise UsageError("--file needs --kind", hint="e.g. --kind llama_cpp")
+    budget = budget_options(ignore_cycles, wasm_memory_limit)
     client = connect(network, url, choose_identity(pem, identity, anonymous))
     canister_id = canister_on(client.network, canister)
     workspace = Workspace.default()
@@ -120,6 +126,7 @@ def upload_command(
             window=window,
             check_interface=not no_interface_check,
             load=not no_load,
+            budget=budget,
         )
         progress = UploadProgress(
             out.event if json_output else _narrate(out), bar=False if json_output else None
@@ -139,11 +146,24 @@ def upload_command(
     out.result(
         {"canister": canister_id, "kind": report.kind, "files": report.files, "steps": report.steps,
          "bytes_sent": report.bytes_sent, "chunks_sent": report.chunks_sent,
-         "chunks_resent": report.chunks_resent, "seconds": round(report.seconds, 3)},
+         "chunks_resent": report.chunks_resent, "seconds": round(report.seconds, 3), "cycles": report.cycles},
         f"uploaded {', '.join(f['remote'] for f in report.files)} to {report.kind} canister {canister_id}: "
         f"{report.bytes_sent:,} bytes sent in {report.seconds:.1f} s ({rate:.1f} MB/s)"
-        + (f"; ran {', '.join(report.steps)}" if report.steps else ""),
+        + (f"; ran {', '.join(report.steps)}" if report.steps else "")
+        + _cycles_text(report.cycles),
     )  # fmt: skip
+
+
+def _cycles_text(cycles: dict[str, Any] | None) -> str:
+    if not cycles:
+        return ""
+    estimated = f"estimated {cycles['estimated'] / 1e12:.4f} T"
+    if cycles["spent"] is None:
+        return f"\ncycles: {estimated} (balance not readable: not a controller)"
+    return (
+        f"\ncycles: spent {cycles['spent'] / 1e12:.4f} T ({cycles['before']:,} -> {cycles['after']:,}), "
+        f"{estimated}"
+    )
 
 
 def _narrate(out: Output) -> Callable[[dict[str, Any]], None]:

@@ -57,6 +57,12 @@ class SignedCall:
     request_id: bytes
     envelope: bytes
     expiry_ns: int
+    effective_canister_id: str | None = None  # calls to aaaaa-aa: the canister they are about
+
+    @property
+    def route(self) -> str:
+        """The canister id in the URL (and whose subnet certifies the outcome)."""
+        return self.effective_canister_id or self.canister_id
 
 
 @dataclass(frozen=True)
@@ -228,20 +234,24 @@ class IcClient:
 
     # ---- update calls ---------------------------------------------------------------------------
 
-    def prepare_call(self, canister_id: str, method: str, arg: bytes) -> SignedCall:
+    def prepare_call(
+        self, canister_id: str, method: str, arg: bytes, *, effective_canister_id: str | None = None
+    ) -> SignedCall:
         content = self._content("call", canister_id, method, arg)
         request_id, envelope = self._sign(content)
-        return SignedCall(canister_id, method, request_id, envelope, content["ingress_expiry"])
+        return SignedCall(
+            canister_id, method, request_id, envelope, content["ingress_expiry"], effective_canister_id
+        )
 
     def submit(self, call: SignedCall) -> CallResult | None:
         """POST the signed envelope once. A CallResult when the outcome is certified, else None."""
-        response = self._post(f"/api/v4/canister/{call.canister_id}/call", call.envelope)
+        response = self._post(f"/api/v4/canister/{call.route}/call", call.envelope)
         if response.status_code == 202 or not response.content:
             return None
         answer = _decode_cbor(response.content, self.network.url)
         status = answer.get("status")
         if status == "replied":
-            certificate = self._verified(answer["certificate"], call.canister_id)
+            certificate = self._verified(answer["certificate"], call.route)
             found = _status_from_certificate(certificate, call.request_id)
             if found.status in ("replied", "rejected"):
                 return CallResult(
@@ -258,12 +268,16 @@ class IcClient:
 
     def request_status(self, call: SignedCall) -> RequestStatus:
         paths = [[b"request_status", call.request_id]]
-        certificate = self._read_state(call.canister_id, paths)
+        certificate = self._read_state(call.route, paths)
         return _status_from_certificate(certificate, call.request_id)
 
-    def call(self, canister_id: str, method: str, arg: bytes) -> bytes:
+    def call(
+        self, canister_id: str, method: str, arg: bytes, *, effective_canister_id: str | None = None
+    ) -> bytes:
         """Sign once, then submit / poll until terminal; transient failures resend the same bytes."""
-        return self.settle(self.prepare_call(canister_id, method, arg))
+        return self.settle(
+            self.prepare_call(canister_id, method, arg, effective_canister_id=effective_canister_id)
+        )
 
     def settle(self, call: SignedCall) -> bytes:
         """The reply of a prepared call, resending its envelope on transient failures until expiry."""
@@ -347,6 +361,18 @@ class IcClient:
     def metadata(self, canister_id: str, name: str) -> bytes | None:
         """A public metadata section (e.g. "candid:service"), None when the canister has none by that name."""
         return self._canister_field(canister_id, b"metadata", name.encode())
+
+    def subnet_of(self, canister_id: str) -> str | None:
+        """The principal of the subnet hosting the canister: the delegation's subnet, or (no delegation:
+        the root key signed) the subnet whose public key is the root key; None when not shown."""
+        certificate = self._read_state(canister_id, [[b"subnet"]])
+        if certificate.delegation is not None:
+            return Principal(bytes(certificate.delegation["subnet_id"])).to_str()
+        subnets = certificate.lookup_tree([b"subnet"])
+        for path in certificate.list_paths(subnets) if subnets is not None else []:
+            if path[1:] == [b"public_key"] and certificate.lookup([b"subnet", *path]) == self.root_key:
+                return Principal(bytes(path[0])).to_str()
+        return None
 
     def _canister_field(self, canister_id: str, *path: bytes) -> bytes | None:
         full = [b"canister", principal_bytes(canister_id), *path]

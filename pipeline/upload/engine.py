@@ -27,7 +27,7 @@ from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import CallSpec, RoleProfile
 from pipeline.targets.retry import Backoff
 from pipeline.targets.session import TargetSession
-from pipeline.upload import preflight
+from pipeline.upload import budget, preflight
 from pipeline.upload.append_upload import AppendUpload
 from pipeline.upload.journal import FileRecord, Journal, journal_path
 from pipeline.upload.offset_upload import OffsetUpload
@@ -82,6 +82,11 @@ class UploadEngine:
         started = time.monotonic()
         module_hash = self._preflight()
         records = [self._describe(f) for f in self.request.files]
+        cycles = budget.check_budget(
+            self.client, self.profile, self.request.canister_id, records,
+            [f.path for f in self.request.files], self.request.workspace_root, self.request.budget,
+            self.progress,
+        )  # fmt: skip
         self._announce(records)
         for attempt in range(MAX_FILE_ATTEMPTS):
             self.report.files.clear()
@@ -105,6 +110,7 @@ class UploadEngine:
             self._run_load_steps(module_hash)
         self.report.seconds = time.monotonic() - started
         self.report.chunks_resent = self.progress.resent
+        self.report.cycles = budget.finish(self.client, self.request.canister_id, cycles)
         self.progress.event(
             "done",
             bytes_sent=self.report.bytes_sent,

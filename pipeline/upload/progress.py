@@ -89,4 +89,15 @@ def describe_event(event: dict[str, Any]) -> str | None:
         return f"not loading yet: upload {', '.join(event['missing'])} too, then the steps run"
     if name == "step":
         return f"{event['method']}" + (f" ({event['role']})" if event.get("role") else "")
+    if name == "budget":
+        if not event["checked"]:
+            return f"{event['reason']} (estimated cost ~{event['estimated_cycles'] / 1e12:.3f} T cycles)"
+        return (
+            f"cycles: ~{event['estimated_cycles'] / 1e12:.3f} T needed, {event['balance'] / 1e12:.3f} T "
+            f"balance ({event['freezing_reserve'] / 1e12:.3f} T freezing reserve); "
+            f"heap ~{event['heap_needed']:,} bytes"
+            + (" (too few cycles: going on as --ignore-cycles says)" if event["ignored"] else "")
+        )
+    if name == "settings":
+        return f"set wasm_memory_limit of {event['canister']} to {event['wasm_memory_limit']:,} bytes"
     return None

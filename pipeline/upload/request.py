@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.targets.profile import TargetProfile
+from pipeline.upload.budget import BudgetOptions
 
 DEFAULT_WINDOW = 12  # concurrent chunks in flight for offset targets: several land in each block
 
@@ -30,6 +31,7 @@ class UploadRequest:
     window: int = DEFAULT_WINDOW
     check_interface: bool = True
     run_steps: bool = True
+    budget: BudgetOptions = BudgetOptions()
 
 
 @dataclass
@@ -42,3 +44,4 @@ class UploadReport:
     chunks_resent: int = 0
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cycles: dict[str, int | None] | None = None  # estimated, before, after, spent (budget.Budget.summary)

@@ -17,6 +17,7 @@ from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import TargetProfile, load_profile
 from pipeline.targets.session import TargetSession
+from pipeline.upload.budget import BudgetOptions, explain_out_of_cycles
 from pipeline.upload.engine import UploadEngine
 from pipeline.upload.journal import Journal, journal_path
 from pipeline.upload.progress import UploadProgress
@@ -33,6 +34,7 @@ class UploadOptions:
     window: int = DEFAULT_WINDOW
     check_interface: bool = True
     load: bool = True
+    budget: BudgetOptions = BudgetOptions()
 
 
 def adhoc_files(profile: TargetProfile, path: Path, remote: str | None) -> tuple[UploadFile, ...]:
@@ -115,8 +117,10 @@ def run_upload(
         window=options.window,
         check_interface=options.check_interface,
         run_steps=options.load,
+        budget=options.budget,
     )
-    return UploadEngine(client, request, progress, confirm).run()
+    with explain_out_of_cycles(canister_id):
+        return UploadEngine(client, request, progress, confirm).run()
 
 
 def upload_status(

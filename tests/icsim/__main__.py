@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         help="host the interface of an older llama_cpp_canister release (v0.14: no token counts; v0.5: "
         "also no filesystem_file_size)",
     )  # fmt: skip
-    parser.add_argument("--subnets", type=int, default=1, help="subnets; all but subnet 0 sign via a delegation")
+    parser.add_argument(
+        "--subnets", type=int, default=1, help="subnets; all but subnet 0 sign via a delegation"
+    )
     parser.add_argument(
         "--canisters-per-subnet", type=int, default=1, metavar="M", help="llama_cpp canisters on each subnet"
     )

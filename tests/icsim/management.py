@@ -56,7 +56,8 @@ def execute(model: CanisterModel, method: str, arg: bytes, ctx: CallContext) -> 
         raise Reject(
             5,
             f"Only the controllers of the canister {model.canister_text} can control it. Canister's "
-            f"controllers: {' '.join(to_text(c) for c in model.controllers)}. Sender's ID: {to_text(ctx.caller)}",
+            f"controllers: {' '.join(to_text(c) for c in model.controllers)}. "
+            f"Sender's ID: {to_text(ctx.caller)}",
             "IC0512",
         )
     if method == "canister_status":
@@ -119,4 +120,3 @@ def update_settings(model: CanisterModel, settings: dict[str, Any]) -> None:
         model.system.freezing_threshold = settings["freezing_threshold"]
     if limit is not None:
         model.system.wasm_memory_limit = min(limit, MAX_WASM_MEMORY_LIMIT)
-

@@ -287,7 +287,7 @@ class Replica:
         return batch
 
     def _execute_block(self, batch: list[RequestRecord]) -> None:
-        """Each canister's messages in order, one at a time; up to UPDATE_THREADS_PER_SUBNET canisters at once."""
+        """Each canister's messages in order, one at a time; a few canisters at once (UPDATE_THREADS_...)."""
         by_canister: dict[bytes, list[RequestRecord]] = {}
         for record in batch:
             by_canister.setdefault(record.target, []).append(record)
@@ -297,7 +297,10 @@ class Replica:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(UPDATE_THREADS_PER_SUBNET, thread_name_prefix="icsim-exec")
-        runs = [self._pool.submit(lambda rs=records: [self._execute(r) for r in rs]) for records in by_canister.values()]
+        runs = [
+            self._pool.submit(lambda rs=records: [self._execute(r) for r in rs])
+            for records in by_canister.values()
+        ]
         for run in runs:
             run.result()
 

@@ -83,10 +83,13 @@ class IcSim:
             models = self._models(kinds, subnet.index, canisters_per_subnet, owners)
             for model in models:
                 model.system.cycles = cycles
-            self.hosted += [HostedCanister(m.kind, m.canister_text, to_text(subnet.subnet_id)) for m in models]
+            self.hosted += [
+                HostedCanister(m.kind, m.canister_text, to_text(subnet.subnet_id)) for m in models
+            ]
             replicas.append(
                 Replica(
-                    subnet, models, self.blocks, self.faults, registry=registry, observations=self.observations,
+                    subnet, models, self.blocks, self.faults, registry=registry,
+                    observations=self.observations,
                     delegation=None if subnet.index == 0 else delegation(self.root_key_pair, subnet),
                 )
             )  # fmt: skip
@@ -172,6 +175,9 @@ class IcSim:
     def canister(self, kind_or_id: str) -> CanisterModel:
         raw = from_text(self.canister_ids.get(kind_or_id, kind_or_id))
         return self.topology.for_canister(raw).canisters[raw]
+
+    def subnet_principal(self, index: int) -> str:
+        return to_text(self.subnets[index].subnet_id)
 
     def subnet_of(self, kind_or_id: str) -> str:
         """The principal of the subnet hosting the canister."""

@@ -241,7 +241,9 @@ class LlamaCppCanister(CanisterModel):
         if model is None:
             message = "--model not provided in args. Do not know what model to load."
             return {"Err": _run_output(500, error=message)}
-        self.loaded_model = None  # the canister frees the previous model before loading (ready stays as it was)
+        self.loaded_model = (
+            None  # the canister frees the previous model before loading (ready stays as it was)
+        )
         self.loaded_bytes = 0
         try:
             path = self.file_path(model)
