@@ -23,7 +23,9 @@ from tests.icsim.subnet import subnet_range
 from tests.icsim.system import INGRESS_BYTE_FEE, INGRESS_MESSAGE_FEE, UPDATE_EXECUTION_FEE
 
 UPLOAD = "record { filename : text; chunk : blob; chunksize : nat64; offset : nat64 }"
-UPLOAD_REPLY = "variant { Ok : record { filename : text; filesize : nat64; filesha256 : text }; Err : reserved }"
+UPLOAD_REPLY = (
+    "variant { Ok : record { filename : text; filesize : nat64; filesha256 : text }; Err : reserved }"
+)
 INPUT = "record { args : vec text }"
 MAX_TOKENS = "record { max_tokens_update : nat64; max_tokens_query : nat64 }"
 
@@ -114,7 +116,9 @@ def test_queries_are_signed_by_a_node_of_the_canisters_subnet(mainnet: IcSim) ->
     from icp_agent.agent import sign_request
 
     _, envelope = sign_request(content, identity)
-    answer = cbor2.loads(httpx.post(f"{mainnet.url}/api/v3/canister/{canister}/query", content=envelope).content)
+    answer = cbor2.loads(
+        httpx.post(f"{mainnet.url}/api/v3/canister/{canister}/query", content=envelope).content
+    )
     assert answer["signatures"][0]["identity"] == mainnet.subnets[2].node_key.node_id
 
 
@@ -144,7 +148,9 @@ def test_management_calls_need_a_controller_and_the_right_effective_canister(
     with icsim_client(mainnet, stranger) as client, pytest.raises(CallRejected, match="IC0512"):
         canister_status(client, canister)
     with icsim_client(mainnet) as client:
-        arg = candid.encode(["record { canister_id : principal }"], [{"canister_id": Principal.from_str(canister)}])
+        arg = candid.encode(
+            ["record { canister_id : principal }"], [{"canister_id": Principal.from_str(canister)}]
+        )
         with pytest.raises(PermanentIcError, match="does not match effective canister id"):
             client.call("aaaaa-aa", "canister_status", arg, effective_canister_id=on_subnet(mainnet, 2)[0])
 
@@ -157,7 +163,12 @@ def test_ingress_and_execution_are_charged_and_logged(icsim: IcSim) -> None:
     with icsim_client(icsim) as client:
         client.call(canister, "file_upload_chunk", arg)
     (logged,) = [u for u in icsim.updates if u.method == "file_upload_chunk"]
-    assert (logged.canister, logged.arg_size, logged.offset, logged.outcome) == (canister, len(arg), 0, "replied")
+    assert (logged.canister, logged.arg_size, logged.offset, logged.outcome) == (
+        canister,
+        len(arg),
+        0,
+        "replied",
+    )
     ingress = INGRESS_MESSAGE_FEE + INGRESS_BYTE_FEE * (len(arg) + len("file_upload_chunk"))
     assert before - model.system.cycles == ingress + UPDATE_EXECUTION_FEE + logged.instructions
     assert logged.instructions > 20 * 1000
@@ -188,11 +199,15 @@ def test_run_update_traps_past_the_instruction_limit(icsim: IcSim, tmp_path: Pat
     prompt = " ".join(f"w{i}" for i in range(40))
     run_args = {"args": ["--prompt-cache", "p.cache", "-p", prompt, "-n", "5"]}
     with icsim_client(icsim) as client:
-        client.call(canister, "load_model", candid.encode([INPUT], [{"args": ["--model", "models/model.gguf"]}]))
+        client.call(
+            canister, "load_model", candid.encode([INPUT], [{"args": ["--model", "models/model.gguf"]}])
+        )
         for tokens, fits in ((19, True), (20, False)):
             limits = {"max_tokens_update": tokens, "max_tokens_query": tokens}
             client.call(canister, "set_max_tokens", candid.encode([MAX_TOKENS], [limits]))
-            client.call(canister, "new_chat", candid.encode([INPUT], [{"args": ["--prompt-cache", "p.cache"]}]))
+            client.call(
+                canister, "new_chat", candid.encode([INPUT], [{"args": ["--prompt-cache", "p.cache"]}])
+            )
             if fits:
                 client.call(canister, "run_update", candid.encode([INPUT], [run_args]))
             else:
