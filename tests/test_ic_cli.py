@@ -63,6 +63,34 @@ def test_canister_info_against_icsim(capsys, ic_world: IcWorld) -> None:
     matches = {k["kind"]: k["matches"] for k in info["kinds"]}
     assert matches["llama_cpp"] is True and matches.get("gpt2") is False
     assert info["readiness"] == {"method": "ready", "ready": False, "detail": "Other: Model not yet loaded"}
+    model = ic_world.sim.canister("llama_cpp")
+    assert info["subnet"] == ic_world.sim.subnet_of("llama_cpp")
+    status = info["status"]
+    assert (status["cycles"], status["memory_size"]) == (model.system.cycles, model.memory_size())
+    assert (status["wasm_memory_limit"], status["freezing_threshold"]) == (3 * 1024**3, 2_592_000)
+    assert status["freezing_reserve"] > 0
+
+
+def test_canister_info_on_a_delegated_subnet_as_a_controller(capsys, tmp_path: Path) -> None:
+    from tests.icsim import IcSim
+
+    with IcSim(subnets=2, cycles=7_000_000_000_000) as sim:
+        canister = next(h.principal for h in sim.hosted if h.subnet == sim.subnet_principal(1))
+        code, out, err = run(
+            capsys, "canister", "info", "--network", sim.url, "--canister", canister,
+            "--pem", str(sim.dev_identity_pem),
+        )  # fmt: skip
+        assert code == 0, err
+        assert f"subnet       {sim.subnet_principal(1)}" in out
+        assert (
+            "cycles       7,000,000,000,000 (7.000 T" in out
+            and "wasm memory  limit 3,221,225,472 bytes" in out
+        )
+        assert "freezing     threshold 2,592,000 s (30 days)" in out and "memory       " in out
+        code, out, err = run(
+            capsys, "canister", "info", "--network", sim.url, "--canister", canister, "--anonymous"
+        )
+        assert code == 0 and "only a controller may read canister_status" in out
 
 
 def test_canister_info_human_output_by_name(capsys, ic_world: IcWorld, tmp_path: Path, monkeypatch) -> None:

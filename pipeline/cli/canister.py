@@ -37,7 +37,8 @@ def info_command(
     anonymous: AnonymousOption = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Module hash, controllers, matching canister kinds (from its candid:service) and readiness."""
+    """Module hash, controllers, subnet, matching canister kinds (from its candid:service) and readiness;
+    for a controller also cycles, memory, wasm_memory_limit and freezing threshold."""
     from pipeline.ic.inspect import inspect_canister
     from pipeline.targets.interface import fit_known_kinds
 
@@ -47,14 +48,32 @@ def info_command(
     Output(json=json_output).result(info.to_dict(), _human(info))
 
 
+def _status_lines(info: CanisterInfo) -> list[str]:
+    status = info.status
+    if status is None:
+        return ["cycles       not readable: only a controller may read canister_status (use --pem)"]
+    limit = f"{status.wasm_memory_limit:,} bytes" if status.wasm_memory_limit else "none (4 GiB heap)"
+    days = status.freezing_threshold / 86_400
+    return [
+        f"cycles       {status.cycles:,} ({status.cycles / 1e12:.3f} T; freezing reserve "
+        f"{status.freezing_reserve:,}, {status.idle_cycles_burned_per_day:,} burned per idle day)",
+        f"memory       {status.memory_size:,} bytes",
+        f"wasm memory  limit {limit}",
+        f"freezing     threshold {status.freezing_threshold:,} s ({days:.0f} days)",
+        f"status       {status.status}",
+    ]
+
+
 def _human(info: CanisterInfo) -> str:
     lines = [
         f"canister     {info.canister_id} on {info.network_url}",
+        f"subnet       {info.subnet or 'not shown by the replica'}",
         f"module hash  {info.module_hash or 'none (no code installed)'}",
         "controllers  "
         + (
             ", ".join(info.controllers) if info.controllers is not None else "not readable with this identity"
         ),
+        *_status_lines(info),
     ]
     if not info.has_candid_service:
         lines.append("kind         unknown: no public candid:service metadata")

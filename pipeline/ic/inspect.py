@@ -10,6 +10,7 @@ from pipeline.errors import PrepError
 from pipeline.ic import candid
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected, PermanentIcError
+from pipeline.ic.management import CanisterStatus, canister_status
 
 READINESS_METHODS = ("ready", "health")
 
@@ -39,9 +40,13 @@ class CanisterInfo:
     has_candid_service: bool  # False when the metadata is absent or private
     kinds: tuple[KindVerdict, ...]
     readiness: Readiness | None
+    subnet: str | None = None  # the hosting subnet's principal, when certificates show it
+    status: CanisterStatus | None = None  # cycles, memory, settings: only a controller may read them
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["status"] = self.status.to_dict() if self.status is not None else None
+        return data
 
     @property
     def matching_kinds(self) -> list[str]:
@@ -79,6 +84,8 @@ def inspect_canister(
         has_candid_service=live is not None,
         kinds=tuple(judge_kinds(live)) if live is not None else (),
         readiness=probe_readiness(client, canister_id, live) if live is not None else None,
+        subnet=client.subnet_of(canister_id),
+        status=canister_status(client, canister_id) if client.principal in (controllers or ()) else None,
     )
 
 
