@@ -59,6 +59,7 @@ def _register_commands() -> None:
     import pipeline.cli.run  # noqa: F401
     import pipeline.cli.smoke  # noqa: F401
     import pipeline.cli.trim  # noqa: F401
+    import pipeline.cli.tune  # noqa: F401
     import pipeline.cli.upload  # noqa: F401
     import pipeline.cli.verify  # noqa: F401
     import pipeline.cli.version  # noqa: F401
