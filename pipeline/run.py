@@ -235,6 +235,7 @@ class StagedRun:
             "steps": report.steps,
             "seconds": round(report.seconds, 3),
             "mb_per_s": round(rate, 3),
+            "cycles": report.cycles,
         }
         if report.bytes_sent == 0 and not report.steps:
             held = (
@@ -243,6 +244,9 @@ class StagedRun:
             return files, "skipped", f"every byte is in the canister, same code ({held})", data
         status = "resumed" if any(e.get("action") == "continue" for e in resumed) else "ran"
         detail = f"{report.bytes_sent:,} B in {_count(report.chunks_sent, 'chunk')}, {rate:.2f} MB/s"
+        cycles = report.cycles
+        if cycles and cycles["spent"] is not None:
+            detail += f"; {cycles['spent'] / 1e12:.4f} T cycles (est. {cycles['estimated'] / 1e12:.4f} T)"
         if report.steps:
             detail += f"; then {', '.join(report.steps)}"
         return files, status, detail, data

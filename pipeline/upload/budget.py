@@ -61,12 +61,13 @@ class Budget:
     estimate: CostEstimate
     before: CanisterStatus | None
 
-    def summary(self, after: CanisterStatus | None) -> dict[str, int | None]:
+    def summary(self, after: CanisterStatus | None, *, loaded: bool) -> dict[str, int | None]:
+        """`loaded`: the run also ran the load steps (else their share is not part of the estimate)."""
         spent = None
         if self.before is not None and after is not None:
             spent = self.before.cycles - after.cycles
         return {
-            "estimated": self.estimate.total,
+            "estimated": self.estimate.total if loaded else self.estimate.upload,
             "before": self.before.cycles if self.before else None,
             "after": after.cycles if after else None,
             "spent": spent,
@@ -153,7 +154,9 @@ def check_budget(
     return Budget(estimate, status)
 
 
-def finish(client: IcClient, canister_id: str, budget: Budget | None) -> dict[str, int | None] | None:
+def finish(
+    client: IcClient, canister_id: str, budget: Budget | None, *, loaded: bool
+) -> dict[str, int | None] | None:
     """The cycles summary after the run (balance read again when it was read before)."""
     if budget is None:
         return None
@@ -161,7 +164,7 @@ def finish(client: IcClient, canister_id: str, budget: Budget | None) -> dict[st
     if budget.before is not None:
         with contextlib.suppress(IcError, PrepError):
             after = canister_status(client, canister_id)
-    return budget.summary(after)
+    return budget.summary(after, loaded=loaded)
 
 
 @contextlib.contextmanager

@@ -110,7 +110,9 @@ class UploadEngine:
             self._run_load_steps(module_hash)
         self.report.seconds = time.monotonic() - started
         self.report.chunks_resent = self.progress.resent
-        self.report.cycles = budget.finish(self.client, self.request.canister_id, cycles)
+        self.report.cycles = budget.finish(
+            self.client, self.request.canister_id, cycles, loaded=self.request.run_steps
+        )
         self.progress.event(
             "done",
             bytes_sent=self.report.bytes_sent,
