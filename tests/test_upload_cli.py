@@ -61,7 +61,7 @@ def test_adhoc_upload_emits_json_events_and_loads(
     code, events, stderr = run_prep(prep_args(icsim, "llama_cpp", model), prep_env)
     assert code == 0, stderr
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "plan" and kinds.count("chunk") == 3
+    assert kinds[:2] == ["budget", "plan"] and kinds.count("chunk") == 3  # budget: cycles and heap checked
     assert {"verify", "step", "done", "result"} <= set(kinds)
     assert events[-1]["steps"] == ["load_model", "set_max_tokens", "ready"]
     assert sha256(icsim.canister("llama_cpp").file_bytes("models/model.gguf")) == sha256(model.read_bytes())

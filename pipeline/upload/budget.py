@@ -17,12 +17,12 @@ from pathlib import Path
 
 from pipeline.errors import PrepError
 from pipeline.ic.client import IcClient
-from pipeline.ic.errors import IcError
+from pipeline.ic.errors import IcError, TransientIcError
 from pipeline.ic.management import WASM32_HEAP_BYTES, CanisterStatus, canister_status, update_settings
 from pipeline.preflight import heap_estimate
 from pipeline.targets.profile import TargetProfile
 from pipeline.upload.journal import FileRecord, Journal, journal_path
-from pipeline.upload.plan import CYCLES_PER_BYTE, CYCLES_PER_MESSAGE, plan_chunks
+from pipeline.upload.plan import CYCLES_PER_MESSAGE, estimated_cycles, plan_chunks
 from pipeline.upload.progress import UploadProgress
 
 UPDATE_EXECUTION_FEE = 5_000_000
@@ -86,7 +86,7 @@ def estimate_cost(
     resources = profile.resources
     messages = sum(len(plan_chunks(size, chunk_size)) for size in remaining if size > 0)
     sent = sum(remaining)
-    ingress = messages * CYCLES_PER_MESSAGE + CYCLES_PER_BYTE * (sent + messages * ARG_BYTES_PER_MESSAGE)
+    ingress = estimated_cycles(sent + messages * ARG_BYTES_PER_MESSAGE, messages)
     instructions = messages * INSTRUCTIONS_PER_MESSAGE + resources.upload_instructions_per_byte * sent
     upload = ingress + messages * UPDATE_EXECUTION_FEE + CYCLES_PER_INSTRUCTION * instructions
     steps = len(profile.steps) + sum(len(role.after) for role in profile.roles)
@@ -118,20 +118,26 @@ def check_budget(
     chunk_size = records[0].chunk_size if records else profile.max_chunk_size
     estimate = estimate_cost(profile, remaining, total, chunk_size)
     controllers = client.controllers(canister_id) or []
+    skipped = None
     if client.principal not in controllers:
+        skipped = f"{client.principal} is not a controller of {canister_id}: cycles and memory not checked"
+        status = None
+    else:
+        try:
+            status = canister_status(client, canister_id)
+        except TransientIcError as err:  # the upload's own retries may get through; say what was not checked
+            skipped = (
+                f"canister_status of {canister_id} could not be read ({err}): cycles and memory not checked"
+            )
+            status = None
+    if status is None:
         if options.wasm_memory_limit is not None:
             raise PrepError(
-                f"--wasm-memory-limit needs a controller of {canister_id}; {client.principal} is not one",
+                f"--wasm-memory-limit needs canister_status and update_settings: {skipped}",
                 hint="use a controller's identity (--pem / --identity), or leave the setting to a controller",
             )
-        progress.event(
-            "budget",
-            checked=False,
-            estimated_cycles=estimate.total,
-            reason=f"{client.principal} is not a controller of {canister_id}: cycles and memory not checked",
-        )
+        progress.event("budget", checked=False, estimated_cycles=estimate.total, reason=skipped)
         return Budget(estimate, None)
-    status = canister_status(client, canister_id)
     heap = heap_needed(profile, [(r.role, p) for r, p in zip(records, paths, strict=True)])
     status = _apply_memory_limit(client, canister_id, status, heap, options.wasm_memory_limit, progress)
     _check_heap(canister_id, status, heap)

@@ -31,7 +31,7 @@ from pipeline.upload import budget, preflight
 from pipeline.upload.append_upload import AppendUpload
 from pipeline.upload.journal import FileRecord, Journal, journal_path
 from pipeline.upload.offset_upload import OffsetUpload
-from pipeline.upload.plan import LocalFile, chunk_size_for, estimated_cycles, plan_chunks
+from pipeline.upload.plan import LocalFile, chunk_size_for, plan_chunks
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import DEFAULT_WINDOW, UploadFile, UploadReport, UploadRequest
 from pipeline.upload.sender import Sender
@@ -87,7 +87,7 @@ class UploadEngine:
             [f.path for f in self.request.files], self.request.workspace_root, self.request.budget,
             self.progress,
         )  # fmt: skip
-        self._announce(records)
+        self._announce(records, cycles.estimate.total)
         for attempt in range(MAX_FILE_ATTEMPTS):
             self.report.files.clear()
             try:
@@ -147,7 +147,7 @@ class UploadEngine:
         preflight.check_access(self.session)
         return module_hash
 
-    def _announce(self, records: list[FileRecord]) -> None:
+    def _announce(self, records: list[FileRecord], cost: int) -> None:
         total = sum(r.size for r in records)
         messages = sum(len(plan_chunks(r.size, r.chunk_size)) for r in records)
         plan = {
@@ -162,7 +162,7 @@ class UploadEngine:
             "bytes": total,
             "messages": messages,
             "chunk_size": self._chunk_size,
-            "estimated_cycles": estimated_cycles(total, messages),
+            "estimated_cycles": cost,
         }
         self.progress.event("plan", **plan)
         if self.client.network.is_mainnet and (self.confirm is None or not self.confirm(plan)):
