@@ -57,6 +57,9 @@ def test_icp_py_core_verifies_a_delegated_certificate(mainnet: IcSim, icsim_agen
     assert certificate.delegation is not None
     assert bytes(certificate.delegation["subnet_id"]) == from_text(mainnet.subnet_of(canister))
     assert certificate.lookup(path) == mainnet.canister(canister).module_hash
+    # An update through icp-py-core's own call path: its reply certificate is delegated too.
+    reply = agent.update_raw(canister, "file_upload_chunk", upload_arg("f", b"abc", 0))
+    assert reply[0]["value"]["17724"]["2059296061"] == 3  # Ok.filesize
     # The same certificate is no proof for a canister of another subnet.
     other = Principal.from_str(on_subnet(mainnet, 1)[0]).bytes
     with pytest.raises(Exception, match="CertificateNotAuthorized"):
