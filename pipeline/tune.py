@@ -1,11 +1,11 @@
-"""`prep tune`: the largest `max_tokens_update` a loaded llama_cpp canister handles per `run_update`.
+"""`prep tune`: the largest per-call token limit a loaded model takes under the instruction limit.
 
-One `run_update` may execute at most 40 B instructions; every token it decodes or generates reads all the
-weights, so the token budget per call depends on the model. Each probe sets `max_tokens_update` to N,
-starts a chat and sends one `run_update` whose prompt has more than N words (the call decodes N tokens):
-it either answers or is rejected for the instruction limit (IC0522). Doubling finds a failing N, then a
-binary search the largest that passes; the result is set on the canister and optionally written to the
-recipe. The probes use their own prompt cache, removed at the end.
+One update may execute at most 40 B instructions; every token a llama_cpp `run_update` decodes or
+generates reads all the weights, so the token budget per call depends on the model. The kind's profile
+declares the probe (`[tune]`, pipeline/targets/tuning.py): set the limit to N, start a chat, send one call
+whose prompt is longer than N tokens. It either answers or is rejected for the instruction limit
+(IC0522). Doubling finds a failing N, then a binary search the largest that passes; the result is set on
+the canister and optionally written into the recipe.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from typing import Any
 
 from pipeline.atomic import atomic_writer
 from pipeline.errors import PrepError
-from pipeline.ic import candid
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected
-from pipeline.targets.profile import TargetProfile
+from pipeline.targets.profile import CallSpec, TargetProfile
+from pipeline.targets.session import TargetSession
 
 INSTRUCTION_LIMIT_ERROR = "IC0522"
-PROBE_CACHE = "prep-tune.cache"
-TUNE_METHODS = ("get_max_tokens", "set_max_tokens", "new_chat", "run_update", "remove_prompt_cache")
 DEFAULT_CEILING = 4096
 
 
@@ -43,35 +41,6 @@ class TuneResult:
     probes: list[Probe] = field(default_factory=list)
 
 
-class _LlamaCppCalls:
-    """The calls a probe needs, typed by the kind's service.did."""
-
-    def __init__(self, client: IcClient, canister_id: str, profile: TargetProfile) -> None:
-        service = profile.service
-        missing = [m for m in TUNE_METHODS if service is None or m not in service.methods]
-        if missing:
-            raise PrepError(
-                f"prep tune works with llama_cpp-style canisters; kind {profile.kind} lacks "
-                + ", ".join(missing),
-                hint="pass --kind llama_cpp (or a kind whose service.did has these methods)",
-            )
-        assert service is not None
-        self.client, self.canister_id, self.methods = client, canister_id, service.methods
-
-    def call(self, method: str, *values: Any) -> Any:
-        spec = self.methods[method]
-        arg = candid.encode(list(spec.args), list(values))
-        if spec.is_query:
-            raw = self.client.query(self.canister_id, method, arg)
-        else:
-            raw = self.client.call(self.canister_id, method, arg)
-        decoded = candid.decode(raw, list(spec.rets))
-        reply = decoded[0] if decoded else None
-        if isinstance(reply, dict) and "Err" in reply:
-            raise PrepError(f"{method} on {self.canister_id} failed: {_describe(reply['Err'])}")
-        return reply
-
-
 def tune_max_tokens(
     client: IcClient,
     canister_id: str,
@@ -80,13 +49,29 @@ def tune_max_tokens(
     ceiling: int = DEFAULT_CEILING,
     on_probe: Callable[[Probe], None] | None = None,
 ) -> TuneResult:
-    calls = _LlamaCppCalls(client, canister_id, profile)
-    current = calls.call("get_max_tokens")
-    query_tokens = int(current["max_tokens_query"])
+    calls = profile.tune
+    if calls is None:
+        raise PrepError(
+            f"canister kind {profile.kind} declares no [tune] probe in its profile.toml",
+            hint="prep tune works with kinds that declare one, such as llama_cpp",
+        )
+    session = TargetSession(client, canister_id, profile)
+    query_tokens = int(session.query(calls.current))
     result = TuneResult(0, query_tokens)
 
+    def update(spec: CallSpec, **variables: Any) -> None:
+        session.interpret(spec, client.call(canister_id, spec.method, session.args(spec, **variables)))
+
     def probe(n: int) -> bool:
-        outcome = _probe(calls, n, query_tokens)
+        update(calls.set, max_tokens=n, max_tokens_query=query_tokens)
+        update(calls.start)
+        try:
+            update(calls.probe, prompt=" ".join(["the"] * (2 * n + 8)))  # more tokens than one call takes
+            outcome = Probe(n, True)
+        except CallRejected as err:
+            if err.error_code != INSTRUCTION_LIMIT_ERROR:
+                raise
+            outcome = Probe(n, False, err.reject_message)
         result.probes.append(outcome)
         if on_probe is not None:
             on_probe(outcome)
@@ -95,13 +80,13 @@ def tune_max_tokens(
     try:
         best = _search(probe, ceiling)
     finally:
-        calls.call("remove_prompt_cache", {"args": ["--prompt-cache", PROBE_CACHE]})
+        update(calls.finish)
     if best == 0:
         raise PrepError(
-            f"even 1 token per run_update exceeds the instruction limit on {canister_id}",
+            f"even 1 token per call exceeds the instruction limit on {canister_id}",
             hint="the model is too large for this canister: pick a smaller model or quantization",
         )
-    calls.call("set_max_tokens", {"max_tokens_update": best, "max_tokens_query": query_tokens})
+    update(calls.set, max_tokens=best, max_tokens_query=query_tokens)
     result.max_tokens_update = best
     return result
 
@@ -117,20 +102,6 @@ def _search(fits: Callable[[int], bool], ceiling: int) -> int:
         middle = (good + bad) // 2
         good, bad = (middle, bad) if fits(middle) else (good, middle)
     return good
-
-
-def _probe(calls: _LlamaCppCalls, n: int, query_tokens: int) -> Probe:
-    calls.call("set_max_tokens", {"max_tokens_update": n, "max_tokens_query": query_tokens})
-    calls.call("new_chat", {"args": ["--prompt-cache", PROBE_CACHE]})
-    prompt = " ".join(["the"] * (2 * n + 8))  # more tokens than one call may decode
-    args = ["--prompt-cache", PROBE_CACHE, "--prompt-cache-all", "-p", prompt, "-n", "1"]
-    try:
-        calls.call("run_update", {"args": args})
-    except CallRejected as err:
-        if err.error_code == INSTRUCTION_LIMIT_ERROR or "instructions" in err.reject_message:
-            return Probe(n, False, err.reject_message)
-        raise
-    return Probe(n, True)
 
 
 def write_max_tokens(recipe_path: Path, value: int) -> None:
@@ -151,13 +122,3 @@ def write_max_tokens(recipe_path: Path, value: int) -> None:
         lines.insert(last + 1, setting)
     with atomic_writer(recipe_path) as handle:
         handle.write("".join(lines).encode())
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        if "error" in value and value["error"]:
-            return str(value["error"])
-        if len(value) == 1:
-            ((tag, payload),) = value.items()
-            return f"{tag}: {payload}" if payload is not None else str(tag)
-    return str(value)

@@ -75,11 +75,11 @@ def test_tune_without_a_recipe_prints_the_value(icsim: IcSim, capsys) -> None:
 def test_tune_refuses_a_kind_without_the_calls_and_a_model_too_big(icsim: IcSim, capsys) -> None:
     code, _, err = run(capsys, "tune", "--kind", "gpt2", "--network", icsim.url, "--canister",
                        icsim.canister_ids["gpt2"], "--pem", str(icsim.dev_identity_pem))  # fmt: skip
-    assert code == 1 and "llama_cpp-style canisters" in err
+    assert code == 1 and "declares no [tune] probe" in err
     canister = loaded_canister(icsim, 45_000_000_000)
     code, _, err = run(capsys, "tune", "--kind", "llama_cpp", "--network", icsim.url, "--canister", canister,
                        "--pem", str(icsim.dev_identity_pem))  # fmt: skip
-    assert code == 1 and "even 1 token per run_update exceeds the instruction limit" in err
+    assert code == 1 and "even 1 token per call exceeds the instruction limit" in err
 
 
 @pytest.mark.parametrize("limit", [0, 1, 2, 3, 7, 8, 9, 100, 255, 256, 257, 1000])

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.errors import PrepError
 from pipeline.ic.candid import ServiceInterface, parse_service
 from pipeline.targets.dialogue import SmokeDialogue, read_dialogue
+from pipeline.targets.tuning import TuneCalls, read_tune
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,6 +130,7 @@ class TargetProfile:
     smoke: SmokeDialogue | None = None
     releases: ReleaseNotes = field(default_factory=ReleaseNotes)
     resources: Resources = Resources()
+    tune: TuneCalls | None = None  # how `prep tune` probes a loaded model (profile `[tune]`)
 
     def upload_roles(self) -> tuple[RoleProfile, ...]:
         """The file roles; a PrepError for a smoke-only kind (one without any)."""
@@ -158,6 +160,8 @@ class TargetProfile:
             specs += [s for s in (getattr(role, name) for name in ROLE_CALLS) if s]
         if self.smoke is not None:
             specs += self.smoke.specs()
+        if self.tune is not None:
+            specs += self.tune.specs()
         return specs + [spec.fallback for spec in specs if spec.fallback is not None]
 
     def methods_used(self) -> list[str]:
@@ -261,6 +265,7 @@ class _Reader:
             "smoke",
             "releases",
             "resources",
+            "tune",
         }
         self._no_unknown(data, known, "")
         roles_data = data.get("roles", [])
@@ -297,6 +302,7 @@ class _Reader:
             smoke=read_dialogue(self, data["smoke"]) if "smoke" in data else None,
             releases=self.releases(data.get("releases", {})),
             resources=self.resources(data.get("resources", {})),
+            tune=read_tune(self, data["tune"]) if "tune" in data else None,
         )
 
     def releases(self, data: Any) -> ReleaseNotes:
