@@ -1,4 +1,5 @@
-"""The one adapter over llama-cpp-python (the optional `llama` extra): K-quants and local generation.
+"""The one adapter over llama-cpp-python (the optional `llama` extra): K-quants, ggml's quantizers and
+local generation.
 
 llama-cpp-python's high-level `Llama` class cannot turn off llama.cpp's "extra buffer types" (weight
 repacking), and on CPUs with AMX a natively built llama.cpp crashes on quantized models unless they are
@@ -8,6 +9,7 @@ off; so generation goes through the low-level API, which sets `use_extra_bufts =
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 from dataclasses import dataclass
 from importlib import metadata
@@ -30,6 +32,19 @@ def require_llama_cpp(purpose: str) -> ModuleType:
             f"{purpose} needs llama-cpp-python (the optional `llama` extra)", hint=INSTALL_HINT
         ) from err
     return llama_cpp
+
+
+def llama_cpp_installed() -> bool:
+    """Whether the extra is there, without importing it."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def load_libggml(purpose: str) -> ctypes.CDLL:
+    """llama-cpp-python's own libggml (the library llama_model_quantize runs), for its ggml_* functions."""
+    require_llama_cpp(purpose)
+    from llama_cpp._ggml import libggml
+
+    return libggml
 
 
 def llama_cpp_version() -> str:

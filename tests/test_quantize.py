@@ -12,6 +12,7 @@ from gguf.quants import dequantize
 from pipeline.convert.converter import convert_model
 from pipeline.errors import PrepError, UsageError
 from pipeline.quantize import quantize_gguf
+from pipeline.quantize.kernels import KERNEL_NAMES, select_kernels
 from pipeline.quantize.q6_k import quantize_q6_k
 from tests.tinymodels import Dims, make_tiny_model
 
@@ -125,7 +126,7 @@ def test_q6_k_byte_identical_to_llama_cpp_on_a_large_tensor(tmp_path: Path) -> N
     with open(source, "r+b") as handle:  # the checkpoint is bf16: put the f32 values in the GGUF itself
         handle.seek(output.data_offset)
         handle.write(edge.tobytes())
-    ours = quantize_gguf(source, tmp_path / "ours.gguf", "q4_0").path
+    ours = quantize_gguf(source, tmp_path / "ours.gguf", "q4_0", kernels="numpy").path
     theirs = tmp_path / "theirs.gguf"
     quantize_with_llama(source, theirs, int(NATIVE_FILE_TYPES["q4_0"][0]))
     output = {t.name: t for t in GGUFReader(theirs).tensors}["output.weight"]
@@ -152,15 +153,18 @@ def test_refuses_requantizing_and_unknown_types(float_ggufs: dict[str, Path], tm
 
 
 @pytest.mark.llama
+@pytest.mark.parametrize("kernels", KERNEL_NAMES)
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2", "odd"])
-@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"])
+@pytest.mark.parametrize("qtype", ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"])
 def test_byte_identical_to_llama_cpp(
-    float_ggufs: dict[str, Path], tmp_path: Path, arch: str, qtype: str
+    float_ggufs: dict[str, Path], tmp_path: Path, arch: str, qtype: str, kernels: str
 ) -> None:
     from pipeline.llamacpp import quantize_with_llama
     from pipeline.quantize.plan import NATIVE_FILE_TYPES
 
-    ours = quantize_gguf(float_ggufs[arch], tmp_path / "ours.gguf", qtype).path
+    result = quantize_gguf(float_ggufs[arch], tmp_path / "ours.gguf", qtype, kernels=kernels)
+    assert result.kernels == kernels
+    ours = result.path
     theirs = tmp_path / "theirs.gguf"
     quantize_with_llama(float_ggufs[arch], theirs, int(NATIVE_FILE_TYPES[qtype][0]))
     assert ours.read_bytes() == theirs.read_bytes()
@@ -208,16 +212,12 @@ def test_quantize_cli(float_ggufs: dict[str, Path], tmp_path: Path) -> None:
     assert bad.returncode == 2 and "q3_x" in bad.stderr
 
 
-@pytest.mark.parametrize(
-    "qtype", [GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q5_0]
-)
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q5_0", "Q4_1", "Q5_1"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_block_major_quantizers_match_gguf_quants_bit_for_bit(
-    qtype: GGMLQuantizationType, dtype: type
-) -> None:
+def test_block_major_quantizers_match_gguf_quants_bit_for_bit(qtype: str, dtype: type) -> None:
     from gguf.quants import quantize
 
-    from pipeline.quantize.blocks import quantize_q4_0, quantize_q5_0, quantize_q8_0
+    from pipeline.quantize import blocks
 
     rng = np.random.default_rng(7)
     scales = np.array([[1e-3], [1.0], [1e3], [0.3]]).repeat(16, 0)
@@ -229,18 +229,15 @@ def test_block_major_quantizers_match_gguf_quants_bit_for_bit(
     values[3, [3, 7]] = [-2, 2]  # +-tie for the largest magnitude: the first one wins in Q4_0/Q5_0
     values[4] = rng.integers(-1, 2, 256)  # ternary: a +-tie in nearly every block
     # (no block of zeros led by -0.0 here: gguf.quants differs from ggml there, see the llama.cpp test)
-    quantizers = {
-        GGMLQuantizationType.Q8_0: quantize_q8_0,
-        GGMLQuantizationType.Q4_0: quantize_q4_0,
-        GGMLQuantizationType.Q5_0: quantize_q5_0,
-    }
-    ours = quantizers[qtype](values)
-    assert np.array_equal(ours, quantize(values.astype(np.float32), qtype).reshape(-1))
+    ours = getattr(blocks, f"quantize_{qtype.lower()}")(values)
+    reference = quantize(values.astype(np.float32), GGMLQuantizationType[qtype])
+    assert np.array_equal(ours, reference.reshape(-1))
 
 
 @pytest.mark.llama
+@pytest.mark.parametrize("kernels", KERNEL_NAMES)
 @pytest.mark.parametrize("qtype", ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"])
-def test_signed_zero_blocks_match_llama_cpp(tmp_path: Path, qtype: str) -> None:
+def test_signed_zero_blocks_match_llama_cpp(tmp_path: Path, qtype: str, kernels: str) -> None:
     from safetensors.numpy import load_file, save_file
 
     from pipeline.llamacpp import quantize_with_llama
@@ -254,7 +251,68 @@ def test_signed_zero_blocks_match_llama_cpp(tmp_path: Path, qtype: str) -> None:
     save_file(weights, str(model_dir / "model.safetensors"))
     source = tmp_path / "f32.gguf"
     convert_model(model_dir, source, "f32")
-    ours = quantize_gguf(source, tmp_path / "ours.gguf", qtype).path
+    ours = quantize_gguf(source, tmp_path / "ours.gguf", qtype, kernels=kernels).path
     theirs = tmp_path / "theirs.gguf"
     quantize_with_llama(source, theirs, int(NATIVE_FILE_TYPES[qtype][0]))
     assert ours.read_bytes() == theirs.read_bytes()
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("source", ["F32", "F16", "BF16"])
+def test_ggml_kernels_match_the_numpy_reference(source: str) -> None:
+    """The same slab through ggml's quantizers and prep's numpy ones, for every type prep writes itself and
+    the Q6_K of output tensors: rare paths included (zeros of both signs, +-ties, exact halves, huge and
+    tiny magnitudes)."""
+    source_type = GGMLQuantizationType[source]
+    values = _q6_k_edge_cases(64, 512, seed=5)
+    values[values > 6e4] = 6e4  # within float16's range
+    values[values < -6e4] = -6e4
+    if source_type == GGMLQuantizationType.F16:
+        slab: np.ndarray = values.astype(np.float16)
+    elif source_type == GGMLQuantizationType.BF16:
+        slab = (values.view(np.uint32) >> 16).astype(np.uint16)
+    else:
+        slab = values
+    ggml, reference = select_kernels("ggml"), select_kernels("numpy")
+    for target in ("F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q6_K"):
+        target_type = GGMLQuantizationType[target]
+        ours = ggml.convert(slab, source_type, target_type)
+        assert np.array_equal(ours, reference.convert(slab, source_type, target_type)), target
+
+
+def test_kernels_default_to_ggml_only_with_the_llama_extra(
+    float_ggufs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from pipeline.llamacpp import llama_cpp_installed
+
+    expected = "ggml" if llama_cpp_installed() else "numpy"
+    assert quantize_gguf(float_ggufs["gpt2"], tmp_path / "a.gguf", "q8_0").kernels == expected
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what an absent package looks like to `import`
+    assert quantize_gguf(float_ggufs["gpt2"], tmp_path / "b.gguf", "q8_0").kernels == "numpy"
+    with pytest.raises(PrepError, match="llama-cpp-python") as err:
+        quantize_gguf(float_ggufs["gpt2"], tmp_path / "c.gguf", "q8_0", kernels="ggml")
+    assert "make install" in str(err.value)
+    with pytest.raises(UsageError, match="'fast'"):
+        quantize_gguf(float_ggufs["gpt2"], tmp_path / "d.gguf", "q8_0", kernels="fast")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf", "b.gguf"]
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("kernels", KERNEL_NAMES)
+def test_output_tensor_beyond_a_float16_scale_is_refused(
+    tmp_path: Path, kernels: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A weight so large that the output tensor's Q6_K scale overflows float16: refused with the file and
+    tensor named (llama.cpp refuses it too), and no output file left behind."""
+    source = tmp_path / "f32.gguf"
+    convert_model(make_tiny_model("llama", tmp_path / "llama", seed=3, dims=WIDE), source, "f32")
+    output = {t.name: t for t in GGUFReader(source).tensors}["output.weight"]
+    with open(source, "r+b") as handle:
+        handle.seek(output.data_offset + 4 * 1000)
+        handle.write(np.float32(-1e9).tobytes())
+    with pytest.raises(PrepError, match="output.weight") as err:
+        quantize_gguf(source, tmp_path / "out.gguf", "q4_0", kernels=kernels)
+    assert str(source) in str(err.value)
+    assert not (tmp_path / "out.gguf").exists()

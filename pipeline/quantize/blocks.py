@@ -1,11 +1,12 @@
-"""Q8_0, Q4_0 and Q5_0 in numpy, bit-identical to ggml's reference quantizers, with fewer passes.
+"""Q8_0, Q4_0, Q5_0, Q4_1 and Q5_1 in numpy, bit-identical to ggml's reference quantizers, with fewer passes.
 
 gguf.quants reduces every 32-value block along the short last axis, which numpy runs slowly, and rounds
 in eight array passes. Here the values are first laid out block-position-major (32, n_blocks), so every
 per-block reduction runs over long contiguous rows, and Q8_0's round-half-away-from-zero is one add of
 copysign(0.49999997, x) and a truncating cast (the exact form of roundf; adding 0.5 would round
 0.49999997 up). The float32 operations that decide the bytes are the reference's, in its order. These
-are the types builds use most; the others go through gguf.quants.
+are the 32-value block types; gguf.quants also differs from ggml on blocks whose extreme value is a zero
+of either sign, where ggml keeps the first one it meets.
 
 A slab goes through in chunks whose arrays are allocated once and reused: a fresh array of a few hundred
 kB costs more in page faults than the arithmetic that fills it.
@@ -138,3 +139,53 @@ def _q5_0_chunk(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray) -> None:
 def quantize_q5_0(rows: np.ndarray) -> np.ndarray:
     """float16/float32 rows (length a multiple of 32) -> Q5_0 bytes, flat uint8."""
     return _chunked(rows, 2 + 4 + BLOCK // 2, _q5_0_chunk)
+
+
+def _first_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per block (column), the smallest and largest value as ggml finds them: a later value replaces the one
+    kept only if strictly smaller (larger), so a zero extreme has the sign of the block's first zero, where
+    np.min and np.max may return either."""
+    low, high = x.min(axis=0), x.max(axis=0)
+    for extreme in (low, high):
+        zeros = np.flatnonzero(extreme == 0)
+        if zeros.size:
+            columns = x[:, zeros]
+            extreme[zeros] = columns[np.argmax(columns == 0, axis=0), np.arange(zeros.size)]
+    return low, high
+
+
+def _offset_levels(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray, n_levels: int) -> np.ndarray:
+    """Unsigned levels (uint8 (32, n), not clipped) of Q4_1 / Q5_1: round((x - min) / d) with
+    d = (max - min) / (n_levels - 1); writes the scale and the minimum."""
+    x = chunk.load(blocks)
+    low, high = _first_min_max(x)
+    d = (high - low) / np.float32(n_levels - 1)
+    x -= low
+    x *= _inverse(d)
+    x += np.float32(0.5)  # then truncated: the reference's (int8_t)(v + 0.5f) on values >= 0
+    codes = chunk.codes[:, : x.shape[1]]
+    np.copyto(codes, x, casting="unsafe")
+    _put_scale(out, d)
+    out[:, 2:4] = low.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return codes.view(np.uint8)
+
+
+def _q4_1_chunk(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray) -> None:
+    levels = _offset_levels(blocks, chunk, out, 16)
+    out[:, 4:] = _low_nibbles(np.minimum(levels, 15, out=levels)).T
+
+
+def quantize_q4_1(rows: np.ndarray) -> np.ndarray:
+    """float16/float32 rows (length a multiple of 32) -> Q4_1 bytes, flat uint8."""
+    return _chunked(rows, 2 + 2 + BLOCK // 2, _q4_1_chunk)
+
+
+def _q5_1_chunk(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray) -> None:
+    levels = _offset_levels(blocks, chunk, out, 32)
+    out[:, 4:8] = np.packbits((levels >> 4) & 1, axis=0, bitorder="little").T
+    out[:, 8:] = _low_nibbles(levels).T
+
+
+def quantize_q5_1(rows: np.ndarray) -> np.ndarray:
+    """float16/float32 rows (length a multiple of 32) -> Q5_1 bytes, flat uint8."""
+    return _chunked(rows, 2 + 2 + 4 + BLOCK // 2, _q5_1_chunk)

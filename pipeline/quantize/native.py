@@ -1,10 +1,12 @@
-"""Quantizes an F32/F16/BF16 GGUF to F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 with gguf.quants.
+"""Quantizes an F32/F16/BF16 GGUF to F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1.
 
 The output is byte-identical to llama.cpp's llama_model_quantize for the same file type: same tensor
 order and types (pipeline.quantize.plan), metadata copied entry by entry with general.quantization_version
-and general.file_type moved to the end, split keys dropped. Tensors stream through in slabs of rows, so
-memory stays at a few slabs whatever the model size; two worker threads keep both cores busy (numpy
-releases the GIL in the heavy loops).
+and general.file_type moved to the end, split keys dropped, and the blocks made by ggml's own quantizers
+when the llama extra is installed, by prep's numpy ones otherwise (pipeline.quantize.kernels). Tensors
+stream through in slabs of rows, so memory stays at a few slabs whatever the model size; one worker
+thread per core converts slabs while the main thread reads and writes (numpy and ctypes release the GIL
+in the heavy loops).
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from typing import BinaryIO
 
 import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
-from gguf.quants import quantize as gguf_quantize
 
 from pipeline.atomic import atomic_writer
 from pipeline.errors import PrepError
-from pipeline.quantize.blocks import quantize_q4_0, quantize_q5_0, quantize_q8_0
+from pipeline.quantize.kernels import Kernels, select_kernels
 from pipeline.quantize.layout import (
     GgufLayout,
     align,
@@ -34,15 +35,13 @@ from pipeline.quantize.layout import (
     tensor_nbytes,
 )
 from pipeline.quantize.plan import TensorPlan, file_type_for, plan_tensors
-from pipeline.quantize.q6_k import quantize_q6_k
 
 Q = GGMLQuantizationType
 FILE_TYPE_KEY = "general.file_type"
 QUANTIZATION_VERSION_KEY = "general.quantization_version"
 _DROPPED_KEYS = {FILE_TYPE_KEY, QUANTIZATION_VERSION_KEY, "split.no", "split.count", "split.tensors.count"}
 _SLAB_ELEMENTS = 1024 * 1024
-_WORKERS = min(2, os.cpu_count() or 1)
-_BLOCK_MAJOR = {Q.Q8_0: quantize_q8_0, Q.Q4_0: quantize_q4_0, Q.Q5_0: quantize_q5_0}
+_WORKERS = os.cpu_count() or 1
 
 Progress = Callable[[str, int, int], None]  # (tensor name, index, count)
 
@@ -54,13 +53,20 @@ class QuantizeResult:
     size_before: int
     size_after: int
     tensor_types: dict[str, str]
+    kernels: str  # "ggml" or "numpy"
 
 
 def quantize_gguf(
-    source: Path, dest: Path, type_name: str, progress: Progress | None = None
+    source: Path,
+    dest: Path,
+    type_name: str,
+    progress: Progress | None = None,
+    kernels: str | None = None,
 ) -> QuantizeResult:
-    """Writes `dest` (atomically) as the `type_name` quantization of the GGUF at `source`."""
+    """Writes `dest` (atomically) as the `type_name` quantization of the GGUF at `source`, with the named
+    kernels ("ggml" or "numpy"; by default ggml's when the llama extra is installed)."""
     file_type, default_type = file_type_for(type_name)
+    converter = select_kernels(kernels)
     layout = read_layout(source)
     plans = plan_tensors(layout, default_type)
     header, offsets = _output_header(layout, plans, int(file_type))
@@ -70,7 +76,7 @@ def quantize_gguf(
             if progress:
                 progress(plan.tensor.name, index, len(plans))
             assert out.tell() == len(header) + offsets[index]
-            _write_tensor(out, pool, src.fileno(), layout, plan)
+            _write_tensor(out, pool, converter, src.fileno(), layout, plan)
             padded = align(out.tell(), layout.alignment)
             out.write(bytes(padded - out.tell()))
     return QuantizeResult(
@@ -79,6 +85,7 @@ def quantize_gguf(
         size_before=source.stat().st_size,
         size_after=dest.stat().st_size,
         tensor_types={p.tensor.name: p.target.name for p in plans},
+        kernels=converter.name,
     )
 
 
@@ -97,7 +104,12 @@ def _output_header(layout: GgufLayout, plans: list[TensorPlan], file_type: int) 
 
 
 def _write_tensor(
-    out: BinaryIO, pool: ThreadPoolExecutor, source_fd: int, layout: GgufLayout, plan: TensorPlan
+    out: BinaryIO,
+    pool: ThreadPoolExecutor,
+    converter: Kernels,
+    source_fd: int,
+    layout: GgufLayout,
+    plan: TensorPlan,
 ) -> None:
     """Reads the tensor slab by slab (plain reads, so memory stays at a few slabs however large the
     model) and writes it converted, keeping at most one slab per worker in flight."""
@@ -117,7 +129,7 @@ def _write_tensor(
             out.write(raw)
             continue
         slab = np.frombuffer(raw, dtype=dtype).reshape(-1, tensor.shape[0])
-        pending.append(pool.submit(_convert_slab, slab, tensor.ggml_type, plan.target))
+        pending.append(pool.submit(converter.convert, slab, tensor.ggml_type, plan.target))
         if len(pending) > _WORKERS:
             out.write(_slab_result(pending.popleft(), layout.path, tensor.name))
     while pending:
@@ -129,25 +141,6 @@ def _slab_result(future: Future[np.ndarray], path: Path, tensor_name: str) -> np
         return future.result()
     except PrepError as err:
         raise PrepError(f"{path}: tensor {tensor_name}: {err.message}", hint=err.hint) from err
-
-
-def _convert_slab(
-    slab: np.ndarray, source_type: GGMLQuantizationType, target: GGMLQuantizationType
-) -> np.ndarray:
-    if target in _BLOCK_MAJOR and source_type != Q.BF16:
-        return _BLOCK_MAJOR[target](slab)
-    values = _to_float32(slab, source_type)
-    if target == Q.Q6_K:
-        return quantize_q6_k(values)
-    return np.ascontiguousarray(gguf_quantize(values, target)).view(np.uint8).reshape(-1)
-
-
-def _to_float32(slab: np.ndarray, source_type: GGMLQuantizationType) -> np.ndarray:
-    if source_type == Q.F32:
-        return np.asarray(slab, dtype=np.float32)
-    if source_type == Q.F16:
-        return slab.astype(np.float32)
-    return (slab.astype(np.uint32) << 16).view(np.float32)
 
 
 def _numpy_dtype(ggml_type: GGMLQuantizationType) -> type[np.generic]:
