@@ -12,11 +12,12 @@ output tensor goes Q6_K in the Q4/Q5 files, about a fifth of the values as in Ll
 - F16 ... Q5_1: prep's own writer (quantize_gguf, ggml's kernels since the llama extra is installed);
   target ratio <= 1.3 and byte-identical files. Q8_0 and Q4_0 also with the numpy kernels (reported only).
 - K-quants (Q4_K_M, Q5_K_M, Q6_K): prep hands them to llama_model_quantize (pipeline.build.quantize_file);
-  their ratio is reported too, against the same call made directly.
+  their ratio is reported too, against the same call made directly, from one round each by default
+  (about a minute a run on two cores).
 
 Needs the `llama` extra. The model is generated (tests/tinymodels.py) and converted by pipeline.convert.
 Exits 1 if any bytes differ or a ratio misses the target.
-Usage: python -m bench.build [--rounds N] [--types q8_0,q4_0,...] [--no-kernels]
+Usage: python -m bench.build [--rounds N] [--k-rounds N] [--types q8_0,q4_0,...] [--no-kernels]
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def file_runs(source: Path, root: Path, qtype: str) -> dict[str, Callable[[], ob
     return runs
 
 
-def bench_files(rounds: int, types: list[str]) -> tuple[bool, float]:
+def bench_files(rounds: int, k_rounds: int, types: list[str]) -> tuple[bool, float]:
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         root = Path(tmp)
         model_dir = make_tiny_model("llama", root / "hf", dims=DIMS)
@@ -123,7 +124,9 @@ def bench_files(rounds: int, types: list[str]) -> tuple[bool, float]:
         )
         worst, identical_all = 0.0, True
         for qtype in types:
-            times = best_times(file_runs(source, root, qtype), rounds)
+            times = best_times(
+                file_runs(source, root, qtype), k_rounds if qtype in LLAMA_FILE_TYPES else rounds
+            )
             llama_sha = sha256_file(root / "llama")
             line = f"file {qtype}: llama_model_quantize {times['llama']:.2f} s, prep {times['prep']:.2f} s"
             ratio = times["prep"] / times["llama"]
@@ -145,6 +148,7 @@ def bench_files(rounds: int, types: list[str]) -> tuple[bool, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="timed runs of each side (the best counts)")
+    parser.add_argument("--k-rounds", type=int, default=1, help="timed runs of each side for K-quants")
     parser.add_argument("--types", default=",".join(FILE_TYPES), help="comma-separated file types")
     parser.add_argument("--no-kernels", action="store_true", help="skip the one-thread kernel comparison")
     args = parser.parse_args()
@@ -153,7 +157,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown file types: {', '.join(unknown)}")
     kernels_identical = args.no_kernels or bench_kernels(args.rounds)
-    files_identical, worst = bench_files(args.rounds, types)
+    files_identical, worst = bench_files(args.rounds, args.k_rounds, types)
     print(f"worst file ratio {worst:.2f} (target <= {TARGET_RATIO})")
     return 0 if kernels_identical and files_identical and worst <= TARGET_RATIO else 1
 
