@@ -13,10 +13,11 @@ output tensor goes Q6_K in the Q4/Q5 files, about a fifth of the values as in Ll
   target ratio <= 1.3 and byte-identical files. Q8_0 and Q4_0 also with the numpy kernels (reported only).
 - K-quants (Q4_K_M, Q5_K_M, Q6_K): prep hands them to llama_model_quantize (pipeline.build.quantize_file);
   their ratio is reported too, against the same call made directly, from one round each by default
-  (about a minute a run on two cores).
+  (about a minute a run on two cores). Being one call on both sides, it measures only noise from other
+  processes, so it does not count toward the target.
 
 Needs the `llama` extra. The model is generated (tests/tinymodels.py) and converted by pipeline.convert.
-Exits 1 if any bytes differ or a ratio misses the target.
+Exits 1 if any bytes differ or a ratio of prep's own writer misses the target.
 Usage: python -m bench.build [--rounds N] [--k-rounds N] [--types q8_0,q4_0,...] [--no-kernels]
 """
 
@@ -130,9 +131,12 @@ def bench_files(rounds: int, k_rounds: int, types: list[str]) -> tuple[bool, flo
             llama_sha = sha256_file(root / "llama")
             line = f"file {qtype}: llama_model_quantize {times['llama']:.2f} s, prep {times['prep']:.2f} s"
             ratio = times["prep"] / times["llama"]
-            worst = max(worst, ratio)
             identical = sha256_file(root / "prep") == llama_sha
-            line += f", ratio {ratio:.2f} (target <= {TARGET_RATIO}), byte-identical: {identical}"
+            if qtype in LLAMA_FILE_TYPES:
+                line += f", ratio {ratio:.2f} (the same call), byte-identical: {identical}"
+            else:
+                worst = max(worst, ratio)
+                line += f", ratio {ratio:.2f} (target <= {TARGET_RATIO}), byte-identical: {identical}"
             if "numpy" in times:
                 numpy_identical = sha256_file(root / "numpy") == llama_sha
                 identical &= numpy_identical
@@ -158,7 +162,7 @@ def main() -> int:
         parser.error(f"unknown file types: {', '.join(unknown)}")
     kernels_identical = args.no_kernels or bench_kernels(args.rounds)
     files_identical, worst = bench_files(args.rounds, args.k_rounds, types)
-    print(f"worst file ratio {worst:.2f} (target <= {TARGET_RATIO})")
+    print(f"worst ratio of prep's own writer {worst:.2f} (target <= {TARGET_RATIO})")
     return 0 if kernels_identical and files_identical and worst <= TARGET_RATIO else 1
 
 
