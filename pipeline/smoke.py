@@ -22,7 +22,6 @@ from pipeline.targets.calls import CanisterRefused, encode_args, interpret_reply
 from pipeline.targets.dialogue import Condition, DialogueCall, Repeat, SmokeDialogue
 from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.profile import CallSpec, TargetProfile
-from pipeline.targets.retry import read_with_retries
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -243,7 +242,7 @@ class _Runner:
         self.emit({"event": "smoke_call", "method": spec.method})
         try:
             if self.profile.is_query(spec.method):
-                reply = read_with_retries(lambda: self.client.query(self.canister_id, spec.method, arg))
+                reply = self.client.query(self.canister_id, spec.method, arg)
             else:
                 reply = self.client.call(self.canister_id, spec.method, arg)
         except CallRejected as err:

@@ -6,7 +6,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,17 @@ import pytest
 from pipeline.ic.client import IcClient
 from pipeline.ic.identity import load_identity
 from pipeline.ic.network import Network
+from pipeline.ic.retry import RetryPolicy
 from pipeline.targets.profile import load_profile
-from pipeline.targets.retry import Backoff
 from pipeline.upload.engine import UploadEngine
 from pipeline.upload.plan import chunk_size_for
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import UploadFile, UploadReport, UploadRequest
 from tests.icsim import IcSim
 
-FAST_BACKOFF = Backoff(first_s=0.01, cap_s=0.05, poll_first_s=0.002, poll_cap_s=0.02)
+FAST_RETRY = RetryPolicy(
+    first_delay_s=0.01, max_delay_s=0.05, poll_first_s=0.002, poll_max_s=0.02, resend_after_s=0.5
+)
 
 
 def write_gguf(path: Path, size: int, *, arch: str = "llama", seed: int = 0) -> Path:
@@ -64,7 +66,8 @@ def icsim_client(
 ) -> IcClient:
     network = Network("ic" if mainnet else "icsim", sim.url, is_mainnet=mainnet)
     identity = load_identity(pem=pem or sim.dev_identity_pem)
-    return IcClient(network, identity, timeout=timeout, root_key=sim.root_key, ingress_expiry_s=expiry_s)
+    retry = replace(FAST_RETRY, budget_s=timeout)
+    return IcClient(network, identity, retry=retry, root_key=sim.root_key, ingress_expiry_s=expiry_s)
 
 
 @dataclass
@@ -103,7 +106,7 @@ class EngineRun:
                 self.on_event(event)
 
         with icsim_client(self.sim, pem, mainnet=mainnet, timeout=timeout, expiry_s=expiry_s) as client:
-            engine = UploadEngine(client, request, UploadProgress(record, bar=False), backoff=FAST_BACKOFF)
+            engine = UploadEngine(client, request, UploadProgress(record, bar=False))
             return engine.run()
 
     def named(self, name: str) -> list[dict[str, Any]]:

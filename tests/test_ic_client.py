@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import cbor2
-import httpx
 import pytest
 
 from pipeline.ic import candid
@@ -14,6 +14,7 @@ from pipeline.ic.client import IcClient, RetryPolicy
 from pipeline.ic.errors import CallRejected, CertificateError, PermanentIcError, TransientIcError
 from pipeline.ic.identity import anonymous_identity, load_identity
 from pipeline.ic.network import Network
+from pipeline.ic.transport import StdlibWire, WireResponse
 from tests.fixtures_ic import IcWorld
 
 CHUNK = "record { filename : text; chunk : blob; chunksize : nat64; offset : nat64 }"
@@ -21,7 +22,7 @@ UPLOAD_RESULT = (
     "variant { Ok : record { filename : text; filesize : nat64; filesha256 : text };"
     " Err : variant { Other : text; StatusCode : nat16 } }"
 )
-FAST_RETRY = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05, resubmit_after_s=0.5)
+FAST_RETRY = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05, resend_after_s=0.5, refused_patience_s=0.3)
 
 
 def _chunk_arg(data: bytes, offset: int = 0, name: str = "models/m.gguf") -> bytes:
@@ -33,7 +34,7 @@ def _chunk_arg(data: bytes, offset: int = 0, name: str = "models/m.gguf") -> byt
 def _client(world: IcWorld, who: str = "ed25519", **kwargs) -> IcClient:
     identity = anonymous_identity() if who == "anonymous" else load_identity(pem=getattr(world, who).path)
     network = Network("icsim", world.sim.url, is_mainnet=False)
-    return IcClient(network, identity, retry=FAST_RETRY, **kwargs)
+    return IcClient(network, identity, **{"retry": FAST_RETRY, **kwargs})
 
 
 def _calls(world: IcWorld, method: str) -> int:
@@ -160,29 +161,28 @@ def test_unreachable_replica() -> None:
         client.query("rrkah-fqaaa-aaaaa-aaaaq-cai", "health", candid.encode([], []))
 
 
-class _Tamper(httpx.BaseTransport):
-    """Passes requests to the real transport; can alter read_state certificates and keeps the last one."""
+class _Tamper:
+    """A Wire in front of the real one: can alter read_state certificates and keeps the last one."""
 
-    def __init__(self, tamper: bool) -> None:
-        self._inner = httpx.HTTPTransport()
+    def __init__(self, url: str, tamper: bool) -> None:
+        self._inner = StdlibWire(url, connect_timeout=5.0, max_idle=4)
+        self.url = self._inner.url
         self.tamper = tamper
         self.last_certificate: bytes | None = None
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.handle_request(request)
-        if not request.url.path.endswith("/read_state"):
+    def request(self, method: str, path: str, body: bytes | None, *, timeout: float) -> WireResponse:
+        response = self._inner.request(method, path, body, timeout=timeout)
+        if not path.endswith("/read_state"):
             return response
-        body = cbor2.loads(response.read())
-        certificate = bytes(body["certificate"])
+        answer = cbor2.loads(response.content)
+        certificate = bytes(answer["certificate"])
         self.last_certificate = certificate
         if self.tamper:
             decoded = cbor2.loads(certificate)
             tree = _change_first_leaf(_lists(decoded["tree"]))
             certificate = cbor2.dumps({"tree": tree, "signature": decoded["signature"]})
         content = cbor2.dumps({"certificate": certificate})
-        return httpx.Response(
-            response.status_code, headers={"content-type": "application/cbor"}, content=content
-        )
+        return WireResponse(response.status_code, response.reason_phrase, content)
 
     def close(self) -> None:
         self._inner.close()
@@ -204,7 +204,8 @@ def _change_first_leaf(node):
 
 
 def test_tampered_certificate_is_rejected(ic_world: IcWorld) -> None:
-    with _client(ic_world, transport=_Tamper(tamper=True)) as client, pytest.raises(CertificateError):
+    tamper = _Tamper(ic_world.sim.url, tamper=True)
+    with _client(ic_world, wire=tamper) as client, pytest.raises(CertificateError):
         client.module_hash(ic_world.canister_id)
 
 
@@ -232,8 +233,8 @@ def test_mainnet_never_fetches_a_root_key(ic_world: IcWorld) -> None:
 def test_stale_certificate_is_rejected(ic_world: IcWorld) -> None:
     from icp_principal import Principal
 
-    capture = _Tamper(tamper=False)
-    with _client(ic_world, transport=capture) as client:
+    capture = _Tamper(ic_world.sim.url, tamper=False)
+    with _client(ic_world, wire=capture) as client:
         client.module_hash(ic_world.canister_id)
     raw_id = Principal.from_str(ic_world.canister_id).bytes
     certificate = verify_certificate(capture.last_certificate, raw_id, ic_world.sim.root_key)
@@ -275,7 +276,7 @@ def _sha(data: bytes) -> str:
 
 def test_reply_slower_than_the_client_timeout_is_settled_once(ic_world: IcWorld) -> None:
     ic_world.sim.faults.delay_replies(1, 1.5, method="file_upload_chunk")
-    with _client(ic_world, timeout=0.5) as client:
+    with _client(ic_world, retry=replace(FAST_RETRY, budget_s=0.5)) as client:
         reply = client.call(ic_world.canister_id, "file_upload_chunk", _chunk_arg(b"g" * 10))
     assert "Ok" in candid.decode(reply, [UPLOAD_RESULT])[0]
     assert _calls(ic_world, "file_upload_chunk") == 1
@@ -286,7 +287,7 @@ def test_call_that_never_gets_through_expires_with_a_safe_to_resend_error(ic_wor
     with _client(ic_world, ingress_expiry_s=1.0) as client, pytest.raises(TransientIcError) as err:
         client.call(ic_world.canister_id, "file_upload_chunk", _chunk_arg(b"h"))
     ic_world.sim.faults.clear()
-    assert "not executed before it expired" in str(err.value) and "HTTP 503" in str(err.value)
+    assert "expired without executing" in str(err.value) and "HTTP 503" in str(err.value)
     assert _calls(ic_world, "file_upload_chunk") == 0
 
 

@@ -7,14 +7,18 @@ freezes HF_ENDPOINT / HF_HOME in module constants at import time.
 from __future__ import annotations
 
 import os
+import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx2
-from huggingface_hub import HfApi, hf_hub_download, hf_hub_url, try_to_load_from_cache
+import httpx2  # huggingface_hub's HTTP client (declared in pyproject.toml: its errors are caught here)
+from huggingface_hub import HfApi, hf_hub_download, hf_hub_url, set_client_factory, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -26,9 +30,11 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
+from huggingface_hub.utils._http import default_client_factory
 from tqdm.auto import tqdm
 
 from pipeline.errors import PrepError
+from pipeline.ic.retry import RetryPolicy, Waits, network_budget_s
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # A range read is a few MB: a server that sends nothing for this long is not going to.
@@ -46,6 +52,7 @@ class HubSettings:
     cache_dir: Path
     token: str | None
     offline: bool
+    budget_s: float = field(default_factory=network_budget_s)
 
     @classmethod
     def from_env(cls) -> HubSettings:
@@ -80,42 +87,100 @@ class RepoSnapshot:
     card: dict[str, Any]
 
 
-class _QuietTqdm(tqdm):  # type: ignore[misc]
+class HubBudgetSpent(Exception):
+    """Raised inside huggingface_hub's request hook: not one of its retried errors, so it ends the call."""
+
+
+# When the current Hub operation must give up (monotonic s), pushed forward by download progress.
+_DEADLINE: ContextVar[float | None] = ContextVar("prep_hub_deadline", default=None)
+_BUDGET_S: ContextVar[float] = ContextVar("prep_hub_budget", default=60.0)
+_FACTORY_LOCK = threading.Lock()
+_factory_installed = False
+
+
+def _bound_timeouts(request: httpx2.Request) -> None:
+    """huggingface_hub sends its API requests with `timeout=None` (wait forever): cap every wait at
+    what is left of the operation's budget, and refuse to start a request once it is spent."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise HubBudgetSpent(f"no progress for {_BUDGET_S.get():g} s")
+    asked = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {
+        phase: min(asked.get(phase) or remaining, remaining) for phase in ("connect", "read", "write", "pool")
+    }
+
+
+def _bounded_client() -> httpx2.Client:
+    client = default_client_factory()
+    client.event_hooks["request"] = [*client.event_hooks["request"], _bound_timeouts]
+    return client
+
+
+def _install_bounded_client() -> None:
+    global _factory_installed
+    with _FACTORY_LOCK:
+        if not _factory_installed:
+            set_client_factory(_bounded_client)
+            _factory_installed = True
+
+
+class _ProgressTqdm(tqdm):  # type: ignore[misc]
+    """Download progress pushes the deadline forward: a slow but moving download is not a hung Hub."""
+
+    show = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["disable"] = True
+        kwargs["disable"] = not self.show or kwargs.get("disable", False)
         super().__init__(*args, **kwargs)
+
+    def update(self, n: float | None = 1) -> bool | None:
+        if _DEADLINE.get() is not None:
+            _DEADLINE.set(time.monotonic() + _BUDGET_S.get())
+        return super().update(n)
+
+
+class _QuietTqdm(_ProgressTqdm):
+    show = False
 
 
 class HubClient:
     def __init__(self, settings: HubSettings) -> None:
         self.settings = settings
         self._api = HfApi(endpoint=settings.endpoint, token=settings.token)
+        self._waits = Waits(RetryPolicy(budget_s=settings.budget_s))
+        _install_bounded_client()
 
     def resolve_commit(self, repo: str, revision: str) -> str:
         """The commit id `revision` (branch, tag or commit) points at now."""
         self._require_online(repo)
-        with _hub_errors(self.settings, repo, revision):
-            info = self._api.model_info(repo, revision=revision)
-        if not info.sha:
-            raise PrepError(f"the Hub at {self.settings.endpoint} returned no commit for {repo}@{revision}")
-        return info.sha
+        with self._bounded(repo), _hub_errors(self.settings, repo, revision):
+            info = self._api.model_info(repo, revision=revision, timeout=self.settings.budget_s)
+        return self._checked_commit(info.sha, repo, revision)
 
     def list_files(self, repo: str, commit: str) -> dict[str, RemoteFile]:
-        with _hub_errors(self.settings, repo, commit):
+        with self._bounded(repo), _hub_errors(self.settings, repo, commit):
             entries = list(self._api.list_repo_tree(repo, revision=commit, recursive=True))
-        return {
-            e.path: RemoteFile(e.path, e.size, e.blob_id, e.lfs.sha256 if e.lfs else None)
-            for e in entries
-            if isinstance(e, RepoFile)
-        }
+        files = {}
+        for entry in entries:
+            if isinstance(entry, RepoFile):
+                remote = RemoteFile(
+                    entry.path, entry.size, entry.blob_id, entry.lfs.sha256 if entry.lfs else None
+                )
+                _check_listing(remote, self.settings.endpoint, repo)
+                files[remote.path] = remote
+        return files
 
     def snapshot(self, repo: str, revision: str) -> RepoSnapshot:
         """Commit, files (sizes, LFS sha256) and model card metadata in one model_info call."""
         self._require_online(repo)
-        with _hub_errors(self.settings, repo, revision):
-            info = self._api.model_info(repo, revision=revision, files_metadata=True)
-        if not info.sha:
-            raise PrepError(f"the Hub at {self.settings.endpoint} returned no commit for {repo}@{revision}")
+        with self._bounded(repo), _hub_errors(self.settings, repo, revision):
+            info = self._api.model_info(
+                repo, revision=revision, files_metadata=True, timeout=self.settings.budget_s
+            )
+        commit = self._checked_commit(info.sha, repo, revision)
         files = {
             s.rfilename: RemoteFile(
                 s.rfilename, s.size or 0, s.blob_id or "", s.lfs.sha256 if s.lfs else None
@@ -123,7 +188,9 @@ class HubClient:
             for s in info.siblings or []
         }
         card = info.card_data.to_dict() if info.card_data is not None else {}
-        return RepoSnapshot(repo, info.sha, files, card)
+        for remote in files.values():
+            _check_listing(remote, self.settings.endpoint, repo)
+        return RepoSnapshot(repo, commit, files, card)
 
     def read_range(self, repo: str, path: str, commit: str, start: int, length: int) -> bytes:
         """Bytes start..start+length of a file (fewer at its end), by an HTTP range request.
@@ -136,6 +203,7 @@ class HubClient:
         headers["Range"] = f"bytes={start}-{start + length - 1}"
         received = bytearray()
         with (
+            self._bounded(f"{repo}/{path}"),
             _hub_errors(self.settings, repo, commit, path),
             http_stream_backoff(
                 "GET", url, headers=headers, follow_redirects=True, timeout=RANGE_READ_TIMEOUT_S
@@ -170,7 +238,7 @@ class HubClient:
                     hint="unset HF_HUB_OFFLINE and fetch once online",
                 )
             return cached
-        with _hub_errors(self.settings, repo, commit, path):
+        with self._bounded(f"{repo}/{path}"), _hub_errors(self.settings, repo, commit, path):
             local = hf_hub_download(
                 repo,
                 path,
@@ -178,7 +246,8 @@ class HubClient:
                 cache_dir=self.settings.cache_dir,
                 endpoint=self.settings.endpoint,
                 token=self.settings.token,
-                tqdm_class=None if progress else _QuietTqdm,
+                etag_timeout=self.settings.budget_s,
+                tqdm_class=_ProgressTqdm if progress else _QuietTqdm,
             )
         return Path(local)
 
@@ -190,9 +259,55 @@ class HubClient:
         if blob != snapshot_path:
             blob.unlink(missing_ok=True)
 
+    @contextmanager
+    def _bounded(self, what: str) -> Iterator[None]:
+        """Every wait of this operation within the budget; said on stderr while it lasts."""
+        budget = self.settings.budget_s
+        tokens = (_DEADLINE.set(time.monotonic() + budget), _BUDGET_S.set(budget))
+        try:
+            with self._waits.watch(f"the Hub at {self.settings.endpoint} ({what})"):
+                yield
+        finally:
+            _DEADLINE.reset(tokens[0])
+            _BUDGET_S.reset(tokens[1])
+
+    def _checked_commit(self, sha: Any, repo: str, revision: str) -> str:
+        if not isinstance(sha, str) or not _COMMIT.fullmatch(sha):
+            raise PrepError(
+                f"the Hub at {self.settings.endpoint} returned no commit id for {repo}@{revision} "
+                f"(got {sha!r:.60})",
+                hint="is HF_ENDPOINT a Hugging Face Hub?",
+            )
+        return sha
+
     def _require_online(self, repo: str) -> None:
         if self.settings.offline:
             raise HubUnreachable(f"HF_HUB_OFFLINE is set: not contacting the Hub for {repo}")
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_listing(remote: RemoteFile, endpoint: str, repo: str) -> None:
+    """The Hub's tree entries are untrusted JSON: wrong types are refused here, not deep in a fetch."""
+    valid = (
+        isinstance(remote.path, str)
+        and remote.path
+        and type(remote.size) is int
+        and remote.size >= 0
+        and isinstance(remote.blob_id, str)
+        and (
+            remote.lfs_sha256 is None
+            or isinstance(remote.lfs_sha256, str)
+            and _SHA256.fullmatch(remote.lfs_sha256)
+        )
+    )
+    if not valid:
+        raise PrepError(
+            f"the Hub at {endpoint} listed a malformed file entry in {repo}: {remote!r:.200}",
+            hint="is HF_ENDPOINT a Hugging Face Hub?",
+        )
 
 
 @contextmanager
@@ -214,6 +329,12 @@ def _hub_errors(settings: HubSettings, repo: str, revision: str, path: str | Non
         ) from exc
     except RevisionNotFoundError as exc:
         raise PrepError(f"revision {revision!r} not found in {repo}") from exc
+    except HubBudgetSpent as exc:
+        raise HubUnreachable(
+            f"the Hub at {settings.endpoint} did not answer for {settings.budget_s:g} s ({where})",
+            hint="check the network or HF_ENDPOINT; PREP_NETWORK_TIMEOUT sets how long to wait; "
+            "downloads that stall resume where they stopped while progress continues",
+        ) from exc
     except (httpx2.TransportError, OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
         raise HubUnreachable(
             f"cannot reach the Hub at {settings.endpoint} for {where}: {_first_line(exc)}",
@@ -229,6 +350,12 @@ def _hub_errors(settings: HubSettings, repo: str, revision: str, path: str | Non
                 hint="retry later; files already cached at a locked commit work offline",
             ) from exc
         raise PrepError(f"the Hub answered an error for {where}: {_first_line(exc)}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # huggingface_hub builds its records from the Hub's JSON without checking types.
+        raise PrepError(
+            f"the Hub at {settings.endpoint} answered {where} with JSON prep cannot read: {_first_line(exc)}",
+            hint="is HF_ENDPOINT a Hugging Face Hub?",
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:

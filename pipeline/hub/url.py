@@ -11,10 +11,10 @@ import httpx
 from tqdm.auto import tqdm
 
 from pipeline.errors import PrepError
+from pipeline.ic.retry import network_budget_s
 from pipeline.sha import sha256_file
 
 _ATTEMPTS = 5
-_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 def download_url(url: str, dest: Path, *, sha256: str, size: int | None, progress: bool) -> None:
@@ -22,7 +22,9 @@ def download_url(url: str, dest: Path, *, sha256: str, size: int | None, progres
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     last_error: Exception | None = None
-    with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
+    budget = network_budget_s()
+    timeout = httpx.Timeout(budget, connect=min(budget, 10.0))
+    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
         for attempt in range(_ATTEMPTS):
             try:
                 _fetch_into(client, url, part, size, progress, dest.name)
@@ -32,8 +34,10 @@ def download_url(url: str, dest: Path, *, sha256: str, size: int | None, progres
                 time.sleep(min(0.2 * 2**attempt, 5.0))
         else:
             raise PrepError(
-                f"download of {url} failed after {_ATTEMPTS} attempts: {last_error}",
-                hint=f"run the fetch again; it resumes from {part}",
+                f"download of {url} failed after {_ATTEMPTS} attempts (each waits up to {budget:g} s "
+                f"for data): {last_error}",
+                hint=f"check the URL and the network; run the fetch again: it resumes from {part}; "
+                "PREP_NETWORK_TIMEOUT sets the wait",
             )
     actual = sha256_file(part)
     if actual != sha256:

@@ -37,3 +37,39 @@ class CallRejected(PermanentIcError):
 
 class CertificateError(PermanentIcError):
     """A certificate failed verification (signature, delegation, root key or freshness)."""
+
+
+class TransportError(TransientIcError):
+    """A request did not complete at the HTTP level (refused, reset, timed out); `url` is where it went."""
+
+    def __init__(self, message: str, *, url: str, hint: str | None = None) -> None:
+        self.url = url
+        super().__init__(message, hint=hint)
+
+
+class ConnectFailed(TransportError):
+    """Nothing answered the connection (refused, unknown host): the replica is down or the URL is wrong."""
+
+
+class TimedOut(TransportError):
+    """The connection was made (or was being made) but no answer came within the time allowed."""
+
+
+class GaveUp(TransientIcError):
+    """A read kept failing until the network budget (PREP_NETWORK_TIMEOUT) ran out."""
+
+
+class MalformedReply(PermanentIcError):
+    """A replica's answer is not what the interface specification says it is (wrong shape or type)."""
+
+
+class ExpiryRefused(PermanentIcError):
+    """The replica refused a request's ingress expiry (expired, or this machine's clock is off)."""
+
+
+class CallExpired(TransientIcError):
+    """The call provably never executed (unknown to the replica past its expiry): sign a new one."""
+
+
+class QuerySignatureError(PermanentIcError):
+    """A query reply is not signed by a node of the canister's subnet (missing, forged or stale)."""

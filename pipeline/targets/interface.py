@@ -19,7 +19,6 @@ from pipeline.ic.candid import MethodType, ServiceInterface, parse_service
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import PermanentIcError
 from pipeline.targets.profile import TargetProfile, known_kinds, load_profile
-from pipeline.targets.retry import read_with_retries
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def fit_to_canister(
     """`fitted` to the canister's candid:service metadata. Without metadata (absent, or private to its
     controllers): the profile unchanged, or, when `required`, a PrepError."""
     try:
-        raw = read_with_retries(lambda: client.metadata(canister_id, "candid:service"))
+        raw = client.metadata(canister_id, "candid:service")
     except PermanentIcError:
         raw = None
     if raw is None:

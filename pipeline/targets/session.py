@@ -8,7 +8,6 @@ from typing import Any
 from pipeline.ic.client import IcClient, SignedCall
 from pipeline.targets.calls import encode_args, interpret_reply
 from pipeline.targets.profile import CallSpec, TargetProfile
-from pipeline.targets.retry import Backoff, read_with_retries
 
 
 @dataclass
@@ -19,7 +18,6 @@ class TargetSession:
     canister_id: str
     profile: TargetProfile
     variables: dict[str, Any] = field(default_factory=dict)
-    backoff: Backoff = field(default_factory=Backoff)
 
     def args(self, spec: CallSpec, **extra: Any) -> bytes:
         return encode_args(self.profile, spec, {**self.variables, **extra})
@@ -27,9 +25,7 @@ class TargetSession:
     def query(self, spec: CallSpec, *, whole: bool = False, **extra: Any) -> Any:
         """The answer of a query call; `whole` skips picking the spec's `value` from it."""
         arg = self.args(spec, **extra)
-        reply = read_with_retries(
-            lambda: self.client.query(self.canister_id, spec.method, arg), backoff=self.backoff
-        )
+        reply = self.client.query(self.canister_id, spec.method, arg)
         return interpret_reply(self.profile, spec, reply, pick_value=not whole)
 
     def prepare(self, spec: CallSpec, **extra: Any) -> SignedCall:

@@ -25,7 +25,6 @@ from pipeline.targets.append import AppendFile
 from pipeline.targets.calls import CanisterRefused, render
 from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import CallSpec, RoleProfile
-from pipeline.targets.retry import Backoff
 from pipeline.targets.session import TargetSession
 from pipeline.upload import budget, preflight
 from pipeline.upload.append_upload import AppendUpload
@@ -52,14 +51,12 @@ class UploadEngine:
         request: UploadRequest,
         progress: UploadProgress | None = None,
         confirm: Callable[[dict[str, Any]], bool] | None = None,
-        backoff: Backoff | None = None,
     ) -> None:
         self.client = client
         self.request = request
         self.profile = request.profile
         self.progress = progress or UploadProgress()
         self.confirm = confirm
-        self.backoff = backoff or Backoff()
         remotes = {r.name: r.remote for r in self.profile.roles} | {f.role: f.remote for f in request.files}
         base = {f"remote_{role}": remote for role, remote in remotes.items()} | {
             "principal": client.principal
@@ -68,9 +65,9 @@ class UploadEngine:
         # Profile defaults may refer to other variables, e.g. load_args = ["--model", "{remote_model}"].
         defaults = {name: render(value, base) for name, value in self.profile.defaults.items()}
         variables = {**defaults, **request.variables, **base}
-        self.session = TargetSession(client, request.canister_id, self.profile, variables, self.backoff)
+        self.session = TargetSession(client, request.canister_id, self.profile, variables)
         self.report = UploadReport(request.canister_id, self.profile.kind)
-        self.sender = Sender(client, self.session, self.progress, self.report, self.backoff)
+        self.sender = Sender(client, self.session, self.progress, self.report)
         self.offset = OffsetUpload(self.sender, request.window, request.strict_order)
         self.append = AppendUpload(self.sender)
         concurrent = self.profile.addressing == "offset" and not request.strict_order and request.window > 1

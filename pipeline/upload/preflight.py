@@ -13,7 +13,6 @@ from pipeline.preflight import check_fit
 from pipeline.targets.calls import CanisterRefused
 from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.profile import TargetProfile
-from pipeline.targets.retry import read_with_retries
 from pipeline.targets.session import TargetSession
 
 
@@ -24,7 +23,7 @@ def check_interface(client: IcClient, canister_id: str, profile: TargetProfile) 
 
 
 def check_module(client: IcClient, canister_id: str) -> bytes:
-    module_hash = read_with_retries(lambda: client.module_hash(canister_id))
+    module_hash = client.module_hash(canister_id)
     if module_hash is None:
         raise PrepError(
             f"canister {canister_id} has no code installed",
@@ -38,7 +37,7 @@ def check_access(session: TargetSession) -> None:
     profile, principal = session.profile, session.client.principal
     rule = profile.access
     if rule.controllers:
-        controllers = read_with_retries(lambda: session.client.controllers(session.canister_id)) or []
+        controllers = session.client.controllers(session.canister_id) or []
         if principal in controllers:
             return
     if rule.check is not None:

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import PrepError
+from pipeline.ic.calls import is_retryable
 from pipeline.ic.client import IcClient, SignedCall
-from pipeline.ic.errors import CallRejected
+from pipeline.ic.delivery import deliver
+from pipeline.ic.errors import CallExpired, CallRejected
 from pipeline.targets.append import AppendFile
 from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import CallSpec, RoleProfile
-from pipeline.targets.retry import Backoff
 from pipeline.targets.session import TargetSession
-from pipeline.upload.delivery import CallExpired, deliver, is_retryable
 from pipeline.upload.journal import FileRecord, InFlight, Journal
 from pipeline.upload.plan import Chunk, LocalFile
 from pipeline.upload.progress import UploadProgress
@@ -36,7 +36,6 @@ class Sender:
     session: TargetSession
     progress: UploadProgress
     report: UploadReport
-    backoff: Backoff
     _report_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -83,7 +82,7 @@ class Sender:
             executed = False
             try:
                 if envelope is not None:
-                    outcome = deliver(self.client, call, backoff=self.backoff)
+                    outcome = deliver(self.client, call)
                     self.session.interpret(spec, outcome.reply)
                     executed = True
             except (CallExpired, CallRejected, PrepError):
@@ -140,12 +139,7 @@ class Sender:
             if journal is not None:
                 journal.add_inflight(entry, call.envelope, sync_envelope=sync_envelope)
             try:
-                outcome = deliver(
-                    self.client,
-                    call,
-                    backoff=self.backoff,
-                    on_retry=lambda why: self.progress.retry(label, why),
-                )
+                outcome = deliver(self.client, call, on_retry=lambda why: self.progress.retry(label, why))
             except CallExpired as err:
                 _settle(journal, entry)
                 self.progress.retry(label, str(err))
@@ -156,7 +150,7 @@ class Sender:
                 if is_retryable(err) and attempt + 1 < MAX_SIGNATURES_PER_CHUNK:
                     self.progress.retry(label, str(err))
                     resent = True
-                    time.sleep(self.backoff.error_delay(attempt))
+                    time.sleep(self.client.retry.error_delay(attempt))
                     continue
                 raise
             try:
