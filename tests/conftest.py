@@ -14,6 +14,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures_ic",
     "tests.fixtures_icsim",
     "tests.fixtures_models",
+    "tests.fixtures_network",
     "tests.fixtures_upload",
     "tests.fixtures_run",
 ]

@@ -344,3 +344,33 @@ def test_one_connection_is_reused_for_sequential_requests(ic_world: IcWorld) -> 
     finally:
         proxy.close()
     assert proxy.connections == 1
+
+
+def test_query_answers_are_verified_by_node_signature(ic_world: IcWorld) -> None:
+    from pipeline.ic.errors import QuerySignatureError
+
+    health = candid.encode([], [])
+    with _client(ic_world) as client:
+        client.query(ic_world.canister_id, "health", health)  # genuine: accepted
+        ic_world.sim.faults.forge_query_signatures(1, method="health")
+        with pytest.raises(QuerySignatureError, match="node signature on the answer does not verify"):
+            client.query(ic_world.canister_id, "health", health)
+        client.query(ic_world.canister_id, "health", health)
+    assert ic_world.sim.faults.fired["forge"] == 1
+
+
+def test_node_keys_are_read_once_per_subnet(ic_world: IcWorld) -> None:
+    capture = _Tamper(ic_world.sim.url, tamper=False)
+    paths: list[str] = []
+    inner = capture.request
+    capture.request = lambda method, path, body, *, timeout: (
+        paths.append(path)
+        or inner(  # type: ignore[method-assign]
+            method, path, body, timeout=timeout
+        )
+    )
+    with _client(ic_world, wire=capture) as client:
+        for _ in range(3):
+            client.query(ic_world.canister_id, "health", candid.encode([], []))
+    # one read_state of /subnet (then the root key to check it), then only the queries themselves
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["read_state", "status", "query", "query", "query"]

@@ -589,3 +589,15 @@ def test_a_run_killed_between_steps_goes_on_with_the_next_one(
     assert all(calls[s] == 1 for s in GPT2_STEPS)
     assert upload_calls(icsim, "gpt2") == chunk_count(target, files)
     assert_uploaded_and_loaded(icsim, "gpt2", files)
+
+
+def test_a_forged_read_back_is_refused(upload_run: EngineRun, icsim: IcSim, tmp_path: Path) -> None:
+    """A node that lies about the file's bytes cannot confirm the upload: its answers are not signed
+    by a node of the subnet (issue #9 item 11)."""
+    from pipeline.ic.errors import QuerySignatureError
+
+    target, files = kind_files("llama_cpp", tmp_path)
+    icsim.faults.forge_query_signatures(10**6, method="file_download_chunk")
+    with pytest.raises(QuerySignatureError, match="file_download_chunk .* does not verify"):
+        upload_run(target, files)
+    assert icsim.faults.fired["forge"] >= 1

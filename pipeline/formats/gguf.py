@@ -7,6 +7,7 @@ Array values are walked but not kept: only their element type and length are rep
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -136,8 +137,14 @@ def read_gguf(path: Path) -> GgufInfo:
     with open(path, "rb") as f:
         if file_size == 0:
             raise PrepError(f"{path}: empty file, not GGUF")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
             return _parse(path, buffer, file_size)
+        finally:
+            # An error raised mid-parse keeps views of the map alive in its traceback's frames; the map
+            # is then unmapped when they are freed (closing now would raise BufferError over the error).
+            with contextlib.suppress(BufferError):
+                buffer.close()
 
 
 def parse_gguf_header(path: Path, prefix: bytes, file_size: int) -> GgufInfo:

@@ -104,6 +104,7 @@ def encode(types: list[TypeLike] | tuple[TypeLike, ...], values: list[Any] | tup
 def decode(data: bytes, types: list[TypeLike] | tuple[TypeLike, ...] | None = None) -> list[Any]:
     """Decode a reply. Without `types`, field and tag names are Candid hashes and opt stays [] / [x]."""
     resolved = [_resolve(t) for t in types] if types else None
+    _check_wire_types(bytes(data))
     try:
         decoded = _ic.decode(bytes(data), resolved)
     except Exception as err:
@@ -254,3 +255,98 @@ def _from_icp(t: CandidType | None, value: Any) -> Any:
     if hasattr(value, "to_str"):
         return value.to_str()
     return value
+
+
+# Type opcodes of a Candid message's type table (signed LEB128).
+_OPT, _VEC, _RECORD, _VARIANT = -18, -19, -20, -21
+_ZERO_SIZED_PRIMITIVES = (-1, -16, -17)  # null, reserved, empty: a value of these takes no bytes
+
+
+def _check_wire_types(data: bytes) -> None:
+    """Refuses the type tables icp-py-core's decoder would spend unbounded time or memory on.
+
+    Every count must fit in the bytes that remain, and no `vec` may hold a zero-sized type (a
+    `vec null` of 2^60 elements is ten bytes long); then decoding takes time in proportion to the
+    reply's length. Function and service references, which no canister kind of prep returns, are
+    refused too.
+    """
+    reader = _Reader(data)
+    if reader.take(4) != b"DIDL":
+        raise CandidError(f"candid: a reply must start with DIDL, got {data[:4]!r}")
+    table: list[tuple[int, list[int]]] = []
+    for _ in range(reader.count("type table")):
+        opcode = reader.sleb()
+        if opcode in (_OPT, _VEC):
+            table.append((opcode, [reader.sleb()]))
+        elif opcode in (_RECORD, _VARIANT):
+            fields = [(reader.uleb(), reader.sleb()) for _ in range(reader.count("fields"))]
+            table.append((opcode, [t for _, t in fields]))
+        else:
+            raise CandidError(f"candid: the reply declares a type prep does not accept (opcode {opcode})")
+    for _ in range(reader.count("arguments")):
+        _type_ref(table, reader.sleb())
+    for opcode, refs in table:
+        for ref in refs:
+            _type_ref(table, ref)
+        if opcode == _VEC and _zero_sized(table, refs[0], set()):
+            raise CandidError("candid: the reply declares a vector of zero-sized values; refusing it")
+
+
+def _type_ref(table: list[tuple[int, list[int]]], ref: int) -> None:
+    if ref >= len(table) or ref < -24:
+        raise CandidError(f"candid: the reply refers to type {ref}, which it does not declare")
+
+
+def _zero_sized(table: list[tuple[int, list[int]]], ref: int, seen: set[int]) -> bool:
+    if ref < 0:
+        return ref in _ZERO_SIZED_PRIMITIVES
+    if ref in seen:
+        return True  # a record that contains itself and nothing else
+    opcode, refs = table[ref]
+    return opcode == _RECORD and all(_zero_sized(table, r, seen | {ref}) for r in refs)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    def take(self, n: int) -> bytes:
+        piece = self._data[self._at : self._at + n]
+        self._at += n
+        return piece
+
+    def count(self, what: str) -> int:
+        """A length that must be backed by at least one byte per item."""
+        n = self.uleb()
+        if n > len(self._data) - self._at:
+            raise CandidError(f"candid: the reply declares {n} {what}, more than its length allows")
+        return n
+
+    def uleb(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self._byte()
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+            if shift > 70:
+                raise CandidError("candid: a number in the reply is longer than 64 bits")
+
+    def sleb(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self._byte()
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value - (1 << shift) if byte & 0x40 else value
+            if shift > 70:
+                raise CandidError("candid: a number in the reply is longer than 64 bits")
+
+    def _byte(self) -> int:
+        if self._at >= len(self._data):
+            raise CandidError("candid: the reply ends inside its type table")
+        self._at += 1
+        return self._data[self._at - 1]

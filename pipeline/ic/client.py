@@ -400,7 +400,10 @@ class IcClient:
                         raise
                     wait.cause = err.message
                     last = err
-                patience = policy.refused_patience_s if isinstance(last, ConnectFailed) else policy.budget_s
+                patience = policy.budget_s
+                if isinstance(last, ConnectFailed):  # nothing listens: that rarely changes within seconds
+                    patience = min(policy.refused_patience_s, patience)
+                    wait.until = f"gives up after {patience:g} s of refused connections"
                 delay = policy.error_delay(attempts)
                 elapsed = time.monotonic() - started
                 if elapsed + delay >= min(patience, deadline - started):
@@ -417,8 +420,9 @@ class IcClient:
 
 def _gave_up(url: str, elapsed: float, attempts: int, last: TransientIcError, policy: RetryPolicy) -> GaveUp:
     tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-    check = last.hint + "; " if last.hint else ""
+    cause = last.message.removeprefix(f"{url}: ")
+    check = last.hint or "check that the replica is up and reachable from here"
     return GaveUp(
-        f"{url}: gave up after {elapsed:.0f} s ({tries}); last error: {last.message}",
-        hint=f"{check}check that the replica is up and reachable from here; {policy.setting()}",
+        f"{url}: gave up after {elapsed:.0f} s ({tries}); last error: {cause}",
+        hint=f"{check}; {policy.setting()}",
     )

@@ -111,7 +111,12 @@ class Waits:
     ) -> Iterator[Wait]:
         """Reports `what` while the block runs past `quiet_for_s`; `until` says when it ends."""
         now = time.monotonic()
-        first = self._policy.notice_after_s if quiet_for_s is None else quiet_for_s
+        # With a short budget the notice comes sooner, so a wait is reported before it gives up.
+        first = (
+            min(self._policy.notice_after_s, self._policy.budget_s / 2)
+            if quiet_for_s is None
+            else quiet_for_s
+        )
         limit = until or f"gives up after {self._policy.budget_s:g} s ({BUDGET_ENV})"
         wait = Wait(what, limit, now, now + first)
         with self._lock:

@@ -34,7 +34,8 @@ class Faults:
         self._delays: list[_Armed] = []
         self._traps: dict[tuple[bytes, str], int] = {}
         self._out_of_cycles: set[bytes] = set()
-        self.fired: dict[str, int] = {"drop": 0, "http_error": 0, "delay": 0, "trap": 0}
+        self._forgeries: list[_Armed] = []
+        self.fired: dict[str, int] = {"drop": 0, "http_error": 0, "delay": 0, "trap": 0, "forge": 0}
 
     def drop_replies(self, n: int, method: str | None = None) -> None:
         """Execute the next n calls (of `method`, if given), then close the connection without a reply."""
@@ -51,6 +52,12 @@ class Faults:
         """Execute the next n calls but hold the reply back for `seconds` (past a client's timeout)."""
         with self._lock:
             self._delays.append(_Armed(n, method=method, seconds=seconds))
+
+    def forge_query_signatures(self, n: int, method: str | None = None) -> None:
+        """Answer the next n queries (of `method`, if given) with a signature by a key that is not the
+        node's (a lying node or boundary node); the answer itself is the true one."""
+        with self._lock:
+            self._forgeries.append(_Armed(n, method=method))
 
     def trap_on_call(self, canister_id: str | bytes, method: str, nth: int = 1) -> None:
         """Make the nth call of `method` on that canister (from now on) trap instead of running."""
@@ -78,6 +85,7 @@ class Faults:
             self._errors.clear()
             self._delays.clear()
             self._traps.clear()
+            self._forgeries.clear()
 
     # ---- used by the server / replica ------------------------------------------
 
@@ -103,6 +111,13 @@ class Faults:
                 return 0.0
             self.fired["delay"] += 1
             return armed.seconds
+
+    def take_forgery(self, method: str) -> bool:
+        with self._lock:
+            armed = _take(self._forgeries, lambda a: a.method in (None, method))
+            if armed is not None:
+                self.fired["forge"] += 1
+            return armed is not None
 
     def take_trap(self, canister_id: bytes, method: str) -> bool:
         with self._lock:

@@ -23,11 +23,17 @@ class NodeKey:
         )
         self.node_id = self_authenticating(self.der)
 
-    def sign_query_response(self, response: dict[str, Any], query_request_id: bytes) -> dict[str, Any]:
-        """The response with a `signatures` entry over its representation-independent hash."""
+    def sign_query_response(
+        self, response: dict[str, Any], query_request_id: bytes, *, as_node: bytes | None = None
+    ) -> dict[str, Any]:
+        """The response with a `signatures` entry over its representation-independent hash
+        (`as_node`: claim to be that node, as a forger would)."""
         timestamp = time.time_ns()
         signable = {k: v for k, v in response.items() if k != "signatures"}
         signable.update({"request_id": query_request_id, "timestamp": timestamp})
         signature = self._key.sign(RESPONSE_DOMAIN + request_id(signable))
-        entry = {"timestamp": timestamp, "signature": signature, "identity": self.node_id}
+        entry = {"timestamp": timestamp, "signature": signature, "identity": as_node or self.node_id}
         return {**response, "signatures": [entry]}
+
+
+FORGER = NodeKey(b"icsim forger: not a node of any subnet")

@@ -15,6 +15,7 @@ from tests.icsim import management
 from tests.icsim.canisters.base import Reject
 from tests.icsim.certify import tagged
 from tests.icsim.envelope import Envelope, EnvelopeError, parse
+from tests.icsim.nodekey import FORGER
 from tests.icsim.principal import MANAGEMENT_CANISTER, from_text, to_text
 from tests.icsim.replica import TERMINAL, Replica
 from tests.icsim.topology import Topology
@@ -166,7 +167,10 @@ class Handler(BaseHTTPRequestHandler):
             }
         else:
             reply = {"status": "replied", "reply": {"arg": result}}
-        signed = replica.node_key.sign_query_response(reply, envelope.request_id)
+        if replica.faults.take_forgery(envelope.method_name):
+            signed = FORGER.sign_query_response(reply, envelope.request_id, as_node=replica.node_key.node_id)
+        else:
+            signed = replica.node_key.sign_query_response(reply, envelope.request_id)
         self._send(200, tagged(signed))
 
     def _call(self, replica: Replica, canister_id: bytes, body: bytes, synchronous: bool) -> None:
