@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -84,3 +87,36 @@ def test_every_read_shares_the_budget_in_process(silent_server: SilentServer) ->
     ):
         client.query(CANISTER, "health", b"DIDL\x00\x00")
     assert said and said[0].startswith(f"still waiting for {silent_server.url}/api/v3/canister/{CANISTER}")
+
+
+class _WrongJsonHub(BaseHTTPRequestHandler):
+    """Answers the Hub API with JSON of the wrong types (a hostile or broken mirror)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        if "/tree/" in self.path:
+            body = [{"type": "file", "path": "config.json", "size": "huge", "oid": 7}]
+        else:
+            body = {"id": "someone/model", "sha": "a" * 40, "siblings": []}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_hub_json_of_the_wrong_shape_is_refused_with_a_message(prep_env, tmp_path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _WrongJsonHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        env = prep_env | {"HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
+        done = _prep(env, "fetch", "someone/model", "--file", "config.json")
+    finally:
+        server.shutdown()
+    assert done.returncode == 1, done.stderr
+    assert f"the Hub at {url} listed a malformed file entry in someone/model" in done.stderr
+    assert "Traceback" not in done.stderr
