@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from icp_certificate.certificate import IC_ROOT_KEY
 from icp_principal import Principal
 from safetensors.numpy import save_file
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
 
 from pipeline.errors import PrepError
 from pipeline.formats.gguf import read_gguf
@@ -210,7 +212,7 @@ def _seed_files() -> dict[str, bytes]:
         "safetensors": (folder / "m.safetensors").read_bytes(),
         "llama2c_model": model.read_bytes(),
         "llama2c_tokenizer": tokenizer.read_bytes(),
-        "tokenizer_json": b'{"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}}}',
+        "tokenizer_json": Tokenizer(WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).to_str().encode(),
     }
 
 
