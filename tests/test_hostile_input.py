@@ -31,6 +31,8 @@ from pipeline.formats.llama2c import read_llama2c_model, read_llama2c_tokenizer
 from pipeline.formats.safetensors import read_safetensors_header
 from pipeline.formats.tokenizer_json import read_tokenizer_json
 from pipeline.ic import candid, replies
+from pipeline.ic.candid import CandidError
+from pipeline.ic.candid_wire import decode_typed
 from pipeline.ic.certificate import certificate_time, parse_certificate, verify_certificate
 from pipeline.ic.query_signatures import NodeKeys, verify_query_signatures
 from tests.tinymodels import make_llama2c
@@ -247,3 +249,19 @@ def test_the_seeds_are_valid() -> None:
         SCRATCH.write_bytes(SEEDS[kind])
         reader(SCRATCH)
     assert struct.unpack("<I", SEEDS["gguf"][4:8])[0] == 3
+
+
+def test_a_vector_of_nulls_announcing_trillions_of_items_is_refused() -> None:
+    """Ten bytes that would decode for hours: `vec null` of 2^40 items (a decoding bomb)."""
+    bomb = b"DIDL\x01\x6d\x7f\x01\x00" + b"\x80\x80\x80\x80\x80\x20"
+    with pytest.raises(CandidError, match="zero-sized"):
+        candid.decode(bomb)
+    with pytest.raises(CandidError, match="zero-sized"):
+        decode_typed(bomb)
+    assert decode_typed(b"DIDL\x01\x6d\x7f\x01\x00\x03")[0][1] == [None, None, None]  # an honest one
+
+
+@FAST
+@given(body=st.binary(max_size=200).map(lambda b: b"DIDL" + b))
+def test_random_candid_read_by_its_wire_types(body: bytes) -> None:
+    _only_prep_errors(decode_typed, body)

@@ -104,7 +104,8 @@ def encode(types: list[TypeLike] | tuple[TypeLike, ...], values: list[Any] | tup
 def decode(data: bytes, types: list[TypeLike] | tuple[TypeLike, ...] | None = None) -> list[Any]:
     """Decode a reply. Without `types`, field and tag names are Candid hashes and opt stays [] / [x]."""
     resolved = [_resolve(t) for t in types] if types else None
-    _check_wire_types(bytes(data))
+    if zero_sized_vectors(bytes(data)):  # prep's own reply types have none: refuse the decoding bomb
+        raise CandidError("candid: the reply declares a vector of zero-sized values; refusing it")
     try:
         decoded = _ic.decode(bytes(data), resolved)
     except Exception as err:
@@ -258,17 +259,16 @@ def _from_icp(t: CandidType | None, value: Any) -> Any:
 
 
 # Type opcodes of a Candid message's type table (signed LEB128).
-_OPT, _VEC, _RECORD, _VARIANT = -18, -19, -20, -21
+_OPT, _VEC, _RECORD, _VARIANT, _FUNC, _SERVICE = -18, -19, -20, -21, -22, -23
 _ZERO_SIZED_PRIMITIVES = (-1, -16, -17)  # null, reserved, empty: a value of these takes no bytes
 
 
-def _check_wire_types(data: bytes) -> None:
-    """Refuses the type tables icp-py-core's decoder would spend unbounded time or memory on.
+def zero_sized_vectors(data: bytes) -> set[int]:
+    """Checks a message's type table and returns the entries that are vectors of zero-sized values.
 
-    Every count must fit in the bytes that remain, and no `vec` may hold a zero-sized type (a
-    `vec null` of 2^60 elements is ten bytes long); then decoding takes time in proportion to the
-    reply's length. Function and service references, which no canister kind of prep returns, are
-    refused too.
+    Every count must fit in the bytes that remain. A vector of zero-sized values (`vec null` of 2^60
+    elements is ten bytes long) is the one thing whose decoding time does not follow the message's
+    length: callers refuse them or cap their items.
     """
     reader = _Reader(data)
     if reader.take(4) != b"DIDL":
@@ -281,15 +281,27 @@ def _check_wire_types(data: bytes) -> None:
         elif opcode in (_RECORD, _VARIANT):
             fields = [(reader.uleb(), reader.sleb()) for _ in range(reader.count("fields"))]
             table.append((opcode, [t for _, t in fields]))
+        elif opcode == _FUNC:
+            refs = [reader.sleb() for _ in range(reader.count("arguments"))]
+            refs += [reader.sleb() for _ in range(reader.count("results"))]
+            reader.take(reader.count("annotations"))
+            table.append((opcode, refs))
+        elif opcode == _SERVICE:
+            methods = []
+            for _ in range(reader.count("methods")):
+                reader.take(reader.count("name bytes"))
+                methods.append(reader.sleb())
+            table.append((opcode, methods))
         else:
-            raise CandidError(f"candid: the reply declares a type prep does not accept (opcode {opcode})")
+            raise CandidError(f"candid: the reply's type table has an unknown type code {opcode}")
     for _ in range(reader.count("arguments")):
         _type_ref(table, reader.sleb())
-    for opcode, refs in table:
+    for _, refs in table:
         for ref in refs:
             _type_ref(table, ref)
-        if opcode == _VEC and _zero_sized(table, refs[0], set()):
-            raise CandidError("candid: the reply declares a vector of zero-sized values; refusing it")
+    return {
+        i for i, (opcode, refs) in enumerate(table) if opcode == _VEC and _zero_sized(table, refs[0], set())
+    }
 
 
 def _type_ref(table: list[tuple[int, list[int]]], ref: int) -> None:

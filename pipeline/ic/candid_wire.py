@@ -11,7 +11,7 @@ from typing import Any
 
 from icp_candid import candid as _ic
 
-from pipeline.ic.candid import CandidError
+from pipeline.ic.candid import CandidError, zero_sized_vectors
 
 _PRIMITIVES = {
     -1: _ic.Types.Null, -2: _ic.Types.Bool, -3: _ic.Types.Nat, -4: _ic.Types.Int, -5: _ic.Types.Nat8,
@@ -21,6 +21,8 @@ _PRIMITIVES = {
 }  # fmt: skip
 _OPT, _VEC, _RECORD, _VARIANT, _FUNC, _SERVICE = -18, -19, -20, -21, -22, -23
 _MAGIC = b"DIDL"
+# No canister prep talks to sends more zero-sized items (`vec null`, `vec record {}`) than this.
+MAX_ZERO_SIZED_ITEMS = 65_536
 
 
 def decode_typed(data: bytes) -> list[tuple[_ic.Type, Any]]:
@@ -28,9 +30,10 @@ def decode_typed(data: bytes) -> list[tuple[_ic.Type, Any]]:
     text (lists when tuple-like), variants one-key dicts keyed by the tag hash, opt `[]` / `[x]`."""
     if not data.startswith(_MAGIC):
         raise CandidError(f"candid: reply of {len(data)} bytes does not start with DIDL")
+    zero_sized = zero_sized_vectors(bytes(data))
     pipe = _ic.Pipe(bytes(data[len(_MAGIC) :]))
     try:
-        table = _read_table(pipe)
+        table = _read_table(pipe, zero_sized, _Allowance(MAX_ZERO_SIZED_ITEMS))
         types = [_entry(table, _leb_i(pipe)) for _ in range(_count(pipe))]
         values = [(t, t.decodeValue(pipe, t)) for t in types]
     except CandidError:
@@ -40,13 +43,16 @@ def decode_typed(data: bytes) -> list[tuple[_ic.Type, Any]]:
     return values
 
 
-def _read_table(pipe: Any) -> list[Any]:
+def _read_table(pipe: Any, zero_sized: set[int], allowance: _Allowance) -> list[Any]:
     table = [_ic.Types.Rec() for _ in range(_count(pipe))]
-    for slot in table:
+    for index, slot in enumerate(table):
         code = _leb_i(pipe)
         if code in (_OPT, _VEC):
             inner = _entry(table, _leb_i(pipe))
-            slot.fill(_ic.Types.Opt(inner) if code == _OPT else _ic.Types.Vec(inner))
+            if code == _OPT:
+                slot.fill(_ic.Types.Opt(inner))
+            else:
+                slot.fill(_CountedVec(inner, allowance) if index in zero_sized else _ic.Types.Vec(inner))
         elif code in (_RECORD, _VARIANT):
             fields: dict[int, Any] = {}
             previous = -1
@@ -71,6 +77,31 @@ def _read_table(pipe: Any) -> list[Any]:
         else:
             raise CandidError(f"candid: reply's type table has an unknown type code {code}")
     return table
+
+
+class _Allowance:
+    """How many more zero-sized items one message may still decode."""
+
+    def __init__(self, items: int) -> None:
+        self.items = items
+
+
+class _CountedVec(_ic.VecClass):
+    """A vector of zero-sized values (e.g. `vec null`): its items cost no bytes, so they are counted
+    against the message's allowance instead of trusting the announced length."""
+
+    def __init__(self, inner: Any, allowance: _Allowance) -> None:
+        super().__init__(inner)
+        self._allowance = allowance
+
+    def decodeValue(self, b: Any, t: Any) -> list[Any]:  # noqa: N802 (icp_candid's name)
+        vec = self.checkType(t)
+        length = int(_ic.LEB128.decode_u(b))
+        self._allowance.items -= length
+        if self._allowance.items < 0:
+            raise CandidError(f"candid: reply announces {length} zero-sized items; refusing more than "
+                              f"{MAX_ZERO_SIZED_ITEMS} per message")  # fmt: skip
+        return [self._type.decodeValue(b, vec._type) for _ in range(length)]
 
 
 def _entry(table: list[Any], index: int) -> Any:
