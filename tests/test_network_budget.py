@@ -120,3 +120,24 @@ def test_hub_json_of_the_wrong_shape_is_refused_with_a_message(prep_env, tmp_pat
     assert done.returncode == 1, done.stderr
     assert f"the Hub at {url} listed a malformed file entry in someone/model" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_download_that_keeps_moving_is_resumed_past_the_budget(hubsim, prep_env, tmp_path) -> None:
+    """Two dropped attempts with a silent second each, then a whole one: longer in all than the budget,
+    but never that long without a sign of life, so the fetch completes (issue #9 item 1)."""
+    data = bytes(range(256)) * 1200
+    hubsim.add_repo("acme/slow", {"model.bin": data})
+    hubsim.interrupt_download("model.bin", after=len(data) // 3, times=2, pause_s=1.2)
+    env = prep_env | {
+        "PREP_NETWORK_TIMEOUT": "2.5",
+        "HF_ENDPOINT": hubsim.url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_DISABLE_XET": "1",
+    }
+    done = _prep(env, "fetch", "acme/slow", "--file", "model.bin", "--json")
+    assert done.returncode == 0, done.stderr
+    # huggingface_hub resumes from what it has written, in 10 MB steps: this small file starts over.
+    assert len([path for verb, path in hubsim.requests if verb == "GET" and path.startswith("/cdn/")]) == 3
+    fetched = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert fetched and fetched[-1]["event"] == "result"

@@ -34,7 +34,7 @@ from huggingface_hub.utils._http import default_client_factory
 from tqdm.auto import tqdm
 
 from pipeline.errors import PrepError
-from pipeline.ic.retry import RetryPolicy, Waits, network_budget_s
+from pipeline.ic.retry import RetryPolicy, Wait, Waits, network_budget_s
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # A range read is a few MB: a server that sends nothing for this long is not going to.
@@ -91,31 +91,54 @@ class HubBudgetSpent(Exception):
     """Raised inside huggingface_hub's request hook: not one of its retried errors, so it ends the call."""
 
 
-# When the current Hub operation must give up (monotonic s), pushed forward by download progress.
-_DEADLINE: ContextVar[float | None] = ContextVar("prep_hub_deadline", default=None)
-_BUDGET_S: ContextVar[float] = ContextVar("prep_hub_budget", default=60.0)
+@dataclass
+class _Patience:
+    """How long one Hub operation may go without a sign of life (an answer's headers, bytes)."""
+
+    budget_s: float
+    last_sign_of_life: float
+    wait: Wait | None = None
+
+    def note(self) -> None:
+        self.last_sign_of_life = time.monotonic()
+        if self.wait is not None:
+            self.wait.alive()
+
+
+_PATIENCE: ContextVar[_Patience | None] = ContextVar("prep_hub_patience", default=None)
 _FACTORY_LOCK = threading.Lock()
 _factory_installed = False
 
 
 def _bound_timeouts(request: httpx2.Request) -> None:
-    """huggingface_hub sends its API requests with `timeout=None` (wait forever): cap every wait at
-    what is left of the operation's budget, and refuse to start a request once it is spent."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
+    """huggingface_hub sends its API requests with `timeout=None` (wait forever): every wait gets the
+    budget, and no request starts (a retry, a resume) once the Hub has been silent that long."""
+    patience = _PATIENCE.get()
+    if patience is None:
         return
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise HubBudgetSpent(f"no progress for {_BUDGET_S.get():g} s")
+    if time.monotonic() - patience.last_sign_of_life > patience.budget_s:
+        raise HubBudgetSpent(f"no answer for {patience.budget_s:g} s")
     asked = request.extensions.get("timeout") or {}
+    budget = patience.budget_s
     request.extensions["timeout"] = {
-        phase: min(asked.get(phase) or remaining, remaining) for phase in ("connect", "read", "write", "pool")
+        phase: min(asked.get(phase) or budget, budget) for phase in ("connect", "read", "write", "pool")
     }
+
+
+def _sign_of_life(response: httpx2.Response) -> None:
+    _sign_of_life_now()
+
+
+def _sign_of_life_now() -> None:
+    patience = _PATIENCE.get()
+    if patience is not None:
+        patience.note()
 
 
 def _bounded_client() -> httpx2.Client:
     client = default_client_factory()
     client.event_hooks["request"] = [*client.event_hooks["request"], _bound_timeouts]
+    client.event_hooks["response"] = [*client.event_hooks["response"], _sign_of_life]
     return client
 
 
@@ -128,7 +151,7 @@ def _install_bounded_client() -> None:
 
 
 class _ProgressTqdm(tqdm):  # type: ignore[misc]
-    """Download progress pushes the deadline forward: a slow but moving download is not a hung Hub."""
+    """Download progress is a sign of life: a slow but moving download is not a hung Hub."""
 
     show = True
 
@@ -137,8 +160,7 @@ class _ProgressTqdm(tqdm):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
     def update(self, n: float | None = 1) -> bool | None:
-        if _DEADLINE.get() is not None:
-            _DEADLINE.set(time.monotonic() + _BUDGET_S.get())
+        _sign_of_life_now()
         return super().update(n)
 
 
@@ -262,14 +284,13 @@ class HubClient:
     @contextmanager
     def _bounded(self, what: str) -> Iterator[None]:
         """Every wait of this operation within the budget; said on stderr while it lasts."""
-        budget = self.settings.budget_s
-        tokens = (_DEADLINE.set(time.monotonic() + budget), _BUDGET_S.set(budget))
+        patience = _Patience(self.settings.budget_s, time.monotonic())
+        token = _PATIENCE.set(patience)
         try:
-            with self._waits.watch(f"the Hub at {self.settings.endpoint} ({what})"):
+            with self._waits.watch(f"the Hub at {self.settings.endpoint} ({what})") as patience.wait:
                 yield
         finally:
-            _DEADLINE.reset(tokens[0])
-            _BUDGET_S.reset(tokens[1])
+            _PATIENCE.reset(token)
 
     def _checked_commit(self, sha: Any, repo: str, revision: str) -> str:
         if not isinstance(sha, str) or not _COMMIT.fullmatch(sha):

@@ -86,7 +86,13 @@ class Wait:
     until: str
     started: float
     next_notice: float
+    quiet_s: float
     cause: str = ""
+
+    def alive(self) -> None:
+        """The other side showed a sign of life: the wait starts over (a moving download is no wait)."""
+        self.started = time.monotonic()
+        self.next_notice = self.started + self.quiet_s
 
 
 class Waits:
@@ -118,7 +124,7 @@ class Waits:
             else quiet_for_s
         )
         limit = until or f"gives up after {self._policy.budget_s:g} s ({BUDGET_ENV})"
-        wait = Wait(what, limit, now, now + first)
+        wait = Wait(what, limit, now, now + first, first)
         with self._lock:
             key = self._next_id
             self._next_id += 1

@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,10 +36,12 @@ _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 @dataclass
 class Truncation:
-    """Serve only the first `after` bytes of a plain file, `times` times, then close the connection."""
+    """Serve only the next `after` bytes of a file, `times` times, then close the connection (after
+    holding it silent for `pause_s`: a stalled, then dropped download)."""
 
     after: int
     times: int
+    pause_s: float = 0.0
 
 
 class HubSim:
@@ -111,6 +114,11 @@ class HubSim:
 
     def truncate_plain_file(self, name: str, after: int, times: int = 1) -> None:
         self.truncations[name] = Truncation(after, times)
+
+    def interrupt_download(self, path: str, after: int, times: int = 1, pause_s: float = 0.0) -> None:
+        """The next `times` downloads of the repo file `path` send `after` bytes, go silent for
+        `pause_s`, then drop the connection (clients resume with a Range request)."""
+        self.truncations[path] = Truncation(after, times, pause_s)
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -347,7 +355,9 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             raise _HubError(404, None, "NoSuchKey")
         repo, hub_file = found
-        self._send_content(self._served_bytes(repo, hub_file), {"ETag": f'"{sha256}"'}, head)
+        served = self._served_bytes(repo, hub_file)
+        if not self._send_truncated(hub_file.path, served, head):
+            self._send_content(served, {"ETag": f'"{sha256}"'}, head)
 
     def _served_bytes(self, repo: HubRepo, hub_file: HubFile) -> bytes | SparseContent:
         if hub_file.path in repo.corrupted and isinstance(hub_file.data, bytes):
@@ -358,23 +368,29 @@ class _Handler(BaseHTTPRequestHandler):
         data = self.sim.plain_files.get(name)
         if data is None:
             raise _HubError(404, None, f"{name} not found")
-        truncation = self.sim.truncations.get(name)
-        if truncation is not None and truncation.times > 0 and not head:
-            truncation.times -= 1
-            start = self._range_start(len(data))
-            status = 206 if start else 200
-            headers = {"Content-Length": str(len(data) - start), "Accept-Ranges": "bytes"}
-            if start:
-                headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data[start : start + truncation.after])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self._send_content(data, {}, head)
+        if not self._send_truncated(name, data, head):
+            self._send_content(data, {}, head)
+
+    def _send_truncated(self, key: str, data: bytes | SparseContent, head: bool) -> bool:
+        """Serves an armed truncation of `key` (from the requested offset) and drops the connection."""
+        truncation = self.sim.truncations.get(key)
+        if truncation is None or truncation.times <= 0 or head:
+            return False
+        truncation.times -= 1
+        start = self._range_start(len(data))
+        status = 206 if start else 200
+        headers = {"Content-Length": str(len(data) - start), "Accept-Ranges": "bytes"}
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        self.send_response(status)
+        for header, value in headers.items():
+            self.send_header(header, value)
+        self.end_headers()
+        self.wfile.write(bytes(data[start : start + truncation.after]))
+        self.wfile.flush()
+        time.sleep(truncation.pause_s)
+        self.close_connection = True
+        return True
 
     def _range_start(self, size: int) -> int:
         match = _RANGE_RE.match(self.headers.get("Range", ""))
