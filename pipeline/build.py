@@ -9,13 +9,13 @@ the same inputs, parameters and tools produced outputs that are still on disk un
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.convert.converter import convert_model
 from pipeline.errors import PrepError
+from pipeline.events import EventSink
 from pipeline.formats.inspect import inspect_file
 from pipeline.hub import FetchedFile, FetchResult
 from pipeline.llamacpp import DISTRIBUTION as LLAMA_DISTRIBUTION
@@ -31,8 +31,6 @@ STAGE = "build"
 MODEL_FILE = "model.gguf"
 # llama.cpp's quantizer and ours both start from a float GGUF; f16 is what llama.cpp's own flow uses.
 DEFAULT_QUANTIZE_FROM = "f16"
-
-EventSink = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from pipeline.build import BuildResult, build_recipe
 from pipeline.errors import PrepError
+from pipeline.events import EventSink
 from pipeline.hub import FetchResult, fetch_recipe
 from pipeline.ic.client import IcClient
 from pipeline.manifest import Artifact
@@ -31,7 +32,6 @@ from pipeline.upload.progress import UploadProgress
 from pipeline.upload.run import UploadOptions, recipe_variables, run_upload
 from pipeline.workspace import Workspace, write_json_atomic
 
-EventSink = Callable[[dict[str, Any]], None]
 Confirm = Callable[[dict[str, Any]], bool]
 SMOKE_STAGE = "smoke"
 

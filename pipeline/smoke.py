@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.errors import PrepError
+from pipeline.events import EventSink
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected
 from pipeline.recipes import TargetSpec
@@ -22,8 +22,6 @@ from pipeline.targets.calls import CanisterRefused, encode_args, interpret_reply
 from pipeline.targets.dialogue import Condition, DialogueCall, Repeat, SmokeDialogue
 from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.profile import CallSpec, TargetProfile
-
-EventSink = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,14 +12,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pipeline.errors import PrepError
+from pipeline.events import EventSink
 from pipeline.hub.hf import HubClient, HubSettings, HubUnreachable, RemoteFile
 from pipeline.hub.lock import Lock, LockedFile, LockedSource, read_lock, source_key, write_lock
 from pipeline.hub.url import download_url
 from pipeline.recipes import LOCK_SUFFIX, HubSource, Recipe, Source, UrlSource
 from pipeline.sha import git_blob_sha1_file, sha256_file
 from pipeline.workspace import Workspace
-
-EventSink = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
