@@ -15,21 +15,23 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline import __version__
+from pipeline.atomic import atomic_writer, fsync_dir, write_atomic
 from pipeline.build import BuildResult, build_params, build_recipe, validate_artifact
 from pipeline.errors import PrepError
+from pipeline.events import EventSink
 from pipeline.hub import FetchedFile, FetchResult, fetch_recipe
 from pipeline.manifest import Artifact, read_manifest
 from pipeline.recipes import HubSource, Recipe, UrlSource
+from pipeline.sha import sha256_file
 from pipeline.targets.profile import load_profile
 from pipeline.workspace import Workspace, dump_json
 
-EventSink = Callable[[dict[str, Any]], None]
 RELEASE_FORMAT = "prep-release/1"
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -168,7 +170,7 @@ def write_bundle(
         files.sort(key=lambda f: f.name)
         sums = "".join(f"{f.sha256}  {f.name}\n" for f in files).encode()
         _write_file(staging / SUMS_NAME, sums)
-        _fsync_dir(staging)
+        fsync_dir(staging)
         if _same_bundle(destination, sums):
             shutil.rmtree(staging)
             return Bundle(destination, tuple(files), unchanged=True)
@@ -218,7 +220,7 @@ def verify_bundle(path: Path) -> VerifyReport:
         if not file.is_file():
             problems.append(f"{name} is listed in {SUMS_NAME} but missing")
             continue
-        actual = _hash_file(file)
+        actual = BundleFile(name, file.stat().st_size, sha256_file(file))
         if actual.sha256 != expected:
             problems.append(f"{name}: sha256 is {actual.sha256}, {SUMS_NAME} says {expected}")
         else:
@@ -338,27 +340,15 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _hash_file(path: Path) -> BundleFile:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while block := handle.read(_COPY_BLOCK):
-            digest.update(block)
-            size += len(block)
-    return BundleFile(path.name, size, digest.hexdigest())
-
-
 def _copy_checked(source: Path, dest: Path, expected_sha256: str | None) -> BundleFile:
     """Copies and hashes in one pass; refuses a source that no longer has the built sha256."""
     digest = hashlib.sha256()
     size = 0
-    with source.open("rb") as reader, dest.open("wb") as writer:
+    with source.open("rb") as reader, atomic_writer(dest) as writer:
         while block := reader.read(_COPY_BLOCK):
             digest.update(block)
             writer.write(block)
             size += len(block)
-        writer.flush()
-        os.fsync(writer.fileno())
     sha = digest.hexdigest()
     if expected_sha256 is not None and sha != expected_sha256:
         raise PrepError(
@@ -369,10 +359,7 @@ def _copy_checked(source: Path, dest: Path, expected_sha256: str | None) -> Bund
 
 
 def _write_file(path: Path, data: bytes) -> BundleFile:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_atomic(path, data)
     return BundleFile(path.name, len(data), _sha256_bytes(data))
 
 
@@ -395,12 +382,4 @@ def _swap_into_place(staging: Path, destination: Path) -> None:
         os.replace(destination, retired)
         os.replace(staging, destination)
         shutil.rmtree(retired, ignore_errors=True)
-    _fsync_dir(destination.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(destination.parent)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,16 @@ def test_failure_keeps_the_old_file_and_leaves_nothing(tmp_path: Path, failure: 
         raise failure
     assert dest.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_new_files_get_the_umask_mode_like_any_tool_output(tmp_path: Path, umask: int) -> None:
+    # Run in a child: the umask is process-wide and read once per process.
+    probe = (
+        "import os, sys; from pathlib import Path; from pipeline.atomic import write_atomic; "
+        f"os.umask({umask}); write_atomic(Path(sys.argv[1]), b'x'); "
+        "print(oct(os.stat(sys.argv[1]).st_mode & 0o777))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "f")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == oct(0o666 & ~umask)

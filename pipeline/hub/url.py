@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import httpx
 from tqdm.auto import tqdm
 
+from pipeline.atomic import publish
 from pipeline.errors import PrepError
 from pipeline.ic.retry import network_budget_s
 from pipeline.sha import sha256_file
@@ -46,9 +46,7 @@ def download_url(url: str, dest: Path, *, sha256: str, size: int | None, progres
             f"sha256 mismatch for {dest.name} from {url}: expected {sha256} (recipe), got {actual}",
             hint="the file at that URL changed or was corrupted in transit; the partial download was deleted",
         )
-    with open(part, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(part, dest)
+    publish(part, dest)
 
 
 class _ShortRead(Exception):

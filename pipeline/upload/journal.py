@@ -13,12 +13,13 @@ process killed at any point (kill -9, a reboot) leaves a journal that tells what
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
+
+from pipeline.atomic import write_atomic
 
 JOURNAL_VERSION = 1
 
@@ -120,7 +121,7 @@ class Journal:
                 data = _to_json(self.record)
                 covered = self._changes
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_durably(self.path, data)
+            write_atomic(self.path, data)
             self._saved = covered
 
     def add_inflight(self, entry: InFlight, envelope: bytes, *, sync_envelope: bool = True) -> None:
@@ -130,7 +131,7 @@ class Journal:
         flushed to disk: for calls whose repetition is harmless, losing it in a power cut costs a resend.
         """
         self.envelopes.mkdir(parents=True, exist_ok=True)
-        _write_durably(self.envelopes / f"{entry.request_id}.cbor", envelope, sync=sync_envelope)
+        write_atomic(self.envelopes / f"{entry.request_id}.cbor", envelope, sync=sync_envelope)
         self.update(lambda r: r.inflight.__setitem__(entry.request_id, entry))
 
     def envelope(self, request_id: str) -> bytes | None:
@@ -156,23 +157,6 @@ def _to_json(record: FileRecord) -> bytes:
     pure-Python encoder (two saves per chunk, each under the lock that acknowledging threads wait on)."""
     data = {**vars(record), "inflight": {k: vars(v) for k, v in record.inflight.items()}}
     return json.dumps(data, sort_keys=True).encode()
-
-
-def _write_durably(path: Path, data: bytes, *, sync: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if sync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if not sync:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _ranges(sorted_items: list[int]) -> list[list[int]]:
