@@ -83,10 +83,11 @@ def quantize_q8_0(rows: np.ndarray) -> np.ndarray:
     return _chunked(rows, 2 + BLOCK, _q8_0_chunk)
 
 
-def _first_largest_magnitude(x: np.ndarray) -> np.ndarray:
+def first_largest_magnitude(x: np.ndarray) -> np.ndarray:
     """Per block (column), the value of largest magnitude, the first one on ties, +0.0 for an all-zero
     block: ggml starts from +0.0 and replaces it only by a strictly larger magnitude (gguf.quants would
-    take a leading -0.0 and so write the scale's sign bit differently)."""
+    take a leading -0.0 and so write the scale's sign bit differently). Q6_K picks its sub-block and
+    super-block scales the same way."""
     high, low = x.max(axis=0), x.min(axis=0)
     largest = np.where(high >= -low, high, low)
     ties = np.flatnonzero((high == -low) & (high != 0))  # +v and -v both present: take the first
@@ -102,7 +103,7 @@ def _levels(blocks: np.ndarray, chunk: _Chunk, out: np.ndarray, n_levels: int) -
     """Scale and unsigned levels (0..n_levels-1, as uint8 (32, n)) of Q4_0 / Q5_0; writes the scale."""
     x = chunk.load(blocks)
     half = np.float32(n_levels // 2)
-    d = _first_largest_magnitude(x) / -half
+    d = first_largest_magnitude(x) / -half
     x *= _inverse(d)
     x += half + np.float32(0.5)
     codes = chunk.codes[:, : x.shape[1]]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import PrepError
+from pipeline.quantize.blocks import first_largest_magnitude
 
 QK_K = 256
 SUB = 16
@@ -38,19 +39,6 @@ _N_CANDIDATES = _NUMERATORS.shape[0]
 # For |numerator| <= 31.4, |x * iscale| <= 31.4 plus two roundings' ulps < 31.5 (|x| never exceeds the
 # largest), so np.rint already lands in -31..31: those 4 of the 19 candidates skip the clip.
 _NEEDS_CLIP = [bool(abs(n) > np.float32(31.45)) for n in _NUMERATORS[:, 0]]
-
-
-def _first_largest(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column of (16, n): the first value of largest magnitude and that magnitude, as the reference
-    picks them (a later value replaces the one kept only if strictly larger)."""
-    high, low = x.max(axis=0), x.min(axis=0)
-    signed_max = np.where(high >= -low, high, low)
-    ties = np.flatnonzero((high == -low) & (high != 0))  # +v and -v both present: take the first
-    if ties.size:
-        columns = x[:, ties]
-        first = np.argmax(np.abs(columns) == high[ties], axis=0)
-        signed_max[ties] = columns[first, np.arange(ties.size)]
-    return signed_max, np.abs(signed_max)
 
 
 class _Buffers:
@@ -106,7 +94,8 @@ class _Search:
     def run(self) -> tuple[np.ndarray, np.ndarray]:
         """The best scale of each sub-block and its levels (-32..31 as floats, a view of terms[0];
         -32 for an all-zero sub-block, which the reference stores as 0 with scale 0)."""
-        signed_max, largest = _first_largest(self.x)
+        signed_max = first_largest_magnitude(self.x)
+        largest = np.abs(signed_max)
         zero = largest < _EPS
         np.divide(_NUMERATORS, np.where(zero, np.float32(1), signed_max), out=self.iscales)
         for iscale, out, clip in zip(self.iscales, self.sums, _NEEDS_CLIP, strict=True):
@@ -144,7 +133,8 @@ def _quantize_chunk(rows: np.ndarray, buffers: _Buffers, first_block: int) -> np
     search = _Search(buffers, rows.reshape(n_blocks * SUB, SUB))
     sub_scale, levels = search.run()
 
-    max_scale, max_abs_scale = _first_largest(np.ascontiguousarray(sub_scale.reshape(n_blocks, SUB).T))
+    max_scale = first_largest_magnitude(np.ascontiguousarray(sub_scale.reshape(n_blocks, SUB).T))
+    max_abs_scale = np.abs(max_scale)
     empty = max_abs_scale < _EPS
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = np.float32(-128) / np.where(empty, np.float32(1), max_scale)
