@@ -13,13 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_atomic
 from pipeline.errors import UsageError
+from pipeline.targets.profile import is_kind_name, known_kinds, load_profile, remote_name_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
+RECIPES_FOLDER = "recipes"
+RECIPE_HINT = "README.md (Writing a recipe) lists every key; `prep recipes show NAME` prints a working one"
 RECIPE_SUFFIX = ".toml"
 LOCK_SUFFIX = ".lock.json"
 
@@ -157,7 +161,7 @@ class _Table:
 
     def error(self, dotted: str, expected: str, got: Any = None, *, missing: bool = False) -> UsageError:
         found = "it is missing" if missing else f"got {got!r}"
-        return UsageError(f"{self.file}: `{dotted}` must be {expected}; {found}")
+        return UsageError(f"{self.file}: `{dotted}` must be {expected}; {found}", hint=RECIPE_HINT)
 
     def get(self, name: str, expected: str, check: Any, default: Any = ..., *, required: bool = True) -> Any:
         self.seen.add(name)
@@ -248,7 +252,7 @@ def _parse_sha_map(table: _Table) -> dict[str, str]:
     return {k: sha_table.get(k, "a sha256 of 64 lowercase hex digits", _is_sha256) for k in sha_table.data}
 
 
-def _is_repo_id(value: Any) -> bool:
+def is_repo_id(value: Any) -> bool:
     return isinstance(value, str) and bool(_REPO_RE.match(value))
 
 
@@ -280,7 +284,7 @@ def _parse_url_source(table: _Table) -> UrlSource:
 def _parse_source(file: Path, prefix: str, data: Any) -> Source:
     table = _Table(file, prefix, data)
     if "url" in table.data and "repo" in table.data:
-        raise UsageError(f"{file}: `{prefix}` must have either `repo` or `url`, not both")
+        raise UsageError(f"{file}: `{prefix}` must have either `repo` or `url`, not both", hint=RECIPE_HINT)
     if "url" in table.data:
         return _parse_url_source(table)
     if "repo" not in table.data:
@@ -331,22 +335,10 @@ def _parse_build(top: _Table, sources: tuple[Source, ...]) -> BuildSpec:
     return BuildSpec(kind=kind, dtype=dtype)
 
 
-def _known_canister_kinds(project_dir: Path) -> list[str] | None:
-    canisters = project_dir / "canisters"
-    if not canisters.is_dir():
-        return None
-    kinds = sorted(p.name for p in canisters.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    return kinds or None
-
-
-def _parse_target(top: _Table, build: BuildSpec, project_dir: Path) -> TargetSpec:
+def _parse_target(top: _Table, build: BuildSpec) -> TargetSpec:
     table = top.sub("target")
-    kinds = _known_canister_kinds(project_dir)
-    kind = table.string("kind")
-    if kinds is not None and kind not in kinds:
-        raise table.error(
-            table.key("kind"), "a canister kind with a folder in canisters/: " + ", ".join(kinds), kind
-        )
+    kind = table.get("kind", "a canister kind: " + ", ".join(known_kinds()), _is_known_kind)
+    profile = load_profile(kind)
     files = table.string_map("files")
     if build.files is not None and set(build.files) != set(files):
         raise table.error(
@@ -354,6 +346,15 @@ def _parse_target(top: _Table, build: BuildSpec, project_dir: Path) -> TargetSpe
             "the same roles as build.files (" + ", ".join(sorted(build.files)) + ")",
             files,
         )
+    roles = [role.name for role in profile.roles]
+    for role, remote in files.items():
+        if role not in roles:
+            raise table.error(table.key(f"files.{role}"), f"a file role of {kind}: {', '.join(roles)}", role)
+        problem = remote_name_problem(remote)
+        if problem is not None:
+            raise table.error(
+                table.key(f"files.{role}"), f"a file name a canister can hold ({problem})", remote
+            )
     load_args = table.get("load_args", "a list of strings", _is_string_list_or_empty, [])
     max_update = table.positive_int("max_tokens_update", None)
     max_query = table.positive_int("max_tokens_query", None)
@@ -373,6 +374,11 @@ def _parse_target(top: _Table, build: BuildSpec, project_dir: Path) -> TargetSpe
         max_tokens_query=max_query,
         smoke=smoke,
     )
+
+
+def _is_known_kind(value: Any) -> bool:
+    # A name, never a path: a recipe cannot point prep at a folder outside the canister kinds.
+    return isinstance(value, str) and is_kind_name(value) and value in known_kinds()
 
 
 def _is_string_list_or_empty(value: Any) -> bool:
@@ -398,13 +404,16 @@ def parse_recipe(path: Path, data: dict[str, Any]) -> Recipe:
         lambda v: v == path.stem,
         path.stem,
     )
-    if not _NAME_RE.match(name):
-        raise UsageError(f"{path}: recipe name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
+    if not is_recipe_name(name):
+        raise UsageError(
+            f"{path}: recipe name {name!r} must be lowercase letters, digits, '.', '_' or '-'",
+            hint=RECIPE_HINT,
+        )
     description = top.string("description")
     licence = top.string("licence")
     sources = _parse_sources(top)
     build = _parse_build(top, sources)
-    target = _parse_target(top, build, path.resolve().parent.parent)
+    target = _parse_target(top, build)
     top.done()
     return Recipe(
         name=name,
@@ -417,12 +426,37 @@ def parse_recipe(path: Path, data: dict[str, Any]) -> Recipe:
     )
 
 
+def shipped_recipes_dir() -> Path:
+    """The example recipes that come with prep (package data), which `prep recipes copy NAME` copies."""
+    return (Path(__file__).resolve().parent / "example_recipes").resolve()
+
+
+def is_recipe_name(text: str) -> bool:
+    return bool(_NAME_RE.match(text))
+
+
 def default_recipes_dir() -> Path:
-    """`./recipes` when the current directory is a project; otherwise the one beside the package."""
-    local = Path.cwd() / "recipes"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parent.parent / "recipes"
+    """`./recipes`. Outside a project there is none: prep says so rather than reading (and writing locks
+    into) the folder it is installed in."""
+    local = Path.cwd() / RECIPES_FOLDER
+    if not local.is_dir():
+        raise UsageError(
+            f"no recipes here: prep looks for recipes in ./{RECIPES_FOLDER} ({local}) or in --recipes-dir",
+            hint=f"`prep recipes` lists the examples shipped with prep; `prep recipes copy NAME` copies one "
+            f"into ./{RECIPES_FOLDER}",
+        )
+    return local
+
+
+def recipes_dir_given(recipes_dir: Path | None) -> Path:
+    """`recipes_dir` (which must exist) or the default."""
+    if recipes_dir is None:
+        return default_recipes_dir()
+    if not recipes_dir.is_dir():
+        raise UsageError(
+            f"--recipes-dir {recipes_dir} is not a folder", hint="give the folder that holds NAME.toml"
+        )
+    return recipes_dir
 
 
 def _recipe_path(name_or_path: str | Path, recipes_dir: Path | None) -> Path:
@@ -430,9 +464,12 @@ def _recipe_path(name_or_path: str | Path, recipes_dir: Path | None) -> Path:
     if text.endswith(RECIPE_SUFFIX) or "/" in text or isinstance(name_or_path, Path):
         path = Path(name_or_path)
         if not path.is_file():
-            raise UsageError(f"recipe file not found: {path}")
+            raise UsageError(
+                f"recipe file not found: {path}",
+                hint="a recipe NAME (from ./recipes) or the path of a NAME.toml; prep recipes lists them",
+            )
         return path
-    directory = recipes_dir or default_recipes_dir()
+    directory = recipes_dir_given(recipes_dir)
     path = directory / f"{text}{RECIPE_SUFFIX}"
     if not path.is_file():
         known = ", ".join(r.stem for r in sorted(directory.glob(f"*{RECIPE_SUFFIX}"))) or "none"
@@ -443,14 +480,43 @@ def _recipe_path(name_or_path: str | Path, recipes_dir: Path | None) -> Path:
 def load_recipe(name_or_path: str | Path, recipes_dir: Path | None = None) -> Recipe:
     """Loads a recipe by name (from `recipes_dir` or the default) or from a .toml path."""
     path = _recipe_path(name_or_path, recipes_dir)
+    return parse_recipe(path, _read_toml(path))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"{path}: not valid TOML: {err}") from err
-    return parse_recipe(path, data)
+            return tomllib.load(handle)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: not valid TOML: {err}", hint=RECIPE_HINT) from err
+    except OSError as err:
+        raise UsageError(
+            f"cannot read recipe {path}: {err.strerror}", hint="check the path and its permissions"
+        ) from err
 
 
 def list_recipes(recipes_dir: Path | None = None) -> list[Recipe]:
-    directory = recipes_dir or default_recipes_dir()
+    directory = recipes_dir_given(recipes_dir)
     return [load_recipe(p) for p in sorted(directory.glob(f"*{RECIPE_SUFFIX}"))]
+
+
+def copy_shipped_recipe(name: str, project_dir: Path, *, force: bool = False) -> list[Path]:
+    """Copies the shipped example `name` (its .toml and, when there is one, its lock) into
+    `project_dir`/recipes; an existing different file is kept unless `force`. Returns the files written."""
+    shipped = shipped_recipes_dir()
+    source = shipped / f"{name}{RECIPE_SUFFIX}"
+    if not is_recipe_name(name) or not source.is_file():
+        known = ", ".join(r.stem for r in sorted(shipped.glob(f"*{RECIPE_SUFFIX}"))) or "none"
+        raise UsageError(f"no example recipe named {name!r}", hint=f"examples shipped with prep: {known}")
+    parse_recipe(source, _read_toml(source))  # an example that does not load here is not worth copying
+    wanted = [source] + [p for p in (shipped / f"{name}{LOCK_SUFFIX}",) if p.is_file()]
+    folder = project_dir / RECIPES_FOLDER
+    for path in wanted:
+        dest = folder / path.name
+        if dest.exists() and not force and dest.read_bytes() != path.read_bytes():
+            raise UsageError(f"{dest} exists and differs from the example", hint="pass --force to replace it")
+    written = []
+    for path in wanted:
+        write_atomic(folder / path.name, path.read_bytes())
+        written.append(folder / path.name)
+    return written

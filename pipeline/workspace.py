@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import write_atomic
+from pipeline.errors import UsageError
 
 WORKDIR_ENV = "PREP_WORKDIR"
 DEFAULT_WORKDIR = "work"
@@ -20,7 +21,15 @@ class Workspace:
 
     @classmethod
     def default(cls) -> Workspace:
-        return cls(Path(os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR))
+        """$PREP_WORKDIR or ./work; refused at once when it names something that is not a folder."""
+        root = Path(os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR)
+        if root.exists() and not root.is_dir():
+            origin = f"${WORKDIR_ENV}" if os.environ.get(WORKDIR_ENV) else "the work folder"
+            raise UsageError(
+                f"{origin} {root} is a file, not a folder",
+                hint=f"point ${WORKDIR_ENV} at a folder (it is created when missing)",
+            )
+        return cls(root)
 
     def recipe_dir(self, recipe_name: str) -> Path:
         return self.root / recipe_name

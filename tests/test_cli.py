@@ -76,7 +76,7 @@ print(json.dumps([name for name in {HEAVY_MODULES!r} if name in sys.modules]))
 
 def test_startup_imports_no_library_stack() -> None:
     # `prep --version` and `prep --help` import every command module: those must leave their libraries
-    # to the command functions (see _register_commands in pipeline/cli/app.py).
+    # to the command functions (see COMMANDS in pipeline/cli/app.py).
     done = subprocess.run([sys.executable, "-c", STARTUP_PROBE], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
@@ -92,3 +92,22 @@ def test_cli_copies_of_library_constants_agree() -> None:
     assert tuple(OUTTYPES) == convert.OUTTYPES
     assert tuple(NATIVE_FILE_TYPES) == quantize.NATIVE_FILE_TYPES
     assert tuple(LLAMA_FILE_TYPES) == quantize.LLAMA_FILE_TYPES
+
+
+def test_human_counts_say_what_they_count() -> None:
+    from pipeline.cli.upload import _status_text
+    from pipeline.upload.progress import describe_event
+
+    plan = {"event": "plan", "kind": "gpt2", "canister": "c", "url": "u", "bytes": 9, "messages": 1}
+    assert "9 bytes in 1 message (" in (describe_event({**plan, "estimated_cycles": 1_218_000}) or "")
+    row = {
+        "role": "model", "remote": "models/model.gguf", "addressing": "offset", "size": 98_362_432,
+        "chunks_done": 19, "chunks_total": 52, "acked_bytes": 0, "bytes_complete": False, "in_flight": 2,
+        "same_code": True, "canister_bytes": 36_100_000,
+    }  # fmt: skip
+    assert _status_text([row]) == (
+        "model -> models/model.gguf: journal: 19 of 52 chunks (98,362,432 bytes) acknowledged, "
+        "2 in flight; canister: 36,100,000 bytes"
+    )
+    append = {**row, "addressing": "append", "acked_bytes": 1_000, "size": 4_000}
+    assert "journal: 1,000 of 4,000 bytes acknowledged" in _status_text([append])

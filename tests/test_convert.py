@@ -235,3 +235,10 @@ def test_smollm_sized_vocabulary_turns_off_bos(tiny_model, tmp_path: Path) -> No
     smollm_like = read_gguf(convert_model(model_dir, tmp_path / "b.gguf", "f16").out)
     assert smollm_like.metadata["tokenizer.ggml.add_bos_token"] is False
     assert smollm_like.metadata["tokenizer.ggml.tokens"].length == 49152
+
+
+def test_conversion_prints_no_pair_template_warning(tiny_model, tmp_path: Path, caplog) -> None:
+    # The tiny llama's tokenizer.json has a sentence-pair template with `<s>` between the sequences, on
+    # which gguf's SpecialVocab warns ("Unknown separator token '<s>'"): noise on every build.
+    convert_model(tiny_model("llama"), tmp_path / "out.gguf", "f16")
+    assert [r.getMessage() for r in caplog.records if "TemplateProcessing" in r.getMessage()] == []

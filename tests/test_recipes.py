@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PrepError
-from pipeline.recipes import HubSource, UrlSource, list_recipes, load_recipe
+from pipeline.errors import PrepError, UsageError
+from pipeline.recipes import (
+    HubSource,
+    UrlSource,
+    copy_shipped_recipe,
+    list_recipes,
+    load_recipe,
+    shipped_recipes_dir,
+)
+from pipeline.targets.profile import canisters_dir
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -144,13 +153,82 @@ def test_source_array(tmp_path: Path) -> None:
         load_recipe(write(tmp_path, text))
 
 
-def test_target_kind_checked_against_canisters_folder(tmp_path: Path) -> None:
+def test_target_kind_is_a_known_kind_name_never_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path, MINIMAL)
-    (tmp_path / "canisters" / "gpt2").mkdir(parents=True)
-    with pytest.raises(PrepError, match=r"`target.kind` must be a canister kind .* canisters/: gpt2"):
+    kinds, shipped = tmp_path / "kinds", canisters_dir()
+    shutil.copytree(shipped / "gpt2", kinds / "gpt2")
+    monkeypatch.setenv("PREP_CANISTERS_DIR", str(kinds))
+    with pytest.raises(UsageError, match=r"`target.kind` must be a canister kind: gpt2; got 'llama_cpp'"):
         load_recipe(path)
-    (tmp_path / "canisters" / "llama_cpp").mkdir()
+    shutil.copytree(shipped / "llama_cpp", kinds / "llama_cpp")
     assert load_recipe(path).target.kind == "llama_cpp"
+    # A kind folder outside the kinds folder, even one that holds a profile, is not a kind name.
+    shutil.copytree(kinds / "llama_cpp", tmp_path / "outside")
+    path.write_text(MINIMAL.replace('kind = "llama_cpp"', 'kind = "../outside"'))
+    with pytest.raises(
+        UsageError, match=r"`target.kind` must be a canister kind: gpt2, llama_cpp; got '\.\./"
+    ):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            '{ weights = "models/model.gguf" }',
+            "`target.files.weights` must be a file role of llama_cpp: model",
+        ),
+        ('{ model = "" }', "`target.files.model` must be a non-empty string"),
+        ('{ model = "/models/model.gguf" }', "(it is absolute; names in a canister are relative"),
+        ('{ model = "models/../../x.gguf" }', "(it contains '..')"),
+        ('{ model = "models/mödel\tx.gguf" }', "(use letters, digits, '.', '_' and '-'"),
+        ('{ model = "models//model.gguf" }', "(use letters, digits"),
+    ],
+)
+def test_target_files_name_known_roles_and_storable_names(tmp_path: Path, files: str, expected: str) -> None:
+    text = MINIMAL.replace('files = { model = "model.gguf" }', 'files = { model = "model.gguf" }')
+    text = text.replace('files = { model = "models/model.gguf" }', f"files = {files}")
+    if "weights" in files:  # build.files must name the same roles, or that check speaks first
+        text = text.replace('files = { model = "model.gguf" }', 'files = { weights = "model.gguf" }')
+    path = write(tmp_path, text)
+    with pytest.raises(UsageError) as err:
+        load_recipe(path)
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_outside_a_project_recipes_are_not_read_from_the_install_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"no recipes here: prep looks for recipes in \./recipes") as err:
+        load_recipe("stories15m")
+    assert "prep recipes copy NAME" in str(err.value)
+    with pytest.raises(UsageError, match="--recipes-dir .*missing is not a folder"):
+        load_recipe("stories15m", tmp_path / "missing")
+    assert not list(tmp_path.iterdir())
+
+
+def test_copy_a_shipped_example_into_recipes(tmp_path: Path) -> None:
+    assert shipped_recipes_dir() != tmp_path
+    [copied] = copy_shipped_recipe("stories15m", tmp_path)
+    assert copied == tmp_path / "recipes" / "stories15m.toml"
+    assert copied.read_bytes() == (PROJECT / "recipes" / "stories15m.toml").read_bytes()
+    assert (
+        load_recipe("stories15m", tmp_path / "recipes").lock_path
+        == tmp_path / "recipes" / "stories15m.lock.json"
+    )
+    assert copy_shipped_recipe("stories15m", tmp_path) == [copied]  # the same bytes again: fine
+    copied.write_text(copied.read_text() + "# mine\n")
+    with pytest.raises(UsageError, match="exists and differs from the example"):
+        copy_shipped_recipe("stories15m", tmp_path)
+    assert copied.read_text().endswith("# mine\n")
+    copy_shipped_recipe("stories15m", tmp_path, force=True)
+    assert copied.read_bytes() == (PROJECT / "recipes" / "stories15m.toml").read_bytes()
+    with pytest.raises(UsageError, match="no example recipe named '../stories15m'"):
+        copy_shipped_recipe("../stories15m", tmp_path)
 
 
 def test_unknown_recipe_name_lists_known(tmp_path: Path) -> None:

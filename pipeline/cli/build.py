@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 if TYPE_CHECKING:
@@ -14,7 +13,6 @@ if TYPE_CHECKING:
     from pipeline.smoke_local import SmokeResult
 
 
-@app.command("build")
 def build_command(
     recipe_name: Annotated[str, typer.Argument(help="Recipe name or path to a recipe .toml.")],
     smoke: Annotated[
@@ -33,9 +31,12 @@ def build_command(
     from pipeline.workspace import Workspace
 
     out = Output(json=json_output)
+    workspace = Workspace.default()
     recipe = load_recipe(recipe_name)
-    fetched = fetch_recipe(recipe, locked=locked, progress=not json_output, on_event=out.event)
-    result = build_recipe(recipe, fetched, Workspace.default(), on_event=out.event)
+    fetched = fetch_recipe(
+        recipe, locked=locked, progress=not json_output, workspace=workspace, on_event=out.event
+    )
+    result = build_recipe(recipe, fetched, workspace, on_event=out.event)
     smoke_result = smoke_local(recipe.target.kind, result.artifacts, recipe.target.smoke) if smoke else None
     out.result(_result_json(result, smoke_result), _human(result, smoke_result))
 

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.ic_options import (
     AnonymousOption,
     CanisterOption,
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from pipeline.ic.inspect import CanisterInfo
 
 canister_app = typer.Typer(help="Look at live canisters.", no_args_is_help=True)
-app.add_typer(canister_app, name="canister")
 
 
 @canister_app.command("info")

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 # pipeline.convert.OUTTYPES, written out so that --help need not import gguf and numpy
@@ -15,7 +14,6 @@ from pipeline.cli.output import JsonFlag, Output
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
-@app.command("convert")
 def convert_command(
     model_dir: Annotated[
         Path,

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
 
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
     from pipeline.hub import FetchResult
 
 
-@app.command("fetch")
 def fetch_command(
     target: Annotated[
         str, typer.Argument(help="Recipe name, path to a recipe .toml, or a Hub repo id with --file.")
@@ -34,12 +32,27 @@ def fetch_command(
 ) -> None:
     """Download and verify files; writes <recipe>.lock.json (or enforces it with --locked)."""
     from pipeline.hub import fetch_recipe, fetch_repo
-    from pipeline.recipes import load_recipe
+    from pipeline.recipes import is_repo_id, load_recipe
+    from pipeline.workspace import Workspace
 
     out = Output(json=json_output)
+    workspace = Workspace.default()
     if files:
+        if not is_repo_id(target):
+            raise UsageError(
+                f"{target!r} is not a Hugging Face repo id",
+                hint="with --file, give OWNER/NAME (e.g. karpathy/tinyllamas); without --file, a recipe",
+            )
+        if not all(pattern.strip() for pattern in files):
+            raise UsageError("--file needs a file name or glob pattern", hint="e.g. --file '*.gguf'")
         result = fetch_repo(
-            target, files, revision or "main", locked=locked, progress=not json_output, on_event=out.event
+            target,
+            files,
+            revision or "main",
+            locked=locked,
+            progress=not json_output,
+            workspace=workspace,
+            on_event=out.event,
         )
     else:
         if revision is not None:
@@ -50,7 +63,9 @@ def fetch_command(
                 hint=f"to fetch files of the Hub repo {target}, add --file PATTERN",
             )
         recipe = load_recipe(target)
-        result = fetch_recipe(recipe, locked=locked, progress=not json_output, on_event=out.event)
+        result = fetch_recipe(
+            recipe, locked=locked, progress=not json_output, workspace=workspace, on_event=out.event
+        )
     out.result(_result_json(result), _human(result))
 
 

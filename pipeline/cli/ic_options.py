@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pipeline.cli.output import Output
 from pipeline.errors import PrepError
 
 if TYPE_CHECKING:
@@ -26,9 +29,12 @@ NetworkOption = Annotated[
     ),
 ]
 UrlOption = Annotated[str | None, typer.Option("--url", help="Replica URL for a named network (e.g. local).")]
+# Without a default where a command needs it (upload, run, smoke, tune, canister info): typer refuses the
+# command without it. prep verify checks a canister only when given one (default "").
 CanisterOption = Annotated[
     str, typer.Option("--canister", help="Canister id, or a name from the project's canister_ids.json.")
 ]
+YesOption = Annotated[bool, typer.Option("--yes", help="Do not ask before a mainnet upload.")]
 PemOption = Annotated[
     Path | None, typer.Option("--pem", help="Identity PEM file (Ed25519 or secp256k1); env PREP_PEM.")
 ]
@@ -81,3 +87,23 @@ def canister_on(network: Network, canister: str) -> str:
     from pipeline.ic.network import resolve_canister
 
     return resolve_canister(canister, network)
+
+
+def mainnet_confirmation(out: Output, yes: bool) -> Callable[[dict[str, Any]], bool]:
+    """The one question every uploading command asks before spending mainnet cycles (`plan` is the
+    upload's plan event). --yes answers it; without a terminal to ask on, the answer is no."""
+
+    def confirm(plan: dict[str, Any]) -> bool:
+        if yes:
+            return True
+        messages = plan["messages"]
+        out.info(
+            f"mainnet: {plan['bytes']:,} bytes in {messages} message{'' if messages == 1 else 's'} to "
+            f"{plan['kind']} canister {plan['canister']} cost about "
+            f"{plan['estimated_cycles'] / 1e12:.3f} T cycles"
+        )
+        if not sys.stdin.isatty():
+            return False
+        return typer.confirm("Upload to mainnet?", default=False, err=True)
+
+    return confirm

@@ -7,16 +7,14 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 
-@app.command("inspect")
 def inspect_command(
     path: Annotated[Path, typer.Argument(help="The file to check; its format is detected from its content.")],
     json_output: JsonFlag = False,
 ) -> None:
-    """Check a model file's structure against its size and print what it holds; exit 1 if it is broken."""
+    """Check a model file's structure against its size and print what it holds; exit 2 if it is broken."""
     from pipeline.formats.inspect import inspect_file
 
     report = inspect_file(path)

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 if TYPE_CHECKING:
@@ -17,10 +16,10 @@ if TYPE_CHECKING:
 kinds_app = typer.Typer(
     help="Canister kinds: list them, check a canister's Candid against them.", no_args_is_help=True
 )
-app.add_typer(kinds_app, name="kinds")
 
 KindOption = Annotated[
-    str | None, typer.Option("--kind", help="Check only this kind (a name, or a folder with profile.toml).")
+    str | None,
+    typer.Option("--kind", help="Check only this kind (a name, or a folder path such as ./my_kind)."),
 ]
 
 

@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import PrepError, UsageError
 
 
-@app.command("lock")
 def lock_command(
     recipe_names: Annotated[
         list[str] | None, typer.Argument(help="Recipe names or paths to recipe .toml files.")

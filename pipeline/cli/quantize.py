@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 # The keys of pipeline.quantize.NATIVE_FILE_TYPES and LLAMA_FILE_TYPES, written out so that --help need not
@@ -17,7 +16,6 @@ LLAMA_FILE_TYPES = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q
 TYPES_HELP = f"{', '.join(NATIVE_FILE_TYPES)}; with the llama extra also {', '.join(LLAMA_FILE_TYPES)}"
 
 
-@app.command("quantize")
 def quantize_command(
     source: Annotated[Path, typer.Argument(help="An F32/F16/BF16 GGUF file.", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the quantized GGUF.")],

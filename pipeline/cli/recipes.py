@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 if TYPE_CHECKING:
@@ -21,7 +20,6 @@ recipes_app = typer.Typer(
     invoke_without_command=True,
     no_args_is_help=False,
 )
-app.add_typer(recipes_app)
 
 RecipesDir = Annotated[
     Path | None,
@@ -33,14 +31,21 @@ RecipesDir = Annotated[
 def recipes_command(
     ctx: typer.Context, json_output: JsonFlag = False, recipes_dir: RecipesDir = None
 ) -> None:
-    """List the recipes: name, source, build, target canister kind and size when known."""
+    """List the recipes in ./recipes (outside a project: the examples shipped with prep)."""
     if ctx.invoked_subcommand is not None:
         return
-    from pipeline.recipes import list_recipes
+    from pipeline.recipes import RECIPES_FOLDER, list_recipes, shipped_recipes_dir
 
-    recipes = list_recipes(recipes_dir)
+    out = Output(json=json_output)
+    examples = recipes_dir is None and not (Path.cwd() / RECIPES_FOLDER).is_dir()
+    if examples:
+        out.info(
+            f"no ./{RECIPES_FOLDER} here: these are the examples shipped with prep "
+            f"(`prep recipes copy NAME` copies one into ./{RECIPES_FOLDER})"
+        )
+    recipes = list_recipes(shipped_recipes_dir() if examples else recipes_dir)
     rows = [_summary(r) for r in recipes]
-    Output(json=json_output).result({"recipes": rows}, _table(rows))
+    out.result({"recipes": rows, "examples": examples}, _table(rows))
 
 
 @recipes_app.command("show")
@@ -56,6 +61,21 @@ def show_command(
     data = recipe_to_json(recipe)
     human = "\n".join(_flatten(data))
     Output(json=json_output).result({"recipe": data}, human)
+
+
+@recipes_app.command("copy")
+def copy_command(
+    name: Annotated[str, typer.Argument(help="Name of an example recipe shipped with prep.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a different recipe of that name.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Copy an example recipe shipped with prep (and its lock file) into ./recipes, to use or edit."""
+    from pipeline.recipes import copy_shipped_recipe
+
+    copied = copy_shipped_recipe(name, Path.cwd(), force=force)
+    Output(json=json_output).result(
+        {"copied": [str(path) for path in copied]}, "\n".join(f"wrote {path}" for path in copied)
+    )
 
 
 def recipe_to_json(recipe: Recipe) -> dict[str, Any]:

@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 
-@app.command("release")
 def release_command(
     recipe_name: Annotated[str, typer.Argument(help="Recipe name or path to a recipe .toml.")],
     locked: Annotated[

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.bundle import BundleOption, deploy_bundle_command
 from pipeline.cli.ic_options import (
     DEFAULT_WINDOW,
@@ -20,25 +18,26 @@ from pipeline.cli.ic_options import (
     UrlOption,
     WasmMemoryLimitOption,
     WindowOption,
+    YesOption,
     budget_options,
     canister_on,
     choose_identity,
     connect,
+    mainnet_confirmation,
 )
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
 
 
-@app.command("run")
 def run_command(
+    canister: CanisterOption,
     recipe_name: Annotated[str | None, typer.Argument(help="Recipe name or path to a recipe .toml.")] = None,
     network: NetworkOption = "local",
-    canister: CanisterOption = "",
     url: UrlOption = None,
     pem: PemOption = None,
     identity: IdentityOption = None,
     anonymous: AnonymousOption = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before a mainnet upload.")] = False,
+    yes: YesOption = False,
     locked: Annotated[
         bool, typer.Option("--locked", help="Refuse fetched files that differ from the lock file.")
     ] = False,
@@ -63,8 +62,6 @@ def run_command(
 
     out = Output(json=json_output)
     keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
-    if not canister:
-        raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
     if (recipe_name is None) == (bundle is None):
         raise UsageError("give a RECIPE or --bundle dist/RECIPE", hint="prep run --help shows both forms")
     if bundle is not None:
@@ -79,11 +76,12 @@ def run_command(
             strict_order=strict_order,
             window=window,
             check_interface=not no_interface_check,
-            confirm=(lambda plan: True) if yes else _ask(out),
+            confirm=mainnet_confirmation(out, yes),
             out=out,
         )
         return
     assert recipe_name is not None
+    workspace = Workspace.default()
     recipe = load_recipe(recipe_name)
     options = RunOptions(
         locked=locked,
@@ -105,10 +103,10 @@ def run_command(
             recipe,
             client,
             canister_id,
-            Workspace.default(),
+            workspace,
             options,
             on_event=on_event,
-            confirm=(lambda plan: True) if yes else _ask(out),
+            confirm=mainnet_confirmation(out, yes),
         )
     out.result(report.to_json(), report.summary())
 
@@ -120,16 +118,3 @@ def _stage_line(event: dict[str, Any]) -> str:
         return f"{event['stage']}: failed"
     stage = StageReport(**{k: v for k, v in event.items() if k != "event"})
     return f"{stage.stage}: {stage.status} ({stage.seconds:.2f} s)"
-
-
-def _ask(out: Output):
-    def confirm(plan: dict[str, Any]) -> bool:
-        out.info(
-            f"mainnet upload to {plan['canister']} ({plan['kind']}): {plan['bytes']:,} bytes in "
-            f"{plan['messages']} messages, about {plan['estimated_cycles'] / 1e12:.3f} T cycles"
-        )
-        if not sys.stdin.isatty():
-            return False
-        return typer.confirm("Proceed?", default=False, err=True)
-
-    return confirm

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.ic_options import (
     AnonymousOption,
     CanisterOption,
@@ -23,14 +22,13 @@ from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
 
 
-@app.command("smoke")
 def smoke_command(
+    canister: CanisterOption,
     recipe: Annotated[str | None, typer.Argument(help="Recipe whose target and prompt to use.")] = None,
     kind: Annotated[
         str | None, typer.Option("--kind", help="Canister kind, without a recipe (llama_cpp, gpt2, ...).")
     ] = None,
     network: NetworkOption = "local",
-    canister: CanisterOption = "",
     url: UrlOption = None,
     pem: PemOption = None,
     identity: IdentityOption = None,
@@ -58,8 +56,6 @@ def smoke_command(
     from pipeline.targets.profile import load_profile
 
     out = Output(json=json_output)
-    if not canister:
-        raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
     if (recipe is None) == (kind is None):
         raise UsageError(
             "give a RECIPE or --kind KIND", hint="e.g. prep smoke --kind llama_cpp --prompt Hello"

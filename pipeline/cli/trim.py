@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 
-@app.command("trim")
 def trim_command(
     model_dir: Annotated[
         Path,

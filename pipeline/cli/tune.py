@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.ic_options import (
     AnonymousOption,
     CanisterOption,
@@ -22,14 +21,13 @@ from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
 
 
-@app.command("tune")
 def tune_command(
+    canister: CanisterOption,
     recipe: Annotated[
         str | None, typer.Argument(help="Recipe file to write max_tokens_update into (its target kind).")
     ] = None,
     kind: Annotated[str | None, typer.Option("--kind", help="Canister kind, without a recipe.")] = None,
     network: NetworkOption = "local",
-    canister: CanisterOption = "",
     url: UrlOption = None,
     pem: PemOption = None,
     identity: IdentityOption = None,
@@ -47,8 +45,6 @@ def tune_command(
     from pipeline.tune import Probe, tune_max_tokens, write_max_tokens
 
     out = Output(json=json_output)
-    if not canister:
-        raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
     if (recipe is None) == (kind is None):
         raise UsageError("give a RECIPE or --kind KIND", hint="e.g. prep tune --kind llama_cpp --canister ID")
     loaded = load_recipe(recipe) if recipe is not None else None

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.bundle import BundleOption, deploy_bundle_command
 from pipeline.cli.ic_options import (
     DEFAULT_WINDOW,
@@ -22,20 +20,21 @@ from pipeline.cli.ic_options import (
     UrlOption,
     WasmMemoryLimitOption,
     WindowOption,
+    YesOption,
     budget_options,
     canister_on,
     choose_identity,
     connect,
+    mainnet_confirmation,
 )
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
 
 
-@app.command("upload")
 def upload_command(
+    canister: CanisterOption,
     recipe: Annotated[str | None, typer.Argument(help="Recipe whose built files to upload.")] = None,
     network: NetworkOption = "local",
-    canister: CanisterOption = "",
     url: UrlOption = None,
     pem: PemOption = None,
     identity: IdentityOption = None,
@@ -49,7 +48,7 @@ def upload_command(
         str | None,
         typer.Option("--remote", help="With --file: remote file name (offset kinds) or role (append kinds)."),
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before a mainnet upload.")] = False,
+    yes: YesOption = False,
     strict_order: Annotated[
         bool,
         typer.Option("--strict-order", help="One chunk at a time, in order: the canister's sha256 matches."),
@@ -79,8 +78,6 @@ def upload_command(
 
     out = Output(json=json_output)
     keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
-    if not canister:
-        raise UsageError("--canister is required", hint="a canister id or a name from canister_ids.json")
     if [recipe is not None, file is not None, bundle is not None].count(True) != 1:
         raise UsageError(
             "give a RECIPE, --bundle dist/RECIPE or --file PATH --kind KIND",
@@ -98,23 +95,27 @@ def upload_command(
             strict_order=strict_order,
             window=window,
             check_interface=not no_interface_check,
-            confirm=(lambda plan: True) if yes else _ask,
+            confirm=mainnet_confirmation(out, yes),
             out=out,
         )
         return
     if file is not None and kind is None:
         raise UsageError("--file needs --kind", hint="e.g. --kind llama_cpp")
     budget = budget_options(ignore_cycles, wasm_memory_limit)
+    if recipe is not None and (kind is not None or remote is not None):
+        raise UsageError(
+            "--kind and --remote go with --file", hint="a recipe names its kind and remote files"
+        )
+    workspace = Workspace.default()
+    if recipe is not None:
+        profile, files, variables = recipe_files(recipe, workspace)
+    else:
+        assert file is not None and kind is not None
+        profile, variables = load_profile(kind), {}
+        files = adhoc_files(profile, file, remote)
     client = connect(network, url, choose_identity(pem, identity, anonymous))
     canister_id = canister_on(client.network, canister)
-    workspace = Workspace.default()
     with client:
-        if recipe is not None:
-            profile, files, variables = recipe_files(recipe, workspace)
-        else:
-            assert file is not None and kind is not None
-            profile, variables = load_profile(kind), {}
-            files = adhoc_files(profile, file, remote)
         if status:
             remotes = {f.role: f.remote for f in files}
             rows = upload_status(client, profile, canister_id, workspace.root, remotes)
@@ -131,7 +132,6 @@ def upload_command(
         progress = UploadProgress(
             out.event if json_output else _narrate(out), bar=False if json_output else None
         )
-        confirm = (lambda plan: True) if yes else _ask
         report = run_upload(
             client,
             profile,
@@ -140,7 +140,7 @@ def upload_command(
             options,
             variables=variables,
             progress=progress,
-            confirm=confirm,
+            confirm=mainnet_confirmation(out, yes),
         )
     rate = report.bytes_sent / max(report.seconds, 1e-9) / 1e6
     out.result(
@@ -177,13 +177,6 @@ def _narrate(out: Output) -> Callable[[dict[str, Any]], None]:
     return show
 
 
-def _ask(plan: dict[str, Any]) -> bool:
-    """Mainnet confirmation; the plan line is already on stderr. Without a terminal, the answer is no."""
-    if not sys.stdin.isatty():
-        return False
-    return typer.confirm("Upload to mainnet?", default=False, err=True)
-
-
 def _status_text(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
@@ -191,12 +184,12 @@ def _status_text(rows: list[dict[str, Any]]) -> str:
             journal = "no journal"
         else:
             progress = (
-                f"{row['acked_bytes']:,} bytes"
+                f"{row['acked_bytes']:,} of {row['size']:,} bytes"
                 if row["addressing"] == "append"
-                else f"{row['chunks_done']} chunks"
+                else f"{row['chunks_done']} of {row['chunks_total']} chunks ({row['size']:,} bytes)"
             )
             journal = (
-                f"journal: {progress} of {row['size']:,} bytes acknowledged"
+                f"journal: {progress} acknowledged"
                 f"{', complete' if row['bytes_complete'] else ''}, {row['in_flight']} in flight"
                 f"{'' if row['same_code'] else ', canister code changed since'}"
             )

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app
 from pipeline.cli.ic_options import (
     AnonymousOption,
     CanisterOption,
@@ -24,7 +23,6 @@ from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import PrepError
 
 
-@app.command("verify")
 def verify_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by prep release, e.g. dist/NAME.")],
     network: NetworkOption = "local",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from pipeline import __version__
-from pipeline.cli.app import app
 from pipeline.cli.output import JsonFlag, Output
 
 LIBRARIES = ("huggingface-hub", "gguf", "safetensors", "tokenizers", "numpy", "icp-py-core", "httpx", "cbor2")
@@ -21,7 +20,6 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-@app.command("version")
 def version_command(json_output: JsonFlag = False) -> None:
     """Print the versions of prep and of the libraries it uses."""
     libs = library_versions()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.cli.app import app
 from pipeline.cli.ic_options import AnonymousOption, IdentityOption, PemOption, choose_identity
 from pipeline.cli.output import JsonFlag, Output
 
 
-@app.command("whoami")
 def whoami_command(
     pem: PemOption = None,
     identity: IdentityOption = None,
@@ -17,4 +15,6 @@ def whoami_command(
     """Print the principal of an identity (--pem, --identity, --anonymous, $PREP_PEM or dfx's default)."""
     who = choose_identity(pem, identity, anonymous)
     data = {"principal": who.principal, "key_type": who.key_type, "source": who.source}
-    Output(json=json_output).result(data, who.principal)
+    out = Output(json=json_output)
+    out.info(f"identity: {who.source} ({who.key_type})")
+    out.result(data, who.principal)

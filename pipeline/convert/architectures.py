@@ -1,8 +1,11 @@
 """One class per Hugging Face architecture, in a registry; each overrides only what differs.
 
-The anchor is llama.cpp's convert_hf_to_gguf.py with the transformers version pinned in the
-`convert-check` extra: hyperparameters are read the way that converter sees them through AutoConfig
+The anchor is llama.cpp's convert_hf_to_gguf.py with the transformers version that `make install` puts
+in .venv-reference (tests/reference-requirements.txt): hyperparameters are read the way that converter
+sees them through AutoConfig
 (e.g. Llama always has a head_dim, rope settings arrive as `rope_parameters`).
+
+A new architecture is one class: a subclass that names its `hf_names` registers itself in ARCHITECTURES.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import numpy as np
 
 from pipeline.convert.checkpoint import load_json
 from pipeline.convert.vocab import read_bpe_vocab, write_bpe_vocab
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 
 # llama.cpp drops these buffers everywhere; GPT-2's attn.bias / attn.masked_bias are its causal-mask buffers.
 SKIPPED_SUFFIXES: tuple[str, ...] = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
+
+# The `architectures` names of config.json -> the class that converts them; filled by the classes below.
+ARCHITECTURES: dict[str, type[HfArchitecture]] = {}
 
 
 class HfArchitecture:
@@ -27,6 +33,11 @@ class HfArchitecture:
     hf_names: ClassVar[tuple[str, ...]]
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
     skipped_suffixes: ClassVar[tuple[str, ...]] = SKIPPED_SUFFIXES
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("hf_names", ()):  # only classes that name their own architectures
+            ARCHITECTURES[name] = cls
 
     def __init__(self, hf_name: str, config: dict[str, Any], model_dir: Path) -> None:
         self.hf_name = hf_name
@@ -45,7 +56,7 @@ class HfArchitecture:
                 return self.config[key]
         if default is not None:
             return default
-        raise PrepError(f"{self.model_dir / 'config.json'}: none of {', '.join(keys)} is set")
+        raise InvalidFile(f"{self.model_dir / 'config.json'}: none of {', '.join(keys)} is set")
 
     def skip(self, hf_name: str) -> bool:
         return hf_name.endswith(self.skipped_suffixes)
@@ -53,7 +64,7 @@ class HfArchitecture:
     def gguf_name(self, hf_name: str) -> str:
         name = self.tensor_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise PrepError(f"{self.model_dir}: tensor {hf_name!r} has no GGUF name for {self.arch_name}")
+            raise InvalidFile(f"{self.model_dir}: tensor {hf_name!r} has no GGUF name for {self.arch_name}")
         return name
 
     def rows(self, hf_name: str, data: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -99,7 +110,7 @@ class DecoderArchitecture(HfArchitecture):
             writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             writer.add_rope_scaling_factor(rope["factor"])
         elif rope["rope_type"] != "default":
-            raise PrepError(
+            raise InvalidFile(
                 f"{self.model_dir / 'config.json'}: rope scaling {rope['rope_type']!r} is not converted",
                 hint="supported: none (default) and linear",
             )
@@ -162,7 +173,7 @@ class Llama(DecoderArchitecture):
 def _rope_row_order(n_rows: int, n_head: int) -> np.ndarray:
     """Source row of each output row: per head, (2, half) -> (half, 2), llama.cpp's q/k permutation."""
     if n_rows % (2 * n_head):
-        raise PrepError(f"{n_rows} q/k rows do not split into {n_head} heads of pairs")
+        raise InvalidFile(f"{n_rows} q/k rows do not split into {n_head} heads of pairs")
     return np.arange(n_rows).reshape(n_head, 2, n_rows // n_head // 2).swapaxes(1, 2).reshape(-1)
 
 
@@ -190,17 +201,12 @@ class Gpt2(HfArchitecture):
         writer.add_file_type(file_type)
 
 
-ARCHITECTURES: dict[str, type[HfArchitecture]] = {
-    name: cls for cls in (Qwen2, Llama, Gpt2) for name in cls.hf_names
-}
-
-
 def architecture_for(config: dict[str, Any], model_dir: Path) -> HfArchitecture:
     names = config.get("architectures") or []
     for name in names:
         if name in ARCHITECTURES:
             return ARCHITECTURES[name](name, config, model_dir)
-    raise PrepError(
+    raise InvalidFile(
         f"{model_dir / 'config.json'}: architecture {', '.join(names) or '(none)'} is not supported",
         hint=f"supported: {', '.join(sorted(ARCHITECTURES))}",
     )

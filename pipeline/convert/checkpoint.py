@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 from pipeline.formats.safetensors import SafetensorsTensor, read_safetensors_header
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -30,7 +30,7 @@ class HfCheckpoint:
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
         if not model_dir.is_dir():
-            raise PrepError(f"{model_dir}: not a directory; expected a Hugging Face model directory")
+            raise InvalidFile(f"{model_dir}: not a directory; expected a Hugging Face model directory")
         self.config = load_json(model_dir / "config.json")
         self.tensors = self._index_tensors()
 
@@ -39,11 +39,11 @@ class HfCheckpoint:
         if index_path.is_file():
             weight_map = load_json(index_path).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
-                raise PrepError(f"{index_path}: no 'weight_map' object mapping tensor names to files")
+                raise InvalidFile(f"{index_path}: no 'weight_map' object mapping tensor names to files")
             return sorted(set(weight_map.values()))
         parts = sorted(p.name for p in self.model_dir.glob("model*.safetensors"))
         if not parts:
-            raise PrepError(
+            raise InvalidFile(
                 f"{self.model_dir}: no model*.safetensors files",
                 hint="only safetensors checkpoints are converted; PyTorch .bin files are not read",
             )
@@ -54,14 +54,14 @@ class HfCheckpoint:
         for part in self._part_names():
             path = self.model_dir / part
             if not path.is_file():
-                raise PrepError(f"{path}: listed in {INDEX_NAME} but missing", hint="fetch all shards")
+                raise InvalidFile(f"{path}: listed in {INDEX_NAME} but missing", hint="fetch all shards")
             for entry in read_safetensors_header(path).tensors:
                 tensors[entry.name] = TensorRef(path, entry)
         index_path = self.model_dir / INDEX_NAME
         if index_path.is_file():
             listed = set(load_json(index_path)["weight_map"])
             if missing := sorted(listed - tensors.keys()):
-                raise PrepError(f"{index_path}: tensors listed but in no shard: {', '.join(missing[:5])}")
+                raise InvalidFile(f"{index_path}: tensors listed but in no shard: {', '.join(missing[:5])}")
         return tensors
 
     def view(self, name: str) -> np.ndarray:
@@ -73,7 +73,7 @@ class HfCheckpoint:
         elif entry.dtype == "BF16":
             dtype = np.dtype("<u2")
         else:
-            raise PrepError(
+            raise InvalidFile(
                 f"{ref.path}: tensor {name!r} has dtype {entry.dtype}; only F32, F16 and BF16 are converted"
             )
         if entry.nbytes == 0:
@@ -92,9 +92,9 @@ def load_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise PrepError(f"{path}: missing") from err
+        raise InvalidFile(f"{path}: missing") from err
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PrepError(f"{path}: not valid JSON ({err})") from err
+        raise InvalidFile(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict):
-        raise PrepError(f"{path}: expected a JSON object")
+        raise InvalidFile(f"{path}: expected a JSON object")
     return data

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.atomic import atomic_path
 from pipeline.convert.architectures import HfArchitecture, architecture_for
 from pipeline.convert.checkpoint import HfCheckpoint, as_float
-from pipeline.errors import PrepError
+from pipeline.errors import PrepError, UsageError
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
@@ -58,7 +58,9 @@ def convert_model(model_dir: Path, out: Path, outtype: str) -> ConvertReport:
     """Converts the HF checkpoint in `model_dir` to a GGUF file `out` of type f32, f16, bf16 or q8_0."""
     started = time.monotonic()
     if outtype not in OUTTYPES:
-        raise PrepError(f"output type {outtype!r} is not supported", hint=f"use one of {', '.join(OUTTYPES)}")
+        raise UsageError(
+            f"output type {outtype!r} is not supported", hint=f"use one of {', '.join(OUTTYPES)}"
+        )
     model_dir, out = Path(model_dir), Path(out)
     file_type, default_qtype = OUTTYPES[outtype]
     checkpoint = HfCheckpoint(model_dir)

@@ -8,6 +8,9 @@ ids, add_bos/add_eos and the chat template come from gguf's SpecialVocab, as in 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import gguf
 from tokenizers import Tokenizer
 
 from pipeline.convert.pretokenizer import pre_tokenizer_name
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 
 
 @dataclass(frozen=True)
@@ -44,21 +47,21 @@ def read_bpe_vocab(model_dir: Path, vocab_size: int) -> BpeVocab:
             if (model_dir / "tokenizer.model").is_file()
             else None
         )
-        raise PrepError(f"{path}: missing; a byte-level BPE tokenizer.json is needed", hint=hint)
+        raise InvalidFile(f"{path}: missing; a byte-level BPE tokenizer.json is needed", hint=hint)
     tokenizer_json = json.loads(path.read_text(encoding="utf-8"))
     model_type = tokenizer_json.get("model", {}).get("type")
     if model_type != "BPE":
-        raise PrepError(f"{path}: tokenizer model is {model_type!r}; only byte-level BPE is converted")
+        raise InvalidFile(f"{path}: tokenizer model is {model_type!r}; only byte-level BPE is converted")
     tokenizer = Tokenizer.from_file(str(path))
     pre = pre_tokenizer_name(tokenizer, tokenizer_json)
     if pre is None:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: pre-tokenizer not recognised (neither its probe hash nor its split regex is one"
             " llama.cpp knows for gpt-2, qwen2, llama-bpe or smollm)"
         )
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     if vocab and max(vocab.values()) >= vocab_size:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: token id {max(vocab.values())} is outside the model's vocab_size {vocab_size}"
         )
     by_id = {i: tok for tok, i in vocab.items()}
@@ -96,4 +99,23 @@ def write_bpe_vocab(writer: gguf.GGUFWriter, model_dir: Path, vocab: BpeVocab) -
     writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.token_types)
-    gguf.SpecialVocab(model_dir, load_merges=True).add_to_gguf(writer, quiet=True)
+    with _without_pair_template_warnings():
+        special = gguf.SpecialVocab(model_dir, load_merges=True)
+    special.add_to_gguf(writer, quiet=True)
+
+
+class _PairTemplateWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "TemplateProcessing<pair>" not in record.getMessage()
+
+
+@contextmanager
+def _without_pair_template_warnings() -> Iterator[None]:
+    """gguf warns on every conversion about tokenizer.json's sentence-pair template (e.g. "Unknown
+    separator token '<s>'"): a causal LM never encodes sentence pairs, so it is noise to prep's users."""
+    logger, quiet = logging.getLogger("gguf.vocab"), _PairTemplateWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)

@@ -18,7 +18,7 @@ from typing import Any
 
 import gguf
 
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -78,7 +78,7 @@ class GgufInfo:
         return counts
 
 
-class HeaderIncomplete(PrepError):
+class HeaderIncomplete(InvalidFile):
     """The bytes given end inside the header: `needed` is how many bytes would let parsing go further."""
 
     def __init__(self, message: str, *, needed: int, hint: str | None = None) -> None:
@@ -114,7 +114,7 @@ class _Cursor:
         try:
             return str(raw, "utf-8")
         except UnicodeDecodeError as err:
-            raise PrepError(f"{self.path}: {what} is not UTF-8 at byte {self.pos - length}") from err
+            raise InvalidFile(f"{self.path}: {what} is not UTF-8 at byte {self.pos - length}") from err
 
     def skip_strings(self, count: int, what: str) -> None:
         buffer, pos, size = self.buffer, self.pos, len(self.buffer)
@@ -136,7 +136,7 @@ def read_gguf(path: Path) -> GgufInfo:
     file_size = os.path.getsize(path)
     with open(path, "rb") as f:
         if file_size == 0:
-            raise PrepError(f"{path}: empty file, not GGUF")
+            raise InvalidFile(f"{path}: empty file, not GGUF")
         buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             return _parse(path, buffer, file_size)
@@ -159,10 +159,10 @@ def _parse(path: Path, buffer: mmap.mmap | bytes, file_size: int) -> GgufInfo:
     cursor = _Cursor(path, buffer)
     magic = bytes(cursor.take(4, "the magic"))
     if magic != MAGIC:
-        raise PrepError(f"{path}: magic is {magic!r}, not {MAGIC!r}: not a GGUF file")
+        raise InvalidFile(f"{path}: magic is {magic!r}, not {MAGIC!r}: not a GGUF file")
     version = cursor.unpack(_U32, "the version")
     if version not in SUPPORTED_VERSIONS:
-        raise PrepError(f"{path}: GGUF version {version}; supported: {SUPPORTED_VERSIONS}")
+        raise InvalidFile(f"{path}: GGUF version {version}; supported: {SUPPORTED_VERSIONS}")
     tensor_count = cursor.unpack(_U64, "the tensor count")
     kv_count = cursor.unpack(_U64, "the metadata count")
     metadata: dict[str, Any] = {}
@@ -173,10 +173,10 @@ def _parse(path: Path, buffer: mmap.mmap | bytes, file_size: int) -> GgufInfo:
     names = [info[0] for info in infos]
     if len(set(names)) != len(names):
         duplicate = next(name for name in names if names.count(name) > 1)
-        raise PrepError(f"{path}: tensor name {duplicate!r} appears more than once")
+        raise InvalidFile(f"{path}: tensor name {duplicate!r} appears more than once")
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-        raise PrepError(f"{path}: general.alignment {alignment!r} is not a power of two")
+        raise InvalidFile(f"{path}: general.alignment {alignment!r} is not a power of two")
     data_start = -(-cursor.pos // alignment) * alignment
     tensors = tuple(_check_tensor(path, info, alignment) for info in infos)
     _check_data(path, tensors, data_start, file_size)
@@ -187,7 +187,7 @@ def _type_name(cursor: _Cursor, raw: int, what: str) -> gguf.GGUFValueType:
     try:
         return gguf.GGUFValueType(raw)
     except ValueError as err:
-        raise PrepError(
+        raise InvalidFile(
             f"{cursor.path}: {what} has unknown value type {raw} at byte {cursor.pos - 4}"
         ) from err
 
@@ -218,14 +218,14 @@ def _read_nested_array(cursor: _Cursor, what: str) -> None:
     elif inner in _SCALARS:
         cursor.take(length * _SCALARS[inner].size, what)
     else:
-        raise PrepError(f"{cursor.path}: {what}: nested arrays of {inner.name} are not supported")
+        raise InvalidFile(f"{cursor.path}: {what}: nested arrays of {inner.name} are not supported")
 
 
 def _read_tensor_info(cursor: _Cursor, index: int) -> tuple[str, tuple[int, ...], int, int]:
     name = cursor.string(f"the name of tensor #{index}")
     n_dims = cursor.unpack(_U32, f"the dimensions of {name}")
     if n_dims > 8:
-        raise PrepError(f"{cursor.path}: tensor {name!r} claims {n_dims} dimensions")
+        raise InvalidFile(f"{cursor.path}: tensor {name!r} claims {n_dims} dimensions")
     shape = tuple(cursor.unpack(_U64, f"the shape of {name}") for _ in range(n_dims))
     raw_type = cursor.unpack(_U32, f"the type of {name}")
     offset = cursor.unpack(_U64, f"the offset of {name}")
@@ -237,12 +237,14 @@ def _check_tensor(path: Path, info: tuple[str, tuple[int, ...], int, int], align
     try:
         qtype = gguf.GGMLQuantizationType(raw_type)
     except ValueError as err:
-        raise PrepError(f"{path}: tensor {name!r} has unknown ggml type {raw_type}") from err
+        raise InvalidFile(f"{path}: tensor {name!r} has unknown ggml type {raw_type}") from err
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
     if shape and shape[0] % block_size:
-        raise PrepError(f"{path}: tensor {name!r} row of {shape[0]} is not a multiple of {qtype.name} blocks")
+        raise InvalidFile(
+            f"{path}: tensor {name!r} row of {shape[0]} is not a multiple of {qtype.name} blocks"
+        )
     if offset % alignment:
-        raise PrepError(f"{path}: tensor {name!r} offset {offset} is not aligned to {alignment}")
+        raise InvalidFile(f"{path}: tensor {name!r} offset {offset} is not aligned to {alignment}")
     nbytes = math.prod(shape) // block_size * type_size
     return GgufTensor(name, shape, qtype.name, offset, nbytes)
 
@@ -251,16 +253,16 @@ def _check_data(path: Path, tensors: tuple[GgufTensor, ...], data_start: int, fi
     end_of_previous = 0
     for tensor in sorted(tensors, key=lambda t: t.offset):
         if tensor.offset < end_of_previous:
-            raise PrepError(
+            raise InvalidFile(
                 f"{path}: tensor {tensor.name!r} at data offset {tensor.offset} overlaps the previous one"
             )
         end_of_previous = tensor.offset + tensor.nbytes
         end = data_start + end_of_previous
         if end > file_size:
-            raise PrepError(
+            raise InvalidFile(
                 f"{path}: tensor {tensor.name!r} runs past the end of the file by {end - file_size} bytes "
                 f"(ends at byte {end}, file has {file_size})",
                 hint="the file is truncated; download or convert it again",
             )
     if tensors and data_start > file_size:
-        raise PrepError(f"{path}: data section starts at byte {data_start}, past the end ({file_size})")
+        raise InvalidFile(f"{path}: data section starts at byte {data_start}, past the end ({file_size})")

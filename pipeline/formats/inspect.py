@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 from pipeline.formats.gguf import ArrayValue, read_gguf
 from pipeline.formats.llama2c import (
     looks_like_llama2c_model,
@@ -76,16 +76,19 @@ def inspect_file(path: Path, expected: str | None = None) -> InspectReport:
     """Validates the file in the format its content shows; `expected` (or its name) must agree."""
     path = Path(path)
     if not path.is_file():
-        raise PrepError(f"{path}: no such file")
+        raise InvalidFile(
+            f"{path}: " + ("a folder; give one model file in it" if path.is_dir() else "no such file"),
+            hint="prep inspect reads GGUF, safetensors, llama2.c model or tokenizer and tokenizer.json files",
+        )
     detected = detect_format(path)
     claimed = expected or format_from_name(path)
     if detected is None:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: not a recognised model file "
             "(GGUF, safetensors, llama2.c model or tokenizer, tokenizer.json)"
         )
     if claimed is not None and claimed != detected:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: named or expected as {DESCRIPTIONS[claimed]}, but its content looks like "
             f"{DESCRIPTIONS[detected]}",
             hint="check that the right file was downloaded or renamed",

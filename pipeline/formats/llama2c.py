@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 
 HEADER = struct.Struct("<7i")
 HEADER_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
@@ -88,10 +88,12 @@ def read_llama2c_model(path: Path) -> Llama2cModelInfo:
     with open(path, "rb") as f:
         raw = f.read(HEADER.size)
     if len(raw) < HEADER.size:
-        raise PrepError(f"{path}: {file_size} bytes is too short for a llama2.c model header ({HEADER.size})")
+        raise InvalidFile(
+            f"{path}: {file_size} bytes is too short for a llama2.c model header ({HEADER.size})"
+        )
     values = HEADER.unpack(raw)
     if (problem := header_problem(values)) is not None:
-        raise PrepError(f"{path}: not a llama2.c model.bin header: {problem}")
+        raise InvalidFile(f"{path}: not a llama2.c model.bin header: {problem}")
     expected = expected_model_size(values)
     if file_size != expected:
         header = ", ".join(f"{k}={v}" for k, v in zip(HEADER_FIELDS, values, strict=True))
@@ -100,7 +102,7 @@ def read_llama2c_model(path: Path) -> Llama2cModelInfo:
             if file_size < expected
             else f"{file_size - expected} unexpected trailing bytes"
         )
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: header ({header}) describes {expected} bytes, the file has {file_size}: {problem}",
             hint="download the model again" if file_size < expected else None,
         )
@@ -125,32 +127,34 @@ def read_llama2c_tokenizer(path: Path, vocab_size: int | None = None) -> Llama2c
     path = Path(path)
     data = path.read_bytes()
     if len(data) < 4:
-        raise PrepError(f"{path}: {len(data)} bytes is too short for a llama2.c tokenizer")
+        raise InvalidFile(f"{path}: {len(data)} bytes is too short for a llama2.c tokenizer")
     (max_token_length,) = struct.unpack_from("<i", data)
     if not 0 < max_token_length <= MAX_TOKEN_LENGTH:
-        raise PrepError(f"{path}: max_token_length {max_token_length} out of range: not a llama2.c tokenizer")
+        raise InvalidFile(
+            f"{path}: max_token_length {max_token_length} out of range: not a llama2.c tokenizer"
+        )
     pos, index = 4, 0
     while pos < len(data) and (vocab_size is None or index < vocab_size):
         if pos + 8 > len(data):
-            raise PrepError(
+            raise InvalidFile(
                 f"{path}: token {index} is truncated: its score and length need bytes {pos}-{pos + 8}"
             )
         (length,) = struct.unpack_from("<i", data, pos + 4)
         if not 0 <= length <= max_token_length:
-            raise PrepError(
+            raise InvalidFile(
                 f"{path}: token {index} at byte {pos} has length {length}, outside 0..{max_token_length}"
             )
         if pos + 8 + length > len(data):
             missing = pos + 8 + length - len(data)
-            raise PrepError(
+            raise InvalidFile(
                 f"{path}: token {index} is truncated: {missing} of its {length} bytes are missing"
             )
         pos += 8 + length
         index += 1
     if vocab_size is not None and index < vocab_size:
-        raise PrepError(f"{path}: holds {index} tokens, the model's vocab_size is {vocab_size}")
+        raise InvalidFile(f"{path}: holds {index} tokens, the model's vocab_size is {vocab_size}")
     if pos != len(data):
-        raise PrepError(f"{path}: {len(data) - pos} bytes after token {index - 1}, the model's last")
+        raise InvalidFile(f"{path}: {len(data) - pos} bytes after token {index - 1}, the model's last")
     return Llama2cTokenizerInfo(path, max_token_length, index, len(data))
 
 

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 
 DTYPE_SIZES: dict[str, int] = {
     "F64": 8,
@@ -83,12 +83,12 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
 def header_length(path: Path, prefix: bytes, file_size: int) -> int:
     """The JSON header length from the first 8 bytes, checked against the file size."""
     if len(prefix) < 8:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: {file_size} bytes is too short for a safetensors file (needs an 8-byte header)"
         )
     (length,) = struct.unpack("<Q", prefix[:8])
     if length > MAX_HEADER_BYTES or 8 + length > file_size:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: safetensors header length {length} runs past the end of the {file_size}-byte file",
             hint="the file is truncated or not safetensors; download it again",
         )
@@ -101,9 +101,9 @@ def parse_safetensors_header(path: Path, raw: bytes, file_size: int) -> Safetens
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PrepError(f"{path}: safetensors header is not valid JSON ({err})") from err
+        raise InvalidFile(f"{path}: safetensors header is not valid JSON ({err})") from err
     if not isinstance(header, dict):
-        raise PrepError(f"{path}: safetensors header is a JSON {type(header).__name__}, expected an object")
+        raise InvalidFile(f"{path}: safetensors header is a JSON {type(header).__name__}, expected an object")
     data_start = 8 + length
     metadata = header.pop("__metadata__", None) or {}
     tensors = tuple(_parse_entry(path, name, entry, data_start) for name, entry in header.items())
@@ -113,24 +113,24 @@ def parse_safetensors_header(path: Path, raw: bytes, file_size: int) -> Safetens
 
 def _parse_entry(path: Path, name: str, entry: object, data_start: int) -> SafetensorsTensor:
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
-        raise PrepError(f"{path}: tensor {name!r} needs dtype, shape and data_offsets, got {entry!r}")
+        raise InvalidFile(f"{path}: tensor {name!r} needs dtype, shape and data_offsets, got {entry!r}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if dtype not in DTYPE_SIZES:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: tensor {name!r} has unknown dtype {dtype!r}; known: {', '.join(DTYPE_SIZES)}"
         )
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise PrepError(f"{path}: tensor {name!r} has a bad shape {shape!r}")
+        raise InvalidFile(f"{path}: tensor {name!r} has a bad shape {shape!r}")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(isinstance(o, int) for o in offsets)
         or not 0 <= offsets[0] <= offsets[1]
     ):
-        raise PrepError(f"{path}: tensor {name!r} has bad data_offsets {offsets!r}")
+        raise InvalidFile(f"{path}: tensor {name!r} has bad data_offsets {offsets!r}")
     expected = math.prod(shape) * DTYPE_SIZES[dtype]
     if offsets[1] - offsets[0] != expected:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: tensor {name!r} ({dtype} {shape}) should take {expected} bytes, "
             f"its data_offsets span {offsets[1] - offsets[0]}"
         )
@@ -144,16 +144,16 @@ def _check_layout(
     for tensor in sorted(tensors, key=lambda t: (t.start, t.end)):
         if tensor.start != position:
             what = "overlaps the previous tensor" if tensor.start < position else "leaves a gap before it"
-            raise PrepError(
+            raise InvalidFile(
                 f"{path}: tensor {tensor.name!r} at byte {tensor.start} {what} (expected {position})"
             )
         position = tensor.end
     if position > file_size:
         last = max(tensors, key=lambda t: t.end)
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: tensor {last.name!r} ends at byte {last.end} but the file has {file_size} bytes "
             f"({last.end - file_size} missing)",
             hint="the file is truncated; download it again",
         )
     if position < file_size:
-        raise PrepError(f"{path}: {file_size - position} bytes of trailing data after the last tensor")
+        raise InvalidFile(f"{path}: {file_size - position} bytes of trailing data after the last tensor")

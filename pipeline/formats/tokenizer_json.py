@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,13 @@ def read_tokenizer_json(path: Path) -> TokenizerJsonInfo:
     try:
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PrepError(f"{path}: not valid JSON ({err})") from err
+        raise InvalidFile(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise PrepError(f"{path}: no 'model' object: not a tokenizer.json")
+        raise InvalidFile(f"{path}: no 'model' object: not a tokenizer.json")
     try:
         tokenizer = Tokenizer.from_str(text.decode("utf-8"))
     except Exception as err:  # tokenizers raises plain Exception subclasses from Rust
-        raise PrepError(f"{path}: the tokenizers library rejects it: {err}") from err
+        raise InvalidFile(f"{path}: the tokenizers library rejects it: {err}") from err
     return TokenizerJsonInfo(
         path,
         str(data["model"].get("type", "unknown")),

@@ -83,7 +83,7 @@ def _fetch_into(
                 unit_scale=True,
                 desc=label,
                 file=sys.stderr,
-                disable=not progress,
+                disable=None if progress else True,  # None: no bar unless stderr is a terminal
                 leave=False,
             ) as bar,
         ):

@@ -77,26 +77,29 @@ def load_identity(
 def identity_from_pem_file(
     path: Path, *, origin: str = "PEM file", dfx_name: str | None = None
 ) -> IcIdentity:
+    pem_hint = "pass --pem PATH to an identity PEM file (dfx identity export NAME > id.pem writes one)"
+    if path.is_dir():
+        raise UsageError(f"{origin} {path} is a folder, not a PEM file", hint=pem_hint)
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
-        raise PrepError(
-            f"{origin} {path} does not exist", hint="pass --pem PATH to an identity PEM file"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PrepError(f"cannot read {origin} {path}: {type(err).__name__}") from None
+        raise UsageError(f"{origin} {path} does not exist", hint=pem_hint) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{origin} {path} is not a PEM file (it is not text)", hint=pem_hint) from None
+    except OSError as err:
+        raise PrepError(f"cannot read {origin} {path}: {err.strerror or type(err).__name__}") from None
     return identity_from_pem_text(text, f"{origin} {path}", dfx_name=dfx_name)
 
 
 def identity_from_pem_text(text: str, source: str, *, dfx_name: str | None = None) -> IcIdentity:
     if "ENCRYPTED" in text:
-        raise PrepError(f"{source} is encrypted", hint=_EXPORT_HINT.format(name=dfx_name or "NAME"))
+        raise UsageError(f"{source} is encrypted", hint=_EXPORT_HINT.format(name=dfx_name or "NAME"))
     if "PRIVATE KEY" not in text:
-        raise PrepError(f"{source} holds no private key", hint="expected a PEM written by dfx or openssl")
+        raise UsageError(f"{source} holds no private key", hint="expected a PEM written by dfx or openssl")
     try:
         signer = Identity.from_pem(text)
     except Exception:  # ecdsa raises assorted errors; their text is not useful and must not echo key bytes
-        raise PrepError(
+        raise UsageError(
             f"{source} is not an Ed25519, secp256k1 or P-256 private key PEM",
             hint="dfx writes these; other key types cannot sign IC calls",
         ) from None
@@ -143,8 +146,10 @@ def _dfx_default_identity_name() -> str:
         if (dfx_identity_root() / "default").is_dir():
             return "default"
         raise PrepError(
-            "no identity given and no dfx identity store found",
-            hint=f"pass --pem PATH, --identity NAME or --anonymous (or set ${PEM_ENV})",
+            f"no identity given: --pem, --identity and ${PEM_ENV} are unset, and dfx's default identity is "
+            f"not in {dfx_identity_root()}",
+            hint=f"pass --pem PATH, --identity NAME or --anonymous (or set ${PEM_ENV}); "
+            "$DFX_CONFIG_ROOT moves the dfx store",
         )
     try:
         return str(json.loads(settings.read_text())["default"])

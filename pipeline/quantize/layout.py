@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType
 
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile
 
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSION = 3
@@ -121,7 +121,7 @@ class _Cursor:
 
     def take(self, size: int) -> bytes:
         if self.pos + size > len(self.data):
-            raise PrepError(f"{self.path}: truncated GGUF header at byte {self.pos}")
+            raise InvalidFile(f"{self.path}: truncated GGUF header at byte {self.pos}")
         chunk = bytes(self.data[self.pos : self.pos + size])
         self.pos += size
         return chunk
@@ -147,7 +147,7 @@ class _Cursor:
                 for _ in range(count):
                     self.skip_value(item_type)
             return None
-        raise PrepError(f"{self.path}: unknown GGUF value type {value_type} at byte {self.pos}")
+        raise InvalidFile(f"{self.path}: unknown GGUF value type {value_type} at byte {self.pos}")
 
 
 def read_layout(path: Path) -> GgufLayout:
@@ -155,10 +155,10 @@ def read_layout(path: Path) -> GgufLayout:
     with open(path, "rb") as handle:
         head = handle.read(24)
         if len(head) < 24 or head[:4] != GGUF_MAGIC:
-            raise PrepError(f"{path}: not a GGUF file (no GGUF magic)")
+            raise InvalidFile(f"{path}: not a GGUF file (no GGUF magic)")
         version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:24])
         if version not in (2, 3):
-            raise PrepError(f"{path}: GGUF version {version} is not supported (expected 3)")
+            raise InvalidFile(f"{path}: GGUF version {version} is not supported (expected 3)")
     data = np.memmap(path, dtype=np.uint8, mode="r")
     cursor = _Cursor(memoryview(data), path)
     cursor.pos = 24
@@ -189,7 +189,7 @@ def _check_bounds(layout: GgufLayout, file_size: int) -> None:
     for tensor in layout.tensors:
         end = layout.data_offset + tensor.offset + tensor.nbytes
         if end > file_size:
-            raise PrepError(
+            raise InvalidFile(
                 f"{layout.path}: tensor {tensor.name} ends at byte {end}, past the end of the file "
                 f"({file_size} bytes)",
                 hint="the file is truncated; fetch or convert it again",

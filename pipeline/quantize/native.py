@@ -23,7 +23,7 @@ import numpy as np
 from gguf import GGML_QUANT_VERSION, GGMLQuantizationType
 
 from pipeline.atomic import atomic_writer
-from pipeline.errors import PrepError
+from pipeline.errors import InvalidFile, PrepError
 from pipeline.quantize.kernels import Kernels, select_kernels
 from pipeline.quantize.layout import (
     GgufLayout,
@@ -123,7 +123,9 @@ def _write_tensor(
         size = min(rows_per_slab * row_bytes, end - position)
         raw = os.pread(source_fd, size, position)
         if len(raw) != size:
-            raise PrepError(f"{layout.path}: tensor {tensor.name} is cut short at byte {position + len(raw)}")
+            raise InvalidFile(
+                f"{layout.path}: tensor {tensor.name} is cut short at byte {position + len(raw)}"
+            )
         position += size
         if not plan.converts:
             out.write(raw)
@@ -140,7 +142,7 @@ def _slab_result(future: Future[np.ndarray], path: Path, tensor_name: str) -> np
     try:
         return future.result()
     except PrepError as err:
-        raise PrepError(f"{path}: tensor {tensor_name}: {err.message}", hint=err.hint) from err
+        raise type(err)(f"{path}: tensor {tensor_name}: {err.message}", hint=err.hint) from err
 
 
 def _numpy_dtype(ggml_type: GGMLQuantizationType) -> type[np.generic]:

@@ -12,12 +12,13 @@ calls instead where a canister lacks it (pipeline.targets.interface decides, fro
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PrepError
+from pipeline.errors import PrepError, UsageError
 from pipeline.ic.candid import ServiceInterface, parse_service
 from pipeline.targets.dialogue import SmokeDialogue, read_dialogue
 from pipeline.targets.tuning import TuneCalls, read_tune
@@ -31,6 +32,9 @@ DEFAULT_MAX_CHUNK_SIZE = 1_900_000
 # The IC refuses ingress messages over 2 MiB, envelope included; keep room for the ~300 B envelope.
 HARD_MAX_CHUNK_SIZE = 2 * 1024 * 1024 - 4096
 ADDRESSING = ("offset", "append")
+MAX_REMOTE_NAME = 255
+_KIND_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_REMOTE_NAME = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class TargetProfile:
         for role in self.upload_roles():
             if role.name == name:
                 return role
-        raise PrepError(
+        raise UsageError(
             f"canister kind {self.kind} has no file role {name!r}",
             hint=f"roles of {self.kind}: {', '.join(r.name for r in self.roles)}",
         )
@@ -206,9 +210,9 @@ class TargetProfile:
 
 
 def canisters_dir() -> Path:
-    """Where kind folders live: $PREP_CANISTERS_DIR, else the repository's canisters/."""
+    """Where kind folders live: $PREP_CANISTERS_DIR, else the kinds shipped with prep (package data)."""
     env = os.environ.get("PREP_CANISTERS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "canisters"
+    return Path(env) if env else (Path(__file__).resolve().parents[1] / "canister_kinds").resolve()
 
 
 def known_kinds() -> list[str]:
@@ -216,15 +220,46 @@ def known_kinds() -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "profile.toml").is_file()) if root.is_dir() else []
 
 
+def is_kind_name(text: str) -> bool:
+    """A kind named by its folder in canisters_dir(), not a path: it cannot lead out of that folder."""
+    return bool(_KIND_NAME.fullmatch(text))
+
+
+def remote_name_problem(name: str) -> str | None:
+    """Why no canister kind prep knows can store a file called `name` (e.g. `models/model.gguf`), or None.
+
+    Canister file systems take relative names; prep keeps to the portable file name characters, so the
+    name reads the same in the canister, in the journal and on every operating system."""
+    if not name:
+        return "it is empty"
+    if name.startswith("/"):
+        return "it is absolute; names in a canister are relative, e.g. models/model.gguf"
+    if ".." in name.split("/"):
+        return "it contains '..'"
+    if len(name) > MAX_REMOTE_NAME:
+        return f"it is longer than {MAX_REMOTE_NAME} characters"
+    if not _REMOTE_NAME.fullmatch(name):
+        return "use letters, digits, '.', '_' and '-', with '/' between folder names"
+    return None
+
+
 def load_profile(kind_or_dir: str | Path) -> TargetProfile:
-    """Loads a kind by name (canisters/<kind>/) or from a folder holding profile.toml and service.did."""
-    directory = Path(kind_or_dir)
-    if not (directory / "profile.toml").is_file():
-        directory = canisters_dir() / str(kind_or_dir)
+    """Loads a kind by name (a folder of canisters_dir()) or from an explicit folder path (a Path, or text
+    with a '/' such as ./my_kind) holding profile.toml and service.did."""
+    text = str(kind_or_dir)
+    if isinstance(kind_or_dir, Path) or "/" in text or os.sep in text:
+        directory = Path(kind_or_dir).expanduser()
+    elif not is_kind_name(text):
+        raise UsageError(
+            f"{text!r} is not a canister kind name",
+            hint=f"known kinds: {', '.join(known_kinds())}; give a kind folder as a path, e.g. ./{text}",
+        )
+    else:
+        directory = canisters_dir() / text
     path = directory / "profile.toml"
     if not path.is_file():
-        raise PrepError(
-            f"unknown canister kind {str(kind_or_dir)!r}: no {path}",
+        raise UsageError(
+            f"unknown canister kind {text!r}: no {path}",
             hint=f"known kinds: {', '.join(known_kinds())}; or a folder with profile.toml and service.did",
         )
     try:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import atomic_writer
-from pipeline.errors import PrepError, UsageError
+from pipeline.errors import InvalidFile, UsageError
 from pipeline.formats.safetensors import SafetensorsHeader, SafetensorsTensor, read_safetensors_header
 
 PREFIX = "transformer."
@@ -94,14 +94,14 @@ def read_gpt2_config(path: Path) -> Gpt2Config:
     try:
         data: Any = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise PrepError(f"{path}: cannot read the GPT-2 config ({err})") from err
+        raise InvalidFile(f"{path}: cannot read the GPT-2 config ({err})") from err
     if not isinstance(data, dict):
-        raise PrepError(f"{path}: expected a JSON object")
+        raise InvalidFile(f"{path}: expected a JSON object")
 
     def positive_int(field: str) -> int:
         value = data.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise PrepError(f"{path}: field {field!r} must be a positive integer, got {value!r}")
+            raise InvalidFile(f"{path}: field {field!r} must be a positive integer, got {value!r}")
         return value
 
     config = Gpt2Config(
@@ -113,12 +113,12 @@ def read_gpt2_config(path: Path) -> Gpt2Config:
         layer_norm_epsilon=_positive_float(path, data, "layer_norm_epsilon"),
     )
     if config.n_embd % config.n_head:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: field 'n_embd' ({config.n_embd}) must be a multiple of 'n_head' ({config.n_head})"
         )
     n_inner = data.get("n_inner")
     if n_inner is not None and n_inner != 4 * config.n_embd:
-        raise PrepError(
+        raise InvalidFile(
             f"{path}: field 'n_inner' is {n_inner!r}; the GPT-2 canister needs null or 4*n_embd "
             f"({4 * config.n_embd})"
         )
@@ -128,7 +128,7 @@ def read_gpt2_config(path: Path) -> Gpt2Config:
 def _positive_float(path: Path, data: dict[str, Any], field: str) -> float:
     value = data.get(field)
     if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise PrepError(f"{path}: field {field!r} must be a positive number, got {value!r}")
+        raise InvalidFile(f"{path}: field {field!r} must be a positive number, got {value!r}")
     return float(value)
 
 
@@ -143,7 +143,7 @@ def trim_gpt2(model_dir: Path, out_dir: Path, dtype: str | None = "f16") -> Trim
     )
     for path in (config_path, weights_path, tokenizer_path):
         if not path.is_file():
-            raise PrepError(
+            raise InvalidFile(
                 f"{path} is missing",
                 hint="a GPT-2 model directory needs config.json, model.safetensors and tokenizer.json",
             )
@@ -176,17 +176,17 @@ def _select_tensors(header: SafetensorsHeader, config: Gpt2Config) -> dict[str, 
     for name, shape in config.expected_shapes().items():
         tensor = by_name.get(name) or by_name.get(name[len(PREFIX) :])
         if tensor is None:
-            raise PrepError(
+            raise InvalidFile(
                 f"{header.path}: tensor {name!r} is missing (the GPT-2 canister's loader needs it)",
                 hint="is this a GPT-2 checkpoint matching config.json (n_layer, n_embd)?",
             )
         if tensor.shape != shape:
-            raise PrepError(
+            raise InvalidFile(
                 f"{header.path}: tensor {tensor.name!r} has shape {list(tensor.shape)}, the loader needs "
                 f"{list(shape)} (from config.json)"
             )
         if tensor.dtype not in _NUMPY_DTYPES:
-            raise PrepError(
+            raise InvalidFile(
                 f"{header.path}: tensor {tensor.name!r} has dtype {tensor.dtype}, expected a float type"
             )
         selected[name] = tensor

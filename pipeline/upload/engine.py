@@ -164,7 +164,8 @@ class UploadEngine:
         self.progress.event("plan", **plan)
         if self.client.network.is_mainnet and (self.confirm is None or not self.confirm(plan)):
             raise PrepError(
-                f"not uploading {total:,} bytes in {messages} messages to mainnet without confirmation",
+                f"not uploading {total:,} bytes in {messages} message{'' if messages == 1 else 's'} to "
+                "mainnet without confirmation",
                 hint=f"pass --yes to confirm (it costs about {plan['estimated_cycles'] / 1e12:.3f} T cycles)",
             )
 

@@ -65,7 +65,8 @@ def describe_event(event: dict[str, Any]) -> str | None:
     if name == "plan":
         return (
             f"{event['kind']} canister {event['canister']} on {event['url']}: {event['bytes']:,} bytes in "
-            f"{event['messages']} messages (~{event['estimated_cycles'] / 1e12:.3f} T cycles)"
+            f"{event['messages']} message{'' if event['messages'] == 1 else 's'} "
+            f"(~{event['estimated_cycles'] / 1e12:.3f} T cycles)"
         )
     if name == "resume":
         if event.get("action") == "settled":

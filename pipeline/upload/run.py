@@ -15,11 +15,12 @@ from pipeline.recipes import TargetSpec, load_recipe
 from pipeline.targets.append import AppendFile
 from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.offset import OffsetFile
-from pipeline.targets.profile import TargetProfile, load_profile
+from pipeline.targets.profile import TargetProfile, load_profile, remote_name_problem
 from pipeline.targets.session import TargetSession
 from pipeline.upload.budget import BudgetOptions, explain_out_of_cycles
 from pipeline.upload.engine import UploadEngine
 from pipeline.upload.journal import Journal, journal_path
+from pipeline.upload.plan import plan_chunks
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import DEFAULT_WINDOW, UploadFile, UploadReport, UploadRequest
 from pipeline.workspace import Workspace
@@ -41,8 +42,14 @@ def adhoc_files(profile: TargetProfile, path: Path, remote: str | None) -> tuple
     """One file without a recipe. Offset kinds: `remote` is the file name in the canister (default:
     the profile's); append kinds: `remote` names the role (e.g. safetensors)."""
     if not path.is_file():
-        raise UsageError(f"--file {path}: no such file")
+        raise UsageError(
+            f"--file {path}: " + ("a folder, not a file" if path.is_dir() else "no such file"),
+            hint="give one file; a recipe (prep upload RECIPE) uploads all of a build's files",
+        )
     profile.upload_roles()
+    problem = None if remote is None else remote_name_problem(remote)
+    if problem is not None:
+        raise UsageError(f"--remote {remote!r}: {problem}", hint=f"e.g. --remote {profile.roles[0].remote}")
     if profile.addressing == "append":
         names = [r.name for r in profile.roles]
         if remote is None and len(names) > 1:
@@ -151,6 +158,7 @@ def upload_status(
                 size=record.size,
                 local_sha256=record.local_sha256,
                 chunks_done=len(done),
+                chunks_total=len(plan_chunks(record.size, record.chunk_size)),
                 acked_bytes=record.acked_bytes,
                 bytes_complete=record.bytes_complete,
                 in_flight=len(record.inflight),

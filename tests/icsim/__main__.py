@@ -6,8 +6,10 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from tests.icsim.canisters.llama_cpp_releases import INTERFACES as LLAMA_CPP_INTERFACES
+from tests.icsim.project import write_project
 from tests.icsim.sim import IcSim
 from tests.icsim.system import DEFAULT_CYCLES
 
@@ -39,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         help="share (0-0.9) of every block's ingress taken by other users",
     )  # fmt: skip
     parser.add_argument("--cycles", type=int, default=DEFAULT_CYCLES, help="each canister's starting balance")
+    parser.add_argument(
+        "--project", type=Path, metavar="DIR",
+        help="write dfx.json, .dfx/local/canister_ids.json and identity.pem into DIR, so that prep run there "
+        "with --network local --canister KIND --pem identity.pem talks to this emulator",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.subnets < 1 or args.canisters_per_subnet < 1:
         parser.error("--subnets and --canisters-per-subnet must be at least 1")
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"identity {sim.dev_identity_pem}")
         print(f"principal {sim.dev_principal}")
         print(f"root_key {sim.root_key.hex()}")
+        if args.project is not None:
+            write_project(args.project, sim.url, sim.canister_ids, sim.dev_identity_pem)
+            print(f"project {args.project.resolve()}")
         sys.stdout.flush()
         stop.wait()
     finally:
