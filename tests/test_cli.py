@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from pipeline import __version__
 
@@ -111,3 +112,26 @@ def test_human_counts_say_what_they_count() -> None:
     )
     append = {**row, "addressing": "append", "acked_bytes": 1_000, "size": 4_000}
     assert "journal: 1,000 of 4,000 bytes acknowledged" in _status_text([append])
+
+
+def test_one_mainnet_question_for_every_uploading_command(capsys, monkeypatch) -> None:
+    from pipeline.cli import ic_options, run, upload
+    from pipeline.cli.output import Output
+
+    plan = {
+        "bytes": 98_362_432,
+        "messages": 52,
+        "kind": "llama_cpp",
+        "canister": "c",
+        "estimated_cycles": 2.6e11,
+    }
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert ic_options.mainnet_confirmation(Output(), yes=False)(plan) is False  # no terminal: no
+    assert capsys.readouterr().err == (
+        "mainnet: 98,362,432 bytes in 52 messages to llama_cpp canister c cost about 0.260 T cycles\n"
+    )
+    assert ic_options.mainnet_confirmation(Output(), yes=True)(plan) is True
+    assert capsys.readouterr().err == ""
+    for command in (run, upload):  # both ask through it, none with a wording of its own
+        source = Path(command.__file__).read_text()
+        assert "mainnet_confirmation(out, yes)" in source and "typer.confirm" not in source
