@@ -135,3 +135,22 @@ def test_one_mainnet_question_for_every_uploading_command(capsys, monkeypatch) -
     for command in (run, upload):  # both ask through it, none with a wording of its own
         source = Path(command.__file__).read_text()
         assert "mainnet_confirmation(out, yes)" in source and "typer.confirm" not in source
+
+
+def test_outside_a_project_recipes_lists_and_shows_the_shipped_examples(tmp_path: Path) -> None:
+    def prep(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", *args], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    listed = prep("recipes", "--json")
+    assert listed.returncode == 0 and "examples shipped with prep" in listed.stderr
+    payload = json.loads(listed.stdout)
+    assert payload["examples"] is True and "stories15m" in {r["name"] for r in payload["recipes"]}
+    shown = prep("recipes", "show", "stories15m")
+    assert shown.returncode == 0 and "target.kind = 'icpp_llama2'" in shown.stdout
+    fetched = prep("fetch", "stories15m")  # work that writes a lock needs the project's own recipe
+    assert fetched.returncode == 2 and "no recipes here" in fetched.stderr
+    assert prep("recipes", "copy", "stories15m").returncode == 0
+    assert "examples" not in prep("recipes").stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "recipes"]

@@ -34,17 +34,11 @@ def recipes_command(
     """List the recipes in ./recipes (outside a project: the examples shipped with prep)."""
     if ctx.invoked_subcommand is not None:
         return
-    from pipeline.recipes import RECIPES_FOLDER, list_recipes, shipped_recipes_dir
+    from pipeline.recipes import list_recipes
 
     out = Output(json=json_output)
-    examples = recipes_dir is None and not (Path.cwd() / RECIPES_FOLDER).is_dir()
-    if examples:
-        out.info(
-            f"no ./{RECIPES_FOLDER} here: these are the examples shipped with prep "
-            f"(`prep recipes copy NAME` copies one into ./{RECIPES_FOLDER})"
-        )
-    recipes = list_recipes(shipped_recipes_dir() if examples else recipes_dir)
-    rows = [_summary(r) for r in recipes]
+    directory, examples = _recipes_or_examples(recipes_dir, out)
+    rows = [_summary(r) for r in list_recipes(directory)]
     out.result({"recipes": rows, "examples": examples}, _table(rows))
 
 
@@ -54,13 +48,29 @@ def show_command(
     json_output: JsonFlag = False,
     recipes_dir: RecipesDir = None,
 ) -> None:
-    """Show one recipe with every default filled in."""
+    """Show one recipe with every default filled in (outside a project: a shipped example)."""
     from pipeline.recipes import load_recipe
 
-    recipe = load_recipe(name, recipes_dir)
+    out = Output(json=json_output)
+    directory, _ = _recipes_or_examples(recipes_dir, out)
+    recipe = load_recipe(name, directory)
     data = recipe_to_json(recipe)
-    human = "\n".join(_flatten(data))
-    Output(json=json_output).result({"recipe": data}, human)
+    out.result({"recipe": data}, "\n".join(_flatten(data)))
+
+
+def _recipes_or_examples(recipes_dir: Path | None, out: Output) -> tuple[Path | None, bool]:
+    """Where `prep recipes` reads: --recipes-dir, ./recipes, or (outside a project, saying so) the
+    examples shipped with prep. Only these read-only commands fall back to the examples; a command
+    that fetches, builds or writes a lock needs a recipe of the project."""
+    from pipeline.recipes import RECIPES_FOLDER, shipped_recipes_dir
+
+    if recipes_dir is not None or (Path.cwd() / RECIPES_FOLDER).is_dir():
+        return recipes_dir, False
+    out.info(
+        f"no ./{RECIPES_FOLDER} here: showing the examples shipped with prep "
+        f"(`prep recipes copy NAME` copies one into ./{RECIPES_FOLDER})"
+    )
+    return shipped_recipes_dir(), True
 
 
 @recipes_app.command("copy")
