@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +28,7 @@ from pipeline.cli.ic_options import (
 )
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
+from pipeline.events import EventSink
 
 
 def upload_command(
@@ -166,7 +166,7 @@ def _cycles_text(cycles: dict[str, Any] | None) -> str:
     )
 
 
-def _narrate(out: Output) -> Callable[[dict[str, Any]], None]:
+def _narrate(out: Output) -> EventSink:
     from pipeline.upload.progress import describe_event
 
     def show(event: dict[str, Any]) -> None:

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from tqdm import tqdm
+
+from pipeline.events import EventSink
 
 
 class UploadProgress:
     """Thread-safe; `emit` receives every event (the CLI prints them with --json)."""
 
-    def __init__(
-        self, emit: Callable[[dict[str, Any]], None] | None = None, *, bar: bool | None = None
-    ) -> None:
+    def __init__(self, emit: EventSink | None = None, *, bar: bool | None = None) -> None:
         self._emit = emit
         self._show_bar = sys.stderr.isatty() if bar is None else bar
         self._bar: tqdm | None = None
