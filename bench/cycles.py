@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 from pipeline.targets.profile import load_profile
+from pipeline.upload.entry import UploadOptions, run_upload
 from pipeline.upload.memory import keep_chunk_buffers
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import UploadFile
-from pipeline.upload.run import UploadOptions, run_upload
 from tests.fixtures_models import smollm2_gguf
 from tests.fixtures_upload import icsim_client, write_gguf
 from tests.icsim import IcSim

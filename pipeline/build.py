@@ -16,12 +16,12 @@ from typing import Any
 from pipeline.convert.converter import convert_model
 from pipeline.errors import PrepError
 from pipeline.events import EventSink
-from pipeline.formats.inspect import inspect_file
+from pipeline.fit import FitReport, check_fit
+from pipeline.formats.detect import inspect_file
 from pipeline.hub import FetchedFile, FetchResult
 from pipeline.llamacpp import DISTRIBUTION as LLAMA_DISTRIBUTION
 from pipeline.llamacpp import quantize_with_llama
 from pipeline.manifest import Artifact, InputRecord, artifact_from_file, fresh, tool_versions, write_manifest
-from pipeline.preflight import FitReport, check_fit
 from pipeline.quantize import LLAMA_FILE_TYPES, quantize_gguf
 from pipeline.recipes import Recipe
 from pipeline.trim import trim_gpt2

@@ -21,7 +21,7 @@ from pipeline.ic.client import IcClient
 from pipeline.manifest import Artifact
 from pipeline.recipes import SmokeSpec, TargetSpec
 from pipeline.release import MANIFEST_NAME, verify_bundle
-from pipeline.run import RunOptions, RunReport, StagedRun
+from pipeline.stages import RunOptions, RunReport, StagedRun
 from pipeline.targets.profile import load_profile
 from pipeline.workspace import Workspace
 

@@ -13,9 +13,9 @@ from gguf import GGUFReader
 
 from pipeline.build import build_recipe
 from pipeline.errors import PrepError
+from pipeline.fit import check_fit
 from pipeline.hub import fetch_recipe
 from pipeline.manifest import Artifact
-from pipeline.preflight import check_fit
 from pipeline.recipes import Recipe, load_recipe
 from pipeline.sha import sha256_file
 from pipeline.workspace import Workspace

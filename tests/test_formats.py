@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.convert import convert_model
 from pipeline.errors import PrepError
+from pipeline.formats.detect import detect_format, inspect_file
 from pipeline.formats.gguf import read_gguf
-from pipeline.formats.inspect import detect_format, inspect_file
 from pipeline.formats.llama2c import read_llama2c_model, read_llama2c_tokenizer
 from pipeline.formats.safetensors import read_safetensors_header
 from pipeline.formats.tokenizer_json import read_tokenizer_json

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.formats.inspect import inspect_file
+from pipeline.formats.detect import inspect_file
 from pipeline.llamacpp import generate
 from tests.fixtures_models import smollm2_gguf
 from tests.fixtures_upload import EngineRun, sha256

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.recipes import load_recipe
-from pipeline.run import StageFailed, run_recipe
+from pipeline.stages import StageFailed, run_recipe
 from pipeline.workspace import Workspace
 from tests.fixtures_run import PROJECT, DeployWorld
 from tests.fixtures_upload import icsim_client, kind_with_chunk_size

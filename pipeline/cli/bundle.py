@@ -35,7 +35,7 @@ def deploy_bundle_command(
     out: Output,
 ) -> None:
     from pipeline.deploy import deploy_bundle, open_bundle
-    from pipeline.run import RunOptions
+    from pipeline.stages import RunOptions
     from pipeline.upload.memory import keep_chunk_buffers
     from pipeline.upload.progress import describe_event
     from pipeline.workspace import Workspace

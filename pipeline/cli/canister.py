@@ -20,7 +20,7 @@ from pipeline.cli.ic_options import (
 from pipeline.cli.output import JsonFlag, Output
 
 if TYPE_CHECKING:
-    from pipeline.ic.inspect import CanisterInfo
+    from pipeline.ic.canister_info import CanisterInfo
 
 canister_app = typer.Typer(help="Look at live canisters.", no_args_is_help=True)
 
@@ -37,7 +37,7 @@ def info_command(
 ) -> None:
     """Module hash, controllers, subnet, matching canister kinds (from its candid:service) and readiness;
     for a controller also cycles, memory, wasm_memory_limit and freezing threshold."""
-    from pipeline.ic.inspect import inspect_canister
+    from pipeline.ic.canister_info import inspect_canister
     from pipeline.targets.interface import fit_known_kinds
 
     who = choose_identity(pem, identity, anonymous, default_anonymous=True)

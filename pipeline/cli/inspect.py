@@ -15,7 +15,7 @@ def inspect_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Check a model file's structure against its size and print what it holds; exit 2 if it is broken."""
-    from pipeline.formats.inspect import inspect_file
+    from pipeline.formats.detect import inspect_file
 
     report = inspect_file(path)
     Output(json=json_output).result(

@@ -56,7 +56,7 @@ def run_command(
 ) -> None:
     """Fetch, build, upload, load and smoke-test a recipe; a rerun skips what is already done."""
     from pipeline.recipes import load_recipe
-    from pipeline.run import RunOptions, run_recipe
+    from pipeline.stages import RunOptions, run_recipe
     from pipeline.upload.memory import keep_chunk_buffers
     from pipeline.workspace import Workspace
 
@@ -112,7 +112,7 @@ def run_command(
 
 
 def _stage_line(event: dict[str, Any]) -> str:
-    from pipeline.run import StageReport
+    from pipeline.stages import StageReport
 
     if event["status"] == "failed":
         return f"{event['stage']}: failed"

@@ -71,9 +71,9 @@ def upload_command(
     Progress is journaled in $PREP_WORKDIR/.journal/ (default ./work): rerun the same command to resume.
     """
     from pipeline.targets.profile import load_profile
+    from pipeline.upload.entry import UploadOptions, adhoc_files, recipe_files, run_upload, upload_status
     from pipeline.upload.memory import keep_chunk_buffers
     from pipeline.upload.progress import UploadProgress
-    from pipeline.upload.run import UploadOptions, adhoc_files, recipe_files, run_upload, upload_status
     from pipeline.workspace import Workspace
 
     out = Output(json=json_output)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PrepError
+from pipeline.fit import heap_estimate
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import IcError, TransientIcError
 from pipeline.ic.management import WASM32_HEAP_BYTES, CanisterStatus, canister_status, update_settings
-from pipeline.preflight import heap_estimate
 from pipeline.targets.profile import TargetProfile
 from pipeline.upload.journal import FileRecord, Journal, journal_path
 from pipeline.upload.plan import CYCLES_PER_MESSAGE, estimated_cycles, plan_chunks

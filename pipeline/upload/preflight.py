@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import PrepError
+from pipeline.fit import check_fit
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected
 from pipeline.manifest import Artifact
-from pipeline.preflight import check_fit
 from pipeline.targets.calls import CanisterRefused
 from pipeline.targets.interface import fit_to_canister
 from pipeline.targets.profile import TargetProfile

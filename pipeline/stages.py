@@ -28,8 +28,8 @@ from pipeline.smoke import SmokeAnswer, request_for_recipe, smoke_canister
 from pipeline.targets.profile import TargetProfile, load_profile
 from pipeline.upload.budget import BudgetOptions
 from pipeline.upload.engine import DEFAULT_WINDOW, UploadFile, UploadReport
+from pipeline.upload.entry import UploadOptions, recipe_variables, run_upload
 from pipeline.upload.progress import UploadProgress
-from pipeline.upload.run import UploadOptions, recipe_variables, run_upload
 from pipeline.workspace import Workspace, write_json_atomic
 
 Confirm = Callable[[dict[str, Any]], bool]
