@@ -92,7 +92,10 @@ def new_recipe(
             f"{repo!r} is not a Hugging Face repo id", hint="give it as owner/name, e.g. Qwen/Qwen3-0.6B-GGUF"
         )
     if kind not in KINDS:
-        raise UsageError(f"--kind {kind!r}: prep recipes new writes recipes for {', '.join(KINDS)}")
+        raise UsageError(
+            f"--kind {kind!r}: prep recipes new writes recipes for {', '.join(KINDS)}",
+            hint="prep kinds list shows each kind and the files it takes",
+        )
     directory = recipes_dir or Path.cwd() / "recipes"
     if name is not None:
         _check_free(_recipe_path(directory, name), force)
@@ -118,7 +121,10 @@ def new_recipe(
 
 def _recipe_path(directory: Path, name: str) -> Path:
     if not _NAME_RE.match(name):
-        raise UsageError(f"--name {name!r}: use lowercase letters, digits, '.', '_' or '-'")
+        raise UsageError(
+            f"--name {name!r}: use lowercase letters, digits, '.', '_' or '-'",
+            hint="the name becomes recipes/NAME.toml; leave --name out to take it from the chosen file",
+        )
     return directory / f"{name}{RECIPE_SUFFIX}"
 
 
