@@ -65,6 +65,9 @@ def cases() -> list[tuple[str, list[str], int]]:
     add(2, "upload", "--file", "model.gguf", "--kind", "gpt2", "--remote", "weights", "--canister", CANISTER)
     for repo in ("bad repo!!", "a/b/c", "/abs", "", "owner/"):
         add(2, "fetch", repo, "--file", "x")
+        add(2, "recipes", "new", repo)
+    for option, value in (("--kind", "../../etc"), ("--kind", "nope"), ("--name", "../x")):
+        add(2, "recipes", "new", "owner/name", option, value)
     add(2, "fetch", "owner/name", "--file", "")
     for network in ("ftp://host", "nowhere", "http://"):
         add(2, "canister", "info", "--network", network, "--canister", CANISTER, "--anonymous")
