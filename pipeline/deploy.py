@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PrepError
+from pipeline.events import EventSink
 from pipeline.ic.client import IcClient
 from pipeline.manifest import Artifact
 from pipeline.recipes import SmokeSpec, TargetSpec
@@ -25,7 +26,6 @@ from pipeline.stages import RunOptions, RunReport, StagedRun
 from pipeline.targets.profile import load_profile
 from pipeline.workspace import Workspace
 
-EventSink = Callable[[dict[str, Any]], None]
 Confirm = Callable[[dict[str, Any]], bool]
 VERIFY_STAGE = "verify"
 

@@ -7,18 +7,16 @@ may use it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PrepError
+from pipeline.events import EventSink
 from pipeline.hub.fetch import resolve_lock
 from pipeline.hub.lock import LockChange, LockedFile, diff_locks, read_lock, write_lock
 from pipeline.recipes import Recipe
 from pipeline.workspace import Workspace
-
-EventSink = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
