@@ -156,7 +156,8 @@ class _ProgressTqdm(tqdm):  # type: ignore[misc]
     show = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["disable"] = not self.show or kwargs.get("disable", False)
+        # None: tqdm draws no bar when its output is not a terminal (logs, CI); update() still runs.
+        kwargs["disable"] = True if not self.show or kwargs.get("disable") else None
         super().__init__(*args, **kwargs)
 
     def update(self, n: float | None = 1) -> bool | None:
