@@ -601,3 +601,64 @@ def test_a_forged_read_back_is_refused(upload_run: EngineRun, icsim: IcSim, tmp_
     with pytest.raises(QuerySignatureError, match="file_download_chunk .* does not verify"):
         upload_run(target, files)
     assert icsim.faults.fired["forge"] >= 1
+
+
+@pytest.mark.parametrize("refusal", ["HTTP 400", "out of cycles"])
+@pytest.mark.parametrize("step", GPT2_STEPS)
+def test_a_refused_resend_of_a_step_in_flight_proves_nothing(
+    step: str, refusal: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    """Killed while a step executes; the next run's resend of its envelope is refused. Only the
+    certified status decides: the step (store_* empties the heap buffer) never runs twice."""
+    target, files = kind_files("gpt2", tmp_path)
+    cid = icsim.canister_ids["gpt2"]
+    icsim.faults.delay_replies(1, 3.0, method=step)
+    waiting_for: list[str] = []
+
+    def die_while_the_step_is_in_flight(event: dict) -> None:
+        if event["event"] == "step":
+            waiting_for[:] = [event["method"]]
+        elif event["event"] == "retry" and waiting_for == [step]:
+            raise KeyboardInterrupt
+
+    upload_run.on_event = die_while_the_step_is_in_flight
+    with pytest.raises(KeyboardInterrupt):
+        upload_run(target, files, timeout=1.0)
+    upload_run.on_event = None
+    if refusal == "HTTP 400":
+        icsim.faults.http_errors(1, status=400, endpoint="call")
+    else:
+        icsim.faults.out_of_cycles(cid)
+        try:  # settles the step from its certified status, then (unless it was the last) cannot go on
+            upload_run(target, files)
+        except PrepError as err:
+            assert "IC0207" in str(err)
+        icsim.faults.out_of_cycles(cid, exhausted=False)
+    upload_run(target, files)
+    settled = [e for e in upload_run.named("resume") if e.get("action") == "settled"]
+    assert settled and all(e["executed"] for e in settled)
+    calls = icsim.canister("gpt2").counters.calls
+    assert all(calls[s] == 1 for s in GPT2_STEPS), {s: calls[s] for s in GPT2_STEPS}
+    assert upload_calls(icsim, "gpt2") == chunk_count(target, files)
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert_generates(icsim)
+
+
+def test_a_step_that_leaves_the_wrong_length_stops_the_run_before_the_next_step(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files("gpt2", tmp_path)
+    canister = icsim.canister("gpt2")
+    stored = canister.stable_dir / "safetensors.bin"
+
+    def lose_a_byte_in_stable_memory(event: dict) -> None:
+        if event["event"] == "step" and event["method"] == "load_safetensors_bytes_from_stable":
+            stored.write_bytes(stored.read_bytes()[:-1])
+
+    upload_run.on_event = lose_a_byte_in_stable_memory
+    with pytest.raises(PrepError, match="after load_safetensors_bytes_from_stable .* expected"):
+        upload_run(target, files)
+    assert canister.counters.calls["setup_model"] == 0
+    upload_run.on_event = None
+    upload_run(target, files)  # sends the weights again
+    assert_uploaded_and_loaded(icsim, "gpt2", files)

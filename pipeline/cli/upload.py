@@ -65,6 +65,19 @@ def upload_command(
     ] = False,
     ignore_cycles: IgnoreCyclesOption = False,
     wasm_memory_limit: WasmMemoryLimitOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another prep uploads the same file, wait for it (else exit 1).")
+    ] = False,
+    no_validate: Annotated[
+        bool, typer.Option("--no-validate", help="Skip checking each file's format before sending it.")
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard the journal: send every file from its first byte.")
+    ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Read back what the journal says is complete; resend what differs."),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Upload model files into a canister: resumable, exactly once, verified, then loaded.
@@ -127,6 +140,10 @@ def upload_command(
             check_interface=not no_interface_check,
             load=not no_load,
             budget=budget,
+            wait_for_lock=wait,
+            validate=not no_validate,
+            restart=restart,
+            verify=verify,
         )
         progress = UploadProgress(
             out.event if json_output else _narrate(out), bar=False if json_output else None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import PrepError
 from pipeline.targets.append import AppendFile
-from pipeline.upload.journal import Journal
+from pipeline.upload.journal import FileRecord, Journal
 from pipeline.upload.plan import LocalFile, plan_chunks
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.sender import Sender
@@ -38,7 +38,7 @@ class AppendUpload:
             self.progress.end_file()
         held = driver.remote_length()
         if held is not None and held != record.size:
-            journal.update(lambda r: setattr(r, "acked_bytes", 0))
+            journal.update(FileRecord.reset_acked)
             raise PrepError(
                 f"canister {record.canister_id} holds {held:,} bytes of {record.role}, "
                 f"expected {record.size:,}",
@@ -51,7 +51,7 @@ class AppendUpload:
             bytes=record.size,
             method="length" if held is not None else "acknowledged",
         )
-        journal.update(lambda r: setattr(r, "bytes_complete", True))
+        journal.update(FileRecord.mark_bytes_complete)
 
     def _resume_point(self, journal: Journal, driver: AppendFile, resumed: bool) -> int:
         """Where appending continues: the journal's acknowledged bytes when the canister agrees, else 0."""
@@ -78,5 +78,5 @@ class AppendUpload:
                 action="restart",
                 reason=f"canister holds {held} bytes, journal {record.acked_bytes}",
             )
-        journal.update(lambda r: setattr(r, "acked_bytes", 0))
+        journal.update(FileRecord.reset_acked)
         return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PrepError
@@ -29,6 +30,7 @@ from pipeline.targets.session import TargetSession
 from pipeline.upload import budget, preflight
 from pipeline.upload.append_upload import AppendUpload
 from pipeline.upload.journal import FileRecord, Journal, journal_path
+from pipeline.upload.lock import FileLocks
 from pipeline.upload.offset_upload import OffsetUpload
 from pipeline.upload.plan import LocalFile, chunk_size_for, plan_chunks
 from pipeline.upload.progress import UploadProgress
@@ -71,11 +73,25 @@ class UploadEngine:
         self.offset = OffsetUpload(self.sender, request.window, request.strict_order)
         self.append = AppendUpload(self.sender)
         concurrent = self.profile.addressing == "offset" and not request.strict_order and request.window > 1
+        self._formats: dict[str, str] = {}  # role -> what its format check found
         self._chunk_size = chunk_size_for(self.profile.max_chunk_size, concurrent=concurrent)
 
     # ---- the run --------------------------------------------------------------------------------
 
     def run(self) -> UploadReport:
+        with FileLocks(
+            [self._journal_path(remote) for remote in self.remotes.values()],
+            wait=self.request.wait_for_lock,
+            on_wait=lambda path, pid: self.progress.event("waiting", lock=str(path), holder=pid),
+        ):
+            return self._run()
+
+    def _journal_path(self, remote: str) -> Path:
+        return journal_path(
+            self.request.workspace_root, self.client.network.url, self.request.canister_id, remote
+        )
+
+    def _run(self) -> UploadReport:
         started = time.monotonic()
         module_hash = self._preflight()
         records = [self._describe(f) for f in self.request.files]
@@ -136,6 +152,10 @@ class UploadEngine:
     def _preflight(self) -> bytes:
         """Everything that can refuse the upload, before hashing or sending anything."""
         cid = self.request.canister_id
+        if self.request.validate:
+            self._formats = preflight.check_formats(
+                self.profile, [(f.role, f.path) for f in self.request.files]
+            )
         files = [(f.role, f.path, f.path.stat().st_size) for f in self.request.files]
         preflight.check_files(self.profile, files)
         module_hash = preflight.check_module(self.client, cid)
@@ -154,6 +174,7 @@ class UploadEngine:
             "kind": self.profile.kind,
             "files": [
                 {"role": r.role, "remote": r.remote, "size": r.size, "sha256": r.local_sha256}
+                | {"format": self._formats.get(r.role, "not checked (--no-validate)")}
                 for r in records
             ],
             "bytes": total,
@@ -217,7 +238,7 @@ class UploadEngine:
             self.progress.event(
                 "resume", role=role.name, action="restart", reason="canister's sha256 differs"
             )
-            journal.update(lambda r: (setattr(r, "bytes_complete", False), r.set_done_chunks(set())))
+            journal.update(FileRecord.reset_bytes)
         if not journal.record.bytes_complete:
             with LocalFile(upload.path) as local:
                 if isinstance(driver, OffsetFile):
@@ -248,7 +269,7 @@ class UploadEngine:
         stable = driver.role.stable
         assert stable is not None
         self.progress.event("resume", role=driver.role.name, action="restore", reason=why)
-        journal.update(lambda r: (setattr(r, "steps_done", stable.restore), setattr(r, "loaded", None)))
+        journal.update(FileRecord.rewind_steps, stable.restore)
         try:
             self.sender.run_call(driver.role.after[stable.restore], role=driver.role.name, journal=journal)
         except (CanisterRefused, CallRejected) as err:
@@ -257,7 +278,7 @@ class UploadEngine:
         if held != size:
             return f"its stable copy holds {held or 0:,} bytes, not {size:,}"
         # Only now is the file this code's: a run killed before here restores (and checks) again.
-        journal.update(lambda r: setattr(r, "module_hash", module_hash))
+        journal.update(FileRecord.adopt_code, module_hash)
         self.progress.event("verify", role=driver.role.name, ok=True, bytes=held, method="restored length")
         return None
 
@@ -312,9 +333,12 @@ class UploadEngine:
     def _run_role_steps(self, journal: Journal, role: RoleProfile) -> None:
         record = journal.record
         assert record is not None
+        ran: CallSpec | None = None
         for index, spec in enumerate(role.after):
             if index < record.steps_done:
                 continue
+            if index > 0:
+                self._check_length_after(journal, role, role.after[index - 1])
             for name in spec.consumes:
                 self._bring_back(name, spec, record.module_hash)
             try:
@@ -323,6 +347,26 @@ class UploadEngine:
                 # A failed after-step leaves the canister's buffers in an unknown state: start over next run.
                 _send_again(journal)
                 raise
+            ran = spec
+        if ran is not None:
+            self._check_length_after(journal, role, ran)
+
+    def _check_length_after(self, journal: Journal, role: RoleProfile, spec: CallSpec) -> None:
+        """A step that moves the role's bytes left the length its profile says (checked before the next)."""
+        record = journal.record
+        assert record is not None
+        if spec.length_after is None:
+            return
+        expected = record.size if spec.length_after == "file" else 0
+        held = AppendFile(self.session, role, record.remote).remote_length()
+        if held == expected:
+            return
+        _send_again(journal)
+        raise PrepError(
+            f"after {spec.method} canister {record.canister_id} holds {held or 0:,} bytes of {role.name}, "
+            f"expected {expected:,}",
+            hint="run prep upload again: it sends the file once more",
+        )
 
     def _run_load_steps(self, module_hash: bytes) -> None:
         """The kind's steps once every role's file is in: this run's, or an earlier run's (per journal)."""
@@ -351,15 +395,9 @@ class UploadEngine:
                 continue
             self.sender.run_call(spec, role=None)
         for journal in journals.values():
-            journal.update(lambda r: setattr(r, "loaded", key))
+            journal.update(FileRecord.mark_loaded, key)
 
 
 def _send_again(journal: Journal) -> None:
     """Marks the journal's file to be sent from its first byte by the next run."""
-    journal.update(
-        lambda r: (
-            setattr(r, "bytes_complete", False),
-            setattr(r, "acked_bytes", 0),
-            setattr(r, "steps_done", 0),
-        )
-    )
+    journal.update(FileRecord.send_again)

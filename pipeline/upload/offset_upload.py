@@ -43,7 +43,7 @@ class OffsetUpload:
             self.progress.event(
                 "resume", role=record.role, action="continue", chunks_done=len(done), chunks=len(chunks)
             )
-        journal.update(lambda r: r.set_done_chunks(done))
+        journal.update(FileRecord.keep_chunks, done)
         self.progress.begin_file(
             f"{record.role} → {record.remote}", record.size, sum(chunks[i].length for i in done)
         )
@@ -53,7 +53,7 @@ class OffsetUpload:
                 todo = self._verify(driver, local, chunks)
                 todo = chunks if any(c.index == 0 for c in todo) else todo
                 kept = {c.index for c in chunks} - {c.index for c in todo}
-                journal.update(lambda r: r.set_done_chunks(kept))
+                journal.update(FileRecord.keep_chunks, kept)
                 self.progress.event(
                     "verify", role=record.role, ok=not todo, bad_chunks=[c.index for c in todo]
                 )
@@ -64,7 +64,7 @@ class OffsetUpload:
         self.progress.event(
             "verify", role=record.role, ok=True, sha256=record.local_sha256, bytes=record.size
         )
-        journal.update(lambda r: setattr(r, "bytes_complete", True))
+        journal.update(FileRecord.mark_bytes_complete)
 
     def _send_until_verified(
         self, journal: Journal, driver: OffsetFile, local: LocalFile, chunks: list[Chunk], todo: list[Chunk]
@@ -82,7 +82,7 @@ class OffsetUpload:
             self.progress.event("verify", role=record.role, ok=False, bad_chunks=sorted(c.index for c in bad))
             todo = chunks if any(c.index == 0 for c in bad) else bad
             resend = {c.index for c in todo}
-            journal.update(lambda r, resend=resend: r.set_done_chunks(r.done_chunks() - resend))
+            journal.update(FileRecord.forget_chunks, resend)
         else:
             raise PrepError(
                 f"{record.remote} on canister {record.canister_id} still differs from {local.path} "

@@ -85,6 +85,9 @@ def describe_event(event: dict[str, Any]) -> str | None:
         return f"starting over: {event['reason']}"
     if name == "verify" and not event["ok"]:
         return f"{event['role']}: read-back found {len(event['bad_chunks'])} chunk(s) to send again"
+    if name == "waiting":
+        who = f"process {event['holder']}" if event.get("holder") else "another process"
+        return f"waiting for {who}, which is uploading the same file ({event['lock']})"
     if name == "steps_skipped":
         return f"not loading yet: upload {', '.join(event['missing'])} too, then the steps run"
     if name == "step":

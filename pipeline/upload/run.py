@@ -35,6 +35,10 @@ class UploadOptions:
     check_interface: bool = True
     load: bool = True
     budget: BudgetOptions = BudgetOptions()
+    wait_for_lock: bool = False
+    validate: bool = True
+    restart: bool = False
+    verify: bool = False
 
 
 def adhoc_files(profile: TargetProfile, path: Path, remote: str | None) -> tuple[UploadFile, ...]:
@@ -118,6 +122,10 @@ def run_upload(
         check_interface=options.check_interface,
         run_steps=options.load,
         budget=options.budget,
+        wait_for_lock=options.wait_for_lock,
+        validate=options.validate,
+        restart=options.restart,
+        verify=options.verify,
     )
     with explain_out_of_cycles(canister_id):
         return UploadEngine(client, request, progress, confirm).run()
