@@ -238,9 +238,7 @@ class StagedRun:
             "cycles": report.cycles,
         }
         if report.bytes_sent == 0 and not report.steps:
-            held = (
-                "journal and file sizes agree" if self.profile.addressing == "offset" else "per the journal"
-            )
+            held = "journal and the canister's report agree"
             return files, "skipped", f"every byte is in the canister, same code ({held})", data
         status = "resumed" if any(e.get("action") == "continue" for e in resumed) else "ran"
         detail = f"{report.bytes_sent:,} B in {_count(report.chunks_sent, 'chunk')}, {rate:.2f} MB/s"

@@ -17,9 +17,9 @@ from tests.test_upload_cli import prep_args, run_prep
 from tests.tinymodels import make_tiny_model
 
 
-def slow_upload(icsim: IcSim, kind: str, tmp_path: Path) -> tuple[list[str], Path, str]:
-    """Arguments of an upload whose chunk replies come late (the first process holds the lock for
-    seconds), the file, and the upload method."""
+def stalled_upload(icsim: IcSim, kind: str, tmp_path: Path) -> tuple[list[str], Path, str]:
+    """Arguments of an upload that cannot get a call through until the test clears icsim's faults (the
+    first process holds the lock meanwhile), the file, and the upload method."""
     if kind == "llama_cpp":
         model = write_gguf(tmp_path / "m.gguf", 3 * LLAMA_CHUNK - 5)
         method, args = "file_upload_chunk", prep_args(icsim, "llama_cpp", model, "--window", "1")
@@ -27,7 +27,7 @@ def slow_upload(icsim: IcSim, kind: str, tmp_path: Path) -> tuple[list[str], Pat
         folder = kind_with_chunk_size("gpt2", tmp_path / "gpt2", 16_384)
         model = make_tiny_model("gpt2", tmp_path / "model") / "model.safetensors"
         method, args = "append_safetensors_bytes", prep_args(icsim, folder, model, "--remote", "safetensors")
-    icsim.faults.delay_replies(3, 1.5, method=method)
+    icsim.faults.http_errors(10**6, status=503, endpoint="call")
     return args, model, method
 
 
@@ -45,22 +45,25 @@ def start_and_wait_for_plan(args: list[str], env: dict[str, str]) -> subprocess.
 def test_a_second_process_fails_at_once_or_waits_and_the_file_is_sent_once(
     kind: str, icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]
 ) -> None:
-    args, model, method = slow_upload(icsim, kind, tmp_path)
+    args, model, method = stalled_upload(icsim, kind, tmp_path)
     first = start_and_wait_for_plan(args, prep_env)
     pipes = {"env": prep_env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     refused = subprocess.Popen(args, **pipes)  # type: ignore[call-overload]
     waiting = subprocess.Popen([*args, "--wait"], **pipes)  # type: ignore[call-overload]
     _, refused_err = refused.communicate(timeout=120)
-    assert first.poll() is None, "the first upload ended before the second was refused"
     assert refused.returncode == 1
     assert f"process {first.pid} is uploading the same canister file" in refused_err
     assert "--wait" in refused_err
-    first_out, first_err = first.communicate(timeout=120)
+    assert waiting.stdout is not None
+    said = json.loads(waiting.stdout.readline())  # it says whom it waits for, then waits
+    assert said["event"] == "waiting" and said["holder"] == first.pid
+    assert first.poll() is None and waiting.poll() is None
+    icsim.faults.clear()  # the first upload's calls go through now
+    _, first_err = first.communicate(timeout=120)
     assert first.returncode == 0, first_err
     waited_out, waited_err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, waited_err
     events = [json.loads(line) for line in waited_out.splitlines()]
-    assert any(e["event"] == "waiting" and e["holder"] == first.pid for e in events)
     assert events[-1]["bytes_sent"] == 0
     canister = icsim.canister(kind)
     chunk = LLAMA_CHUNK if kind == "llama_cpp" else 16_384
@@ -72,10 +75,11 @@ def test_a_second_process_fails_at_once_or_waits_and_the_file_is_sent_once(
 
 
 def test_kill_9_leaves_no_lock_behind(icsim: IcSim, tmp_path: Path, prep_env: dict[str, str]) -> None:
-    args, model, _ = slow_upload(icsim, "llama_cpp", tmp_path)
+    args, model, _ = stalled_upload(icsim, "llama_cpp", tmp_path)
     first = start_and_wait_for_plan(args, prep_env)
     os.kill(first.pid, signal.SIGKILL)
     first.communicate(timeout=60)
+    icsim.faults.clear()
     code, _, stderr = run_prep(args, prep_env)
     assert code == 0, stderr
     assert sha256(icsim.canister("llama_cpp").file_bytes("models/model.gguf")) == sha256(model.read_bytes())

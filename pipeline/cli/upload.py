@@ -207,15 +207,11 @@ def _status_text(rows: list[dict[str, Any]]) -> str:
         if "size" not in row:
             journal = "no journal"
         else:
-            progress = (
-                f"{row['acked_bytes']:,} bytes"
-                if row["addressing"] == "append"
-                else f"{row['chunks_done']} chunks"
-            )
             journal = (
-                f"journal: {progress} of {row['size']:,} bytes acknowledged"
+                f"journal: {row.get('acknowledged_bytes', 0):,} of {row['size']:,} bytes acknowledged"
                 f"{', complete' if row['bytes_complete'] else ''}, {row['in_flight']} in flight"
                 f"{'' if row['same_code'] else ', canister code changed since'}"
+                f"{', canister changed since the last run' if row.get('canister_agrees') is False else ''}"
             )
         held = row.get("canister_bytes")
         canister = row.get("canister_error") or (

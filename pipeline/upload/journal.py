@@ -125,6 +125,10 @@ class FileRecord:
         if change is not None:
             change(self, *args)
 
+    def view_differs(self, now: Any) -> bool:
+        """Whether the canister reports something else than when the run that completed the file ended."""
+        return self.canister_view is not None and now != self.canister_view
+
     def same_upload(self, other: FileRecord) -> bool:
         """Whether this record describes the same bytes going to the same place in the same way."""
         keys = ("network_url", "canister_id", "kind", "role", "remote", "local_sha256", "size", "chunk_size")

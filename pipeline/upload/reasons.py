@@ -20,6 +20,7 @@ class Why(Enum):
     CANISTER_DISAGREES = "the canister does not hold what the journal says"
     SHA_DIFFERS = "canister's sha256 differs"
     STABLE_COPY_LOST = "its stable copy is not the file"
+    CONSUMED = "a step uses up its heap copy"
     STEP_REFUSED = "a load step was refused, and the canister cannot show its bytes"
 
     @property

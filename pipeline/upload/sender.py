@@ -17,10 +17,9 @@ from pipeline.ic.calls import is_retryable
 from pipeline.ic.client import IcClient, SignedCall
 from pipeline.ic.delivery import deliver
 from pipeline.ic.errors import CallExpired, CallRejected
-from pipeline.targets.append import AppendFile
 from pipeline.targets.calls import CanisterRefused
-from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import CallSpec, RoleProfile
+from pipeline.targets.remote_file import RemoteFile
 from pipeline.targets.session import TargetSession
 from pipeline.upload.journal import FileRecord, InFlight, Journal
 from pipeline.upload.plan import Chunk, LocalFile
@@ -38,9 +37,7 @@ class Sender:
     report: UploadReport
     _report_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def send_chunk(
-        self, journal: Journal, driver: OffsetFile | AppendFile, local: LocalFile, chunk: Chunk
-    ) -> None:
+    def send_chunk(self, journal: Journal, driver: RemoteFile, local: LocalFile, chunk: Chunk) -> None:
         data = local.read(chunk.offset, chunk.length)
         # Offset chunks other than 0 rewrite the same bytes if repeated: their envelopes need no flush.
         idempotent = driver.idempotent(chunk.offset)
@@ -58,7 +55,7 @@ class Sender:
             self.report.chunks_sent += 1
         self.progress.chunk(driver.role.name, chunk.index, chunk.length, resent=resent, offset=chunk.offset)
 
-    def settle_inflight(self, journal: Journal, driver: OffsetFile | AppendFile) -> None:
+    def settle_inflight(self, journal: Journal, driver: RemoteFile) -> None:
         """Finds out what the calls of a killed run did: resend their stored envelopes exactly once.
 
         An entry without a chunk is a journaled after-step (see `run_call`); one that is not the role's
