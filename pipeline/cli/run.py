@@ -119,7 +119,9 @@ def _stage_line(event: dict[str, Any]) -> str:
     if event["status"] == "failed":
         return f"{event['stage']}: failed"
     stage = StageReport(**{k: v for k, v in event.items() if k != "event"})
-    return f"{stage.stage}: {stage.status} ({stage.seconds:.2f} s)"
+    return f"{stage.stage}: {stage.status} ({stage.seconds:.2f} s)" + (
+        f": {stage.reason}" if stage.reason else ""
+    )
 
 
 def _ask(out: Output):

@@ -76,7 +76,11 @@ def upload_command(
     ] = False,
     verify: Annotated[
         bool,
-        typer.Option("--verify", help="Read back what the journal says is complete; resend what differs."),
+        typer.Option(
+            "--verify",
+            help="Read back files the journal says are complete and resend what differs "
+            "(append kinds have no read-back: their lengths are compared, as on every run).",
+        ),
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:

@@ -95,6 +95,7 @@ class FileRecord:
         self.bytes_complete = False
         self.acked_bytes = 0
         self.steps_done = 0
+        self.loaded = None
         self.canister_view = None
 
     def mark_step_done(self) -> None:

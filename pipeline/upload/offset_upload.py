@@ -115,7 +115,7 @@ class OffsetMode:
                 journal.update(FileRecord.keep_chunks, kept)
                 progress.event("verify", role=record.role, ok=not todo, bad_chunks=[c.index for c in todo])
             if todo or not reverify or self.strict_order:
-                self._send_until_verified(sender, journal, driver, local, chunks, todo)
+                self._send_until_verified(sender, journal, driver, local, chunks, todo, read_back=reverify)
         finally:
             progress.end_file()
         progress.event("verify", role=record.role, ok=True, sha256=record.local_sha256, bytes=record.size)
@@ -129,12 +129,17 @@ class OffsetMode:
         local: LocalFile,
         chunks: list[Chunk],
         todo: list[Chunk],
+        *,
+        read_back: bool,
     ) -> None:
-        """Sends `todo`, reads the whole file back, and resends what differs, a few rounds at most."""
+        """Sends `todo`, reads the whole file back, and resends what differs, a few rounds at most.
+        `read_back`: `todo` is what a read-back found different (not what the journal lacks)."""
         record = journal.record
         assert record is not None
         for _round in range(VERIFY_ROUNDS):
-            self._send_chunks(sender, journal, driver, local, todo)
+            nudge = _nudge(chunks, todo) if read_back else None
+            self._send_chunks(sender, journal, driver, local, todo, nudge)
+            read_back = True
             bad = self._verify(driver, local, chunks)
             if not bad and self.strict_order and not self.running_sha_matches(driver, record):
                 bad = chunks  # the canister's running hash restarts only at offset 0: resend in order
@@ -164,10 +169,18 @@ class OffsetMode:
         return done
 
     def _send_chunks(
-        self, sender: Sender, journal: Journal, driver: OffsetFile, local: LocalFile, todo: list[Chunk]
+        self,
+        sender: Sender,
+        journal: Journal,
+        driver: OffsetFile,
+        local: LocalFile,
+        todo: list[Chunk],
+        nudge: Chunk | None = None,
     ) -> None:
         if not todo:
             return
+        if nudge is not None:
+            sender.send_chunk(journal, driver, local, nudge)
         if todo[0].index == 0 or self.strict_order:
             first, rest = todo[0], todo[1:]
             sender.send_chunk(journal, driver, local, first)
@@ -211,6 +224,20 @@ class OffsetMode:
         except PrepError:  # no upload details (e.g. lost in an upgrade): the hash cannot match
             return False
         return reported is None or reported.lower() == record.local_sha256
+
+
+def _nudge(chunks: list[Chunk], todo: list[Chunk]) -> Chunk | None:
+    """A chunk to rewrite (with the bytes it already holds) before resending `todo` found by a read-back.
+
+    The canister ignores a chunk at the offset of the one it wrote last (an "immediate repeat"), and
+    the last one written may be the very chunk that now differs (someone else wrote it): writing another
+    chunk first makes the resend count. The shortest good chunk other than chunk 0, which truncates.
+    """
+    if any(c.index == 0 for c in todo):
+        return None
+    resent = {c.index for c in todo}
+    good = [c for c in chunks if c.index != 0 and c.index not in resent]
+    return min(good, key=lambda c: c.length) if good else None
 
 
 def _short(view: Any, limit: int = 160) -> str:
