@@ -69,7 +69,11 @@ def test_a_file_its_loader_would_reject_is_refused_before_any_byte(
         bad[index] = (role, damaged(path, damage, tmp_path), remote)
         with pytest.raises(UsageError) as err:
             upload_run(target, bad)
-        assert str(bad[index][1]) in str(err.value) and f"the {role} file of a {kind}" in str(err.value)
+        assert (
+            str(bad[index][1]) in str(err.value)
+            and f"{kind} canisters need" in str(err.value)
+            and f"as their {role} file" in str(err.value)
+        )
         assert err.value.exit_code == 2
         assert "--no-validate" in str(err.value)
         assert profile.role(role).format  # the role's declared format decided it

@@ -62,14 +62,14 @@ def validate_file(path: Path, fmt: str, *, role: str, kind: str) -> str:
     loader would reject it."""
     if path.stat().st_size == 0:
         raise UsageError(
-            f"{path} is empty: the {role} file of a {kind} canister must be {DESCRIPTIONS[fmt]}",
+            f"{path} is empty: {kind} canisters need {DESCRIPTIONS[fmt]} as their {role} file",
             hint=_HINT,
         )
     try:
         return VALIDATORS[fmt](path)
     except PrepError as err:
         raise UsageError(
-            f"{path} is not {DESCRIPTIONS[fmt]}, which the {role} file of a {kind} canister must be: "
+            f"{path} is not {DESCRIPTIONS[fmt]}, which {kind} canisters need as their {role} file: "
             f"{err.message.removeprefix(f'{path}: ')}",
             hint=f"{err.hint}; or {_HINT}" if err.hint else _HINT,
         ) from err

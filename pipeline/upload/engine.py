@@ -250,6 +250,9 @@ class UploadEngine:
         if announce:
             action = "reverify" if self.mode.reverifies(restart) else "restart"
             self.progress.event("resume", role=wanted.role, action=action, **restart.fields())
+        if restart.why is Why.VERIFY_REQUESTED:
+            journal.update(FileRecord.reset_bytes)  # read back; the steps and the load stand if it matches
+            return
         journal.start(FileRecord(**{**vars(wanted), "done": [], "inflight": {}}))
 
     def _restorable(self, previous: FileRecord | None, wanted: FileRecord, role: RoleProfile) -> bool:

@@ -98,6 +98,11 @@ class FileRecord:
         self.loaded = None
         self.canister_view = None
 
+    def mark_rewritten(self) -> None:
+        """Bytes were sent again after the file was loaded: the load steps must run again."""
+        self.loaded = None
+        self.canister_view = None
+
     def mark_step_done(self) -> None:
         self.steps_done += 1
 

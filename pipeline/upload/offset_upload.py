@@ -113,6 +113,8 @@ class OffsetMode:
                 todo = chunks if any(c.index == 0 for c in todo) else todo
                 kept = {c.index for c in chunks} - {c.index for c in todo}
                 journal.update(FileRecord.keep_chunks, kept)
+                if todo:
+                    journal.update(FileRecord.mark_rewritten)
                 progress.event("verify", role=record.role, ok=not todo, bad_chunks=[c.index for c in todo])
             if todo or not reverify or self.strict_order:
                 self._send_until_verified(sender, journal, driver, local, chunks, todo, read_back=reverify)

@@ -80,6 +80,8 @@ def describe_event(event: dict[str, Any]) -> str | None:
             done = event.get("bytes_done", event.get("chunks_done"))
             unit = "bytes" if "bytes_done" in event else "chunks"
             return f"{event['role']}: resuming, {done:,} {unit} already in the canister"
+        if event.get("action") == "reverify":
+            return f"{event['role']}: reading the file back to resend what differs ({event.get('reason')})"
         return f"{event['role']}: starting over ({event.get('reason')})"
     if name == "restart":
         return f"starting over: {event['reason']}"
