@@ -24,10 +24,6 @@ class Why(Enum):
     STEP_REFUSED = "a load step was refused, and the canister cannot show its bytes"
 
     @property
-    def upgraded(self) -> bool:
-        return self in (Why.UPGRADED_DURING, Why.UPGRADED_SINCE)
-
-    @property
     def keeps_nothing(self) -> bool:
         """Nothing the journal says is used: the file starts from its first byte, no read-back."""
         return self in (Why.NEW_UPLOAD, Why.RESTART_REQUESTED, Why.FILE_CHANGED, Why.SHA_DIFFERS)
