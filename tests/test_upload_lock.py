@@ -18,8 +18,8 @@ from tests.tinymodels import make_tiny_model
 
 
 def stalled_upload(icsim: IcSim, kind: str, tmp_path: Path) -> tuple[list[str], Path, str]:
-    """Arguments of an upload that cannot get a call through until the test clears icsim's faults (the
-    first process holds the lock meanwhile), the file, and the upload method."""
+    """Arguments of an upload whose every chunk reply comes 3 s late until the test clears icsim's
+    faults (the first process holds the lock meanwhile), the file, and the upload method."""
     if kind == "llama_cpp":
         model = write_gguf(tmp_path / "m.gguf", 3 * LLAMA_CHUNK - 5)
         method, args = "file_upload_chunk", prep_args(icsim, "llama_cpp", model, "--window", "1")
@@ -27,7 +27,7 @@ def stalled_upload(icsim: IcSim, kind: str, tmp_path: Path) -> tuple[list[str], 
         folder = kind_with_chunk_size("gpt2", tmp_path / "gpt2", 16_384)
         model = make_tiny_model("gpt2", tmp_path / "model") / "model.safetensors"
         method, args = "append_safetensors_bytes", prep_args(icsim, folder, model, "--remote", "safetensors")
-    icsim.faults.http_errors(10**6, status=503, endpoint="call")
+    icsim.faults.delay_replies(10**6, 3.0, method=method)
     return args, model, method
 
 
@@ -58,7 +58,7 @@ def test_a_second_process_fails_at_once_or_waits_and_the_file_is_sent_once(
     said = json.loads(waiting.stdout.readline())  # it says whom it waits for, then waits
     assert said["event"] == "waiting" and said["holder"] == first.pid
     assert first.poll() is None and waiting.poll() is None
-    icsim.faults.clear()  # the first upload's calls go through now
+    icsim.faults.clear()  # the first upload's replies come at once now
     _, first_err = first.communicate(timeout=120)
     assert first.returncode == 0, first_err
     waited_out, waited_err = waiting.communicate(timeout=120)
