@@ -39,6 +39,7 @@ class BuildResult:
     skipped: bool
     stage_dir: Path
     fit: FitReport
+    reason: str  # why the build was skipped or ran (pipeline.manifest.fresh)
 
 
 def build_recipe(
@@ -52,11 +53,13 @@ def build_recipe(
     ]
     params = build_params(recipe)
     tools = tool_versions(*_extra_tools(recipe))
-    manifest = fresh(stage_dir, inputs=inputs, params=params, tools=tools)
-    if manifest is not None:
-        artifacts = manifest.artifacts(stage_dir)
-        emit({"event": "build_skipped", "reason": "inputs unchanged", "stage_dir": str(stage_dir)})
-        return BuildResult(artifacts, True, stage_dir, check_fit(recipe.target.kind, artifacts))
+    freshness = fresh(stage_dir, inputs=inputs, params=params, tools=tools)
+    if freshness.manifest is not None:
+        artifacts = freshness.manifest.artifacts(stage_dir)
+        emit({"event": "build_skipped", "reason": freshness.reason, "stage_dir": str(stage_dir)})
+        return BuildResult(
+            artifacts, True, stage_dir, check_fit(recipe.target.kind, artifacts), freshness.reason
+        )
     sources = [_source_record(fetched.files[name]) for name in sorted(fetched.files)]
     provenance = {"sources": sources, "build": params}
     artifacts = _build(recipe, fetched, stage_dir, provenance, emit)
@@ -71,7 +74,8 @@ def build_recipe(
         tools=tools,
         artifacts=list(artifacts.values()),
     )
-    return BuildResult(artifacts, False, stage_dir, check_fit(recipe.target.kind, artifacts))
+    fit = check_fit(recipe.target.kind, artifacts)
+    return BuildResult(artifacts, False, stage_dir, fit, freshness.reason)
 
 
 def build_params(recipe: Recipe) -> dict[str, Any]:

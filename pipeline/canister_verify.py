@@ -25,6 +25,7 @@ from typing import Any
 from pipeline.deploy import DeployBundle
 from pipeline.errors import PrepError
 from pipeline.formats.llama2c import HEADER, HEADER_FIELDS
+from pipeline.formats.names import LLAMA2C_MODEL
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected
 from pipeline.targets.append import AppendFile
@@ -253,7 +254,7 @@ def _append_evidence(
     if role.length is not None:
         _length_evidence(driver, role, record, proof)
     service = driver.session.profile.service
-    if role.format == "llama2c" and service is not None and MODEL_CONFIG.method in service.methods:
+    if role.format == LLAMA2C_MODEL and service is not None and MODEL_CONFIG.method in service.methods:
         _model_config_evidence(driver.session, proof, local_path)
     if proof.problems:
         proof.verdict = DIFFERS

@@ -22,7 +22,7 @@ from pipeline.ic.client import IcClient
 from pipeline.manifest import Artifact
 from pipeline.recipes import SmokeSpec, TargetSpec
 from pipeline.release import MANIFEST_NAME, verify_bundle
-from pipeline.stages import RunOptions, RunReport, StagedRun
+from pipeline.stages import RunOptions, RunReport, StagedRun, StageReport, stage_report
 from pipeline.targets.profile import load_profile
 from pipeline.workspace import Workspace
 
@@ -127,12 +127,12 @@ def deploy_bundle(
         confirm,
     )
 
-    def verified() -> tuple[dict[str, Artifact], str, str, dict[str, Any]]:
+    def verified() -> tuple[dict[str, Artifact], StageReport]:
         detail = (
             f"{bundle.path}: {bundle.files} files, {bundle.bytes:,} B, every sha256 as in SHA256SUMS "
             f"and manifest.json ({bundle.seconds:.2f} s)"
         )
         data = {"bundle": str(bundle.path), "files": bundle.files, "bytes": bundle.bytes}
-        return bundle.artifacts, "ran", detail, data
+        return bundle.artifacts, stage_report("ran", detail, data, "a bundle is checked on every deploy")
 
     return run.run(lambda: run.run_stage(VERIFY_STAGE, verified)[0])

@@ -126,20 +126,33 @@ def read_manifest(stage_dir: Path) -> StageManifest | None:
         return None
 
 
+@dataclass(frozen=True)
+class Freshness:
+    """Whether a stage can be skipped, and why (or why not), like dvc's "changed because"."""
+
+    manifest: StageManifest | None  # the recorded manifest when the stage can be skipped
+    reason: str
+
+    @property
+    def is_fresh(self) -> bool:
+        return self.manifest is not None
+
+
 def fresh(
     stage_dir: Path, *, inputs: list[InputRecord], params: dict[str, Any], tools: dict[str, str]
-) -> StageManifest | None:
-    """The recorded manifest when the stage can be skipped, else None."""
+) -> Freshness:
+    """The recorded manifest when the stage can be skipped; the reason either way."""
     manifest = read_manifest(stage_dir)
     if manifest is None:
-        return None
-    if list(manifest.inputs) != list(inputs) or manifest.params != _plain(params) or manifest.tools != tools:
-        return None
+        return Freshness(None, "not built yet (no readable manifest)")
+    changed = _changes(manifest, inputs, params, tools)
+    if changed:
+        return Freshness(None, changed)
     refreshed = []
     for output in manifest.outputs:
         current = _verified(stage_dir, output)
         if current is None:
-            return None
+            return Freshness(None, f"output {output.path} is missing or changed")
         refreshed.append(current)
     if refreshed != list(manifest.outputs):
         manifest = StageManifest(
@@ -151,7 +164,25 @@ def fresh(
             tuple(refreshed),
         )
         _save(stage_dir, manifest)
-    return manifest
+    return Freshness(manifest, "inputs, parameters, tool versions and outputs unchanged")
+
+
+def _changes(
+    manifest: StageManifest, inputs: list[InputRecord], params: dict[str, Any], tools: dict[str, str]
+) -> str | None:
+    """What differs from the recorded run: inputs, parameters or tool versions (named), else None."""
+    now_inputs = {i.name: i for i in inputs}
+    for what, recorded, now in (
+        ("inputs", {i.name: i for i in manifest.inputs}, now_inputs),
+        ("parameters", manifest.params, _plain(params)),
+        ("tool versions", manifest.tools, tools),
+    ):
+        names = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+        if names:
+            return f"{what} changed: {', '.join(names)}"
+    if list(manifest.inputs) != list(inputs):
+        return "inputs changed: their order"
+    return None
 
 
 def _verified(stage_dir: Path, output: OutputRecord) -> OutputRecord | None:

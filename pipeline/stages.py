@@ -62,6 +62,7 @@ class StageReport:
     seconds: float
     detail: str
     data: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""  # why the stage ran or was skipped
 
 
 @dataclass
@@ -83,7 +84,10 @@ class RunReport:
     def summary(self) -> str:
         lines = [f"{self.recipe} -> {self.kind} canister {self.canister_id} at {self.network_url}"]
         for stage in self.stages:
-            lines.append(f"  {stage.stage:<7} {stage.status:<8} {stage.seconds:7.2f} s  {stage.detail}")
+            lines.append(
+                f"  {stage.stage:<7} {stage.status:<8} {stage.seconds:7.2f} s  {stage.detail}"
+                + (f"  ({stage.reason})" if stage.reason else "")
+            )
         for role, item in sorted(self.artifacts.items()):
             lines.append(f"  {role}: {item['remote']}  {item['size']:,} B  sha256 {item['sha256']}")
         if self.smoke is not None:
@@ -154,18 +158,17 @@ class StagedRun:
         built, _ = self.run_stage("build", lambda: self._build(recipe, fetched))
         return built.artifacts
 
-    def run_stage(
-        self, name: str, work: Callable[[], tuple[Any, str, str, dict[str, Any]]]
-    ) -> tuple[Any, StageReport]:
+    def run_stage(self, name: str, work: Callable[[], tuple[Any, StageReport]]) -> tuple[Any, StageReport]:
+        """Runs one stage; `work` returns its result and a `stage_report` (name and time filled in here)."""
         self.stage = name
         self.emit({"event": "stage", "stage": name, "status": "started"})
         started = time.monotonic()
         try:
-            result, status, detail, data = work()
+            result, report = work()
         except PrepError as err:
             self.emit({"event": "stage", "stage": name, "status": "failed", "error": err.message})
             raise StageFailed(name, err) from err
-        report = StageReport(name, status, round(time.monotonic() - started, 3), detail, data)
+        report.stage, report.seconds = name, round(time.monotonic() - started, 3)
         self.report.stages.append(report)
         self.emit({"event": "stage", **asdict(report)})
         return result, report
@@ -175,7 +178,7 @@ class StagedRun:
 
     # ---- fetch and build ------------------------------------------------------------------------
 
-    def _fetch(self, recipe: Recipe) -> tuple[FetchResult, str, str, dict[str, Any]]:
+    def _fetch(self, recipe: Recipe) -> tuple[FetchResult, StageReport]:
         fetched = fetch_recipe(
             recipe,
             locked=self.options.locked,
@@ -190,15 +193,19 @@ class StagedRun:
             f", {len(downloaded)} downloaded" if downloaded else ", all cached and verified"
         )
         data = {"files": len(fetched.files), "bytes": total, "downloaded": len(downloaded)}
-        return fetched, status, detail, data
+        reason = (
+            f"not in the cache: {', '.join(sorted(f.name for f in downloaded))}"
+            if downloaded
+            else "every file is cached and matches its sha256"
+        )
+        return fetched, stage_report(status, detail, data, reason)
 
-    def _build(self, recipe: Recipe, fetched: FetchResult) -> tuple[BuildResult, str, str, dict[str, Any]]:
+    def _build(self, recipe: Recipe, fetched: FetchResult) -> tuple[BuildResult, StageReport]:
         built = build_recipe(recipe, fetched, self.workspace, on_event=self._tagged)
         total = sum(a.size for a in built.artifacts.values())
-        detail = f"{_count(len(built.artifacts), 'artifact')}, {total:,} B" + (
-            ", inputs unchanged" if built.skipped else ""
-        )
-        return built, "skipped" if built.skipped else "ran", detail, {"bytes": total}
+        detail = f"{_count(len(built.artifacts), 'artifact')}, {total:,} B"
+        status = "skipped" if built.skipped else "ran"
+        return built, stage_report(status, detail, {"bytes": total}, built.reason)
 
     def _upload_files(self, artifacts: dict[str, Artifact]) -> tuple[UploadFile, ...]:
         files = []
@@ -238,10 +245,8 @@ class StagedRun:
             "cycles": report.cycles,
         }
         if report.bytes_sent == 0 and not report.steps:
-            held = (
-                "journal and file sizes agree" if self.profile.addressing == "offset" else "per the journal"
-            )
-            return files, "skipped", f"every byte is in the canister, same code ({held})", data
+            why = "the journals and what the canister reports agree, same code"
+            return files, stage_report("skipped", "every byte is in the canister", data, why)
         status = "resumed" if any(e.get("action") == "continue" for e in resumed) else "ran"
         detail = f"{report.bytes_sent:,} B in {_count(report.chunks_sent, 'chunk')}, {rate:.2f} MB/s"
         cycles = report.cycles
@@ -249,19 +254,22 @@ class StagedRun:
             detail += f"; {cycles['spent'] / 1e12:.4f} T cycles (est. {cycles['estimated'] / 1e12:.4f} T)"
         if report.steps:
             detail += f"; then {', '.join(report.steps)}"
-        return files, status, detail, data
+        return files, stage_report(status, detail, data, _upload_reason(resumed, report))
 
-    def _load(self, files: tuple[UploadFile, ...]) -> tuple[None, str, str, dict[str, Any]]:
+    def _load(self, files: tuple[UploadFile, ...]) -> tuple[None, StageReport]:
         report = self._engine(files, load=True, seen=[])
         probes = {s.method for s in self.profile.steps if s.probe}
         work = [s for s in report.steps if s not in probes]
         data = {"steps": report.steps}
         checks = ", ".join(sorted(probes & set(report.steps)))
         if not self.profile.steps:
-            return None, "skipped", f"{self.profile.kind} sets its files up as they arrive (upload)", data
+            why = f"{self.profile.kind} sets its files up as they arrive (upload)"
+            return None, stage_report("skipped", "no load steps", data, why)
         if not work:
-            return None, "skipped", "already loaded by this code" + (f"; {checks} ok" if checks else ""), data
-        return None, "ran", ", ".join(report.steps), data
+            why = "loaded before by this code with these files and settings"
+            return None, stage_report("skipped", f"{checks} ok" if checks else "loaded", data, why)
+        why = "not loaded yet by this code with these files and settings"
+        return None, stage_report("ran", ", ".join(report.steps), data, why)
 
     def _engine(
         self, files: tuple[UploadFile, ...], *, load: bool, seen: list[dict[str, Any]]
@@ -293,9 +301,7 @@ class StagedRun:
 
     # ---- smoke ----------------------------------------------------------------------------------
 
-    def _smoke(
-        self, artifacts: dict[str, Artifact], fresh_canister: bool
-    ) -> tuple[SmokeAnswer, str, str, dict[str, Any]]:
+    def _smoke(self, artifacts: dict[str, Artifact], fresh_canister: bool) -> tuple[SmokeAnswer, StageReport]:
         request = request_for_recipe(self.target)
         module_hash = self.client.module_hash(self.canister_id)
         key = {
@@ -310,11 +316,14 @@ class StagedRun:
         if fresh_canister and previous is not None and previous.get("key") == key:
             answer = SmokeAnswer(**previous["answer"])
             self.report.smoke = answer
-            return answer, "skipped", f"answered before by the same code and model: {_short(answer)}", {}
+            why = "answered before by the same code, model and prompt"
+            return answer, stage_report("skipped", _short(answer), {}, why)
         answer = smoke_canister(self.client, self.profile, self.canister_id, request, on_event=self._tagged)
         write_json_atomic(path, {"key": key, "answer": answer.to_json()})
         self.report.smoke = answer
-        return answer, "ran", f"{_short(answer)} matches {answer.expect!r}", answer.to_json()
+        why = _smoke_reason(previous, key, fresh_canister)
+        detail = f"{_short(answer)} matches {answer.expect!r}"
+        return answer, stage_report("ran", detail, answer.to_json(), why)
 
     def _smoke_record_path(self) -> Path:
         host = quote(urlsplit(self.client.network.url).netloc or self.client.network.url, safe="")
@@ -332,6 +341,30 @@ class _ConfirmOnce:
         if not self.approved and self.confirm is not None:
             self.approved = self.confirm(plan)
         return self.approved
+
+
+def stage_report(status: str, detail: str, data: dict[str, Any], reason: str) -> StageReport:
+    """What a stage's work returns to `StagedRun.run_stage`, which fills in its name and duration."""
+    return StageReport("", status, 0.0, detail, data, reason)
+
+
+def _upload_reason(resumed: list[dict[str, Any]], report: UploadReport) -> str:
+    """Why the upload stage had work: the restart reasons per role, else what was left to do."""
+    reasons = dict.fromkeys(f"{e['role']}: {e['reason']}" for e in resumed if e.get("reason"))
+    if reasons:
+        return "; ".join(reasons)
+    if any(e.get("action") == "continue" for e in resumed):
+        return "an earlier run was interrupted"
+    return "new upload" if report.bytes_sent else "steps left to run"
+
+
+def _smoke_reason(previous: dict[str, Any] | None, key: dict[str, Any], fresh_canister: bool) -> str:
+    if previous is None:
+        return "no answer recorded yet"
+    if not fresh_canister:
+        return "the upload or load stage changed the canister"
+    changed = sorted(k for k in key if previous.get("key", {}).get(k) != key[k])
+    return f"changed since the recorded answer: {', '.join(changed)}"
 
 
 def _count(n: int, noun: str) -> str:

@@ -103,14 +103,15 @@ def test_human_counts_say_what_they_count() -> None:
     assert "9 bytes in 1 message (" in (describe_event({**plan, "estimated_cycles": 1_218_000}) or "")
     row = {
         "role": "model", "remote": "models/model.gguf", "addressing": "offset", "size": 98_362_432,
-        "chunks_done": 19, "chunks_total": 52, "acked_bytes": 0, "bytes_complete": False, "in_flight": 2,
-        "same_code": True, "canister_bytes": 36_100_000,
+        "chunks_done": 19, "chunks_total": 52, "acknowledged_bytes": 36_100_000, "bytes_complete": False,
+        "in_flight": 2, "same_code": True, "canister_bytes": 36_100_000,
     }  # fmt: skip
     assert _status_text([row]) == (
-        "model -> models/model.gguf: journal: 19 of 52 chunks (98,362,432 bytes) acknowledged, "
+        "model -> models/model.gguf: journal: 19 of 52 chunks (36,100,000 of 98,362,432 bytes) acknowledged, "
         "2 in flight; canister: 36,100,000 bytes"
     )
-    append = {**row, "addressing": "append", "acked_bytes": 1_000, "size": 4_000}
+    append = {k: v for k, v in row.items() if not k.startswith("chunks")}
+    append.update(addressing="append", acknowledged_bytes=1_000, size=4_000)
     assert "journal: 1,000 of 4,000 bytes acknowledged" in _status_text([append])
 
 

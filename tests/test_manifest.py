@@ -63,7 +63,7 @@ def test_manifest_round_trips_and_is_deterministic(stage: Path) -> None:
 
 
 def test_fresh_when_nothing_changed(stage: Path) -> None:
-    assert fresh(stage, inputs=INPUTS, params=PARAMS, tools=tool_versions()) is not None
+    assert fresh(stage, inputs=INPUTS, params=PARAMS, tools=tool_versions()).is_fresh
 
 
 @pytest.mark.parametrize(
@@ -84,24 +84,34 @@ def test_not_fresh_after_a_change(stage: Path, change: str) -> None:
         (stage / "model.gguf").unlink()
     elif change == "output_resized":
         (stage / "model.gguf").write_bytes(b"GGUF")
-    assert fresh(stage, inputs=inputs, params=params, tools=tools) is None
+    freshness = fresh(stage, inputs=inputs, params=params, tools=tools)
+    assert not freshness.is_fresh
+    expected = {
+        "input_sha": "inputs changed: model.safetensors",
+        "input_size": "inputs changed: model.safetensors",
+        "params": "parameters changed: build",
+        "tools": "tool versions changed: gguf",
+        "output_missing": "output model.gguf is missing",
+        "output_resized": "output model.gguf is missing",
+    }
+    assert freshness.reason.startswith(expected[change]), freshness.reason
 
 
 def test_same_size_edit_is_caught_by_rehash_after_mtime_change(stage: Path) -> None:
     out = stage / "model.gguf"
     out.write_bytes(b"XXXX" + bytes(1000))
-    assert fresh(stage, inputs=INPUTS, params=PARAMS, tools=tool_versions()) is None
+    assert fresh(stage, inputs=INPUTS, params=PARAMS, tools=tool_versions()).is_fresh is False
 
 
 def test_touched_but_identical_output_stays_fresh_and_mtime_is_updated(stage: Path) -> None:
     out = stage / "model.gguf"
     stat = out.stat()
     os.utime(out, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
-    assert fresh(stage, inputs=INPUTS, params=PARAMS, tools=tool_versions()) is not None
+    assert fresh(stage, inputs=INPUTS, params=PARAMS, tools=tool_versions()).is_fresh
     manifest = read_manifest(stage)
     assert manifest is not None and manifest.outputs[0].mtime_ns == out.stat().st_mtime_ns
 
 
 def test_unreadable_manifest_means_rebuild(stage: Path) -> None:
     manifest_path(stage).write_text("{not json")
-    assert fresh(stage, inputs=INPUTS, params=PARAMS, tools=tool_versions()) is None
+    assert fresh(stage, inputs=INPUTS, params=PARAMS, tools=tool_versions()).is_fresh is False

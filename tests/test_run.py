@@ -60,6 +60,11 @@ def test_run_deploys_and_a_rerun_skips_every_stage(deploy_world: DeployWorld, ki
     again = deploy_world.prep(*deploy_world.run_args(kind, "--json"))
     assert again.code == 0, again.stderr
     assert [s["status"] for s in again.result["stages"]] == ["skipped"] * 5
+    reasons = {s["stage"]: s["reason"] for s in again.result["stages"]}
+    assert reasons["build"] == "inputs, parameters, tool versions and outputs unchanged"
+    assert "agree" in reasons["upload"] and all(reasons.values()), reasons
+    first_reasons = {s["stage"]: s["reason"] for s in summary["stages"]}
+    assert first_reasons["build"].startswith("not built yet") and first_reasons["upload"] == "new upload"
     assert again.result["smoke"]["text"] == summary["smoke"]["text"]
     assert not any(e["event"] == "chunk" for e in again.events)
     # The rerun only asked questions (queries): no update call reached the canister.
@@ -96,6 +101,8 @@ def test_a_changed_canister_is_uploaded_again(deploy_world: DeployWorld) -> None
         "load": "ran",
         "smoke": "ran",
     }
+    upload = next(s for s in again.result["stages"] if s["stage"] == "upload")
+    assert "model: the canister does not hold what the journal says" in upload["reason"], upload
     canister_holds(deploy_world, "llama_cpp", again.result["artifacts"])
 
 

@@ -456,6 +456,25 @@ def test_icpp_llama2_after_an_upgrade_resets_and_sends_everything(
     assert_uploaded_and_loaded(icsim, "icpp_llama2", files)
 
 
+def die_while_a_step_is_in_flight(
+    upload_run: EngineRun, sim: IcSim, target: Path | str, files: list, step: str
+) -> None:
+    """Runs the upload; `step` executes but its reply comes late, and the run dies waiting for it."""
+    sim.faults.delay_replies(1, 3.0, method=step)
+    waiting_for: list[str] = []
+
+    def die(event: dict) -> None:
+        if event["event"] == "step":
+            waiting_for[:] = [event["method"]]
+        elif event["event"] == "retry" and waiting_for == [step]:
+            raise KeyboardInterrupt
+
+    upload_run.on_event = die
+    with pytest.raises(KeyboardInterrupt):
+        upload_run(target, files, timeout=1.0)
+    upload_run.on_event = None
+
+
 @pytest.mark.parametrize("step", GPT2_STEPS)
 def test_a_run_killed_during_a_step_settles_it_instead_of_running_it_again(
     step: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
@@ -463,21 +482,9 @@ def test_a_run_killed_during_a_step_settles_it_instead_of_running_it_again(
     """The step executes, its reply is late and the process dies waiting: the next run resends the
     journaled envelope (the replica answers it from its record) and goes on with the next step."""
     target, files = kind_files("gpt2", tmp_path)
-    icsim.faults.delay_replies(1, 3.0, method=step)
-    waiting_for: list[str] = []
-
-    def die_while_the_step_is_in_flight(event: dict) -> None:
-        if event["event"] == "step":
-            waiting_for[:] = [event["method"]]
-        elif event["event"] == "retry" and waiting_for == [step]:
-            raise KeyboardInterrupt
-
-    upload_run.on_event = die_while_the_step_is_in_flight
-    with pytest.raises(KeyboardInterrupt):
-        upload_run(target, files, timeout=1.0)
+    die_while_a_step_is_in_flight(upload_run, icsim, target, files, step)
     canister = icsim.canister("gpt2")
     assert canister.counters.calls[step] == 1
-    upload_run.on_event = None
     upload_run(target, files)
     assert any(e.get("action") == "settled" and e["executed"] for e in upload_run.named("resume"))
     assert all(canister.counters.calls[s] == 1 for s in GPT2_STEPS)
@@ -601,3 +608,83 @@ def test_a_forged_read_back_is_refused(upload_run: EngineRun, icsim: IcSim, tmp_
     with pytest.raises(QuerySignatureError, match="file_download_chunk .* does not verify"):
         upload_run(target, files)
     assert icsim.faults.fired["forge"] >= 1
+
+
+def refuse_then_rerun(
+    upload_run: EngineRun, sim: IcSim, kind: str, target: Path | str, files: list, refusal: str
+) -> None:
+    """Reruns with the next call refused (HTTP 400), or with the canister out of cycles until the first
+    rerun gave up; then once more with nothing refused."""
+    cid = sim.canister_ids[kind]
+    if refusal == "HTTP 400":
+        sim.faults.http_errors(1, status=400, endpoint="call")
+    else:
+        sim.faults.out_of_cycles(cid)
+    try:  # a journaled step is settled from its certified status first; then nothing more can go
+        upload_run(target, files)
+    except PrepError as err:
+        assert "IC0207" in str(err) or "HTTP 400" in str(err)
+    sim.faults.out_of_cycles(cid, exhausted=False)
+    upload_run(target, files)
+
+
+@pytest.mark.parametrize("refusal", ["HTTP 400", "out of cycles"])
+@pytest.mark.parametrize("step", GPT2_STEPS)
+def test_a_refused_resend_of_a_step_in_flight_proves_nothing(
+    step: str, refusal: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    """Killed while a step executes; the next run's resend of its envelope is refused. Only the
+    certified status decides: the step (store_* empties the heap buffer) never runs twice."""
+    target, files = kind_files("gpt2", tmp_path)
+    die_while_a_step_is_in_flight(upload_run, icsim, target, files, step)
+    refuse_then_rerun(upload_run, icsim, "gpt2", target, files, refusal)
+    settled = [e for e in upload_run.named("resume") if e.get("action") == "settled"]
+    assert settled and all(e["executed"] for e in settled)
+    calls = icsim.canister("gpt2").counters.calls
+    assert all(calls[s] == 1 for s in GPT2_STEPS), {s: calls[s] for s in GPT2_STEPS}
+    assert upload_calls(icsim, "gpt2") == chunk_count(target, files)
+    assert_uploaded_and_loaded(icsim, "gpt2", files)
+    assert_generates(icsim)
+
+
+@pytest.mark.parametrize("refusal", ["HTTP 400", "out of cycles"])
+@pytest.mark.parametrize(
+    ("kind", "step"),
+    [
+        ("llama_cpp", "load_model"),
+        ("llama_cpp", "set_max_tokens"),
+        ("icpp_llama2", "initialize"),
+        ("icpp_llama2", "set_canister_mode"),
+    ],
+)
+def test_a_load_step_in_flight_then_a_refusal_ends_loaded(
+    kind: str, step: str, refusal: str, upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    """The load steps are idempotent (loading, setting max tokens, initialising again changes nothing),
+    so a killed run's load step is run again; a refusal on the way only delays it, and nothing is sent
+    twice."""
+    target, files = kind_files(kind, tmp_path)
+    die_while_a_step_is_in_flight(upload_run, icsim, target, files, step)
+    refuse_then_rerun(upload_run, icsim, kind, target, files, refusal)
+    assert upload_calls(icsim, kind) == chunk_count(target, files)
+    assert_uploaded_and_loaded(icsim, kind, files)
+
+
+def test_a_step_that_leaves_the_wrong_length_stops_the_run_before_the_next_step(
+    upload_run: EngineRun, icsim: IcSim, tmp_path: Path
+) -> None:
+    target, files = kind_files("gpt2", tmp_path)
+    canister = icsim.canister("gpt2")
+    stored = canister.stable_dir / "safetensors.bin"
+
+    def lose_a_byte_in_stable_memory(event: dict) -> None:
+        if event["event"] == "step" and event["method"] == "load_safetensors_bytes_from_stable":
+            stored.write_bytes(stored.read_bytes()[:-1])
+
+    upload_run.on_event = lose_a_byte_in_stable_memory
+    with pytest.raises(PrepError, match="after load_safetensors_bytes_from_stable .* expected"):
+        upload_run(target, files)
+    assert canister.counters.calls["setup_model"] == 0
+    upload_run.on_event = None
+    upload_run(target, files)  # sends the weights again
+    assert_uploaded_and_loaded(icsim, "gpt2", files)

@@ -124,7 +124,9 @@ def test_status_shows_journal_and_canister_without_sending(
     (row,) = events[-1]["files"]
     assert row["bytes_complete"] and row["canister_bytes"] == 2_000_000 and row["in_flight"] == 0
     calls = icsim.canister("llama_cpp").counters.calls
-    assert sum(calls.values()) == calls_before + 1 and calls["filesystem_file_size"] >= 1
+    # its size, and its details to compare with what the canister reported when the upload ended
+    assert sum(calls.values()) == calls_before + 2 and calls["uploaded_file_details"] >= 1
+    assert row["canister_agrees"] and row["canister_view"] == row["recorded_view"]
 
 
 def test_recipe_form_uploads_the_built_artifact(

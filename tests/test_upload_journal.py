@@ -46,7 +46,7 @@ def test_journal_round_trips_done_ranges_and_in_flight_envelopes(tmp_path: Path)
     journal.start(record())
     entry = InFlight("00ff", "file_upload_chunk", 123, chunk=2, offset=8, length=2)
     journal.add_inflight(entry, b"envelope-bytes")
-    journal.update(lambda r: r.set_done_chunks({0, 1, 3, 4, 5, 9}))
+    journal.update(FileRecord.keep_chunks, {0, 1, 3, 4, 5, 9})
 
     again = Journal(path)
     assert again.record is not None
@@ -54,7 +54,7 @@ def test_journal_round_trips_done_ranges_and_in_flight_envelopes(tmp_path: Path)
     assert again.record.inflight == {"00ff": entry}
     assert again.envelope("00ff") == b"envelope-bytes"
 
-    again.settle("00ff", change=lambda r: r.set_done_chunks(r.done_chunks() | {2}))
+    again.settle("00ff", change=lambda r: r.keep_chunks(r.done_chunks() | {2}))
     final = Journal(path).record
     assert final is not None and final.inflight == {} and final.done == [[0, 6], [9, 10]]
     assert again.envelope("00ff") is None
@@ -80,7 +80,7 @@ def test_concurrent_updates_are_all_saved(tmp_path: Path) -> None:
 
     def ack(index: int) -> None:
         journal.add_inflight(InFlight(f"{index:04x}", "m", 1, chunk=index), b"e", sync_envelope=False)
-        journal.settle(f"{index:04x}", change=lambda r: r.set_done_chunks(r.done_chunks() | {index}))
+        journal.settle(f"{index:04x}", change=lambda r: r.keep_chunks(r.done_chunks() | {index}))
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(ack, range(100)))

@@ -117,4 +117,6 @@ def _stage_line(event: dict[str, Any]) -> str:
     if event["status"] == "failed":
         return f"{event['stage']}: failed"
     stage = StageReport(**{k: v for k, v in event.items() if k != "event"})
-    return f"{stage.stage}: {stage.status} ({stage.seconds:.2f} s)"
+    return f"{stage.stage}: {stage.status} ({stage.seconds:.2f} s)" + (
+        f": {stage.reason}" if stage.reason else ""
+    )

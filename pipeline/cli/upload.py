@@ -64,6 +64,23 @@ def upload_command(
     ] = False,
     ignore_cycles: IgnoreCyclesOption = False,
     wasm_memory_limit: WasmMemoryLimitOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another prep uploads the same file, wait for it (else exit 1).")
+    ] = False,
+    no_validate: Annotated[
+        bool, typer.Option("--no-validate", help="Skip checking each file's format before sending it.")
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard the journal: send every file from its first byte.")
+    ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Read back files the journal says are complete and resend what differs "
+            "(append kinds have no read-back: their lengths are compared, as on every run).",
+        ),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Upload model files into a canister: resumable, exactly once, verified, then loaded.
@@ -128,6 +145,10 @@ def upload_command(
             check_interface=not no_interface_check,
             load=not no_load,
             budget=budget,
+            wait_for_lock=wait,
+            validate=not no_validate,
+            restart=restart,
+            verify=verify,
         )
         progress = UploadProgress(
             out.event if json_output else _narrate(out), bar=False if json_output else None
@@ -183,15 +204,14 @@ def _status_text(rows: list[dict[str, Any]]) -> str:
         if "size" not in row:
             journal = "no journal"
         else:
-            progress = (
-                f"{row['acked_bytes']:,} of {row['size']:,} bytes"
-                if row["addressing"] == "append"
-                else f"{row['chunks_done']} of {row['chunks_total']} chunks ({row['size']:,} bytes)"
-            )
+            acknowledged = f"{row.get('acknowledged_bytes', 0):,} of {row['size']:,} bytes"
+            if "chunks_total" in row:
+                acknowledged = f"{row['chunks_done']} of {row['chunks_total']} chunks ({acknowledged})"
             journal = (
-                f"journal: {progress} acknowledged"
+                f"journal: {acknowledged} acknowledged"
                 f"{', complete' if row['bytes_complete'] else ''}, {row['in_flight']} in flight"
                 f"{'' if row['same_code'] else ', canister code changed since'}"
+                f"{', canister changed since the last run' if row.get('canister_agrees') is False else ''}"
             )
         held = row.get("canister_bytes")
         canister = row.get("canister_error") or (

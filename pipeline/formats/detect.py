@@ -14,21 +14,17 @@ from pipeline.formats.llama2c import (
     read_llama2c_model,
     read_llama2c_tokenizer,
 )
+from pipeline.formats.names import (
+    DESCRIPTIONS,
+    GGUF,
+    LLAMA2C_MODEL,
+    LLAMA2C_TOKENIZER,
+    SAFETENSORS,
+    TOKENIZER_JSON,
+)
 from pipeline.formats.safetensors import looks_like_safetensors, read_safetensors_header
 from pipeline.formats.tokenizer_json import looks_like_tokenizer_json, read_tokenizer_json
 
-GGUF = "gguf"
-SAFETENSORS = "safetensors"
-LLAMA2C_MODEL = "llama2c-model"
-LLAMA2C_TOKENIZER = "llama2c-tokenizer"
-TOKENIZER_JSON = "tokenizer-json"
-DESCRIPTIONS = {
-    GGUF: "a GGUF model",
-    SAFETENSORS: "a safetensors file",
-    LLAMA2C_MODEL: "a llama2.c model.bin",
-    LLAMA2C_TOKENIZER: "a llama2.c tokenizer.bin",
-    TOKENIZER_JSON: "a Hugging Face tokenizer.json",
-}
 PREFIX_BYTES = 65536
 
 

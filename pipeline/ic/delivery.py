@@ -4,6 +4,10 @@ A retry never signs a new request for the same bytes while the old one might sti
 `request_status` proves the old request id unknown outside its validity window (the replica refuses
 expired messages, so it can never run) does the caller get `CallExpired` and may sign a fresh call.
 The one `RetryPolicy` of the client paces errors, polls and resends; each stall is reported.
+
+A resend that the replica refuses (a 4xx, an uncertified rejection: out of cycles, frozen) says nothing
+about an earlier copy of the same envelope: once a copy may have reached the replica, only a certified
+`request_status` or the expiry passing with the status unknown decides.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.ic.calls import Outcome, RequestStatus, SignedCall, rejection_error
-from pipeline.ic.errors import CallExpired, ExpiryRefused, GaveUp, TransientIcError
+from pipeline.ic.errors import (
+    CallExpired,
+    ExpiryRefused,
+    GaveUp,
+    IcError,
+    PermanentIcError,
+    TransientIcError,
+)
 
 if TYPE_CHECKING:
     from pipeline.ic.client import IcClient
@@ -29,8 +40,16 @@ IN_FLIGHT_PATIENCE_NS = 300 * NS_PER_S
 SYNC_CALL_WAIT_S = 10.0
 
 
-def deliver(client: IcClient, call: SignedCall, *, on_retry: Callable[[str], None] | None = None) -> Outcome:
+def deliver(
+    client: IcClient,
+    call: SignedCall,
+    *,
+    on_retry: Callable[[str], None] | None = None,
+    sent_before: bool = False,
+) -> Outcome:
     """Submits `call` and returns its certified outcome, resending the same envelope as needed.
+
+    `sent_before`: an earlier process may have submitted this envelope (a journaled call being settled).
 
     Raises CallRejected for a certified reject, CallExpired when it provably never executed,
     GaveUp when its fate cannot be learned long after its expiry, PermanentIcError for failures no
@@ -40,6 +59,7 @@ def deliver(client: IcClient, call: SignedCall, *, on_retry: Callable[[str], Non
     where = f"call {call.method} on {call.canister_id} at {client.network.url}"
     errors = polls = 0
     must_submit = True
+    may_have_run = sent_before
     unknown_since: float | None = None
     failing_since: float | None = None
     last_error = ""
@@ -53,13 +73,22 @@ def deliver(client: IcClient, call: SignedCall, *, on_retry: Callable[[str], Non
                 if must_submit and client.clock.now_ns() < call.expiry_ns - EXPIRY_MARGIN_NS:
                     must_submit = False
                     unknown_since = None
-                    result = _submit(client, call)
+                    result = _submit(client, call, may_have_run)
+                    may_have_run = True
                     if result is not None:
                         return _outcome(call, result)
                 status = client.request_status(call, patient=False)
             errors = 0
             failing_since = None
+        except _RefusedResend as refused:
+            if on_retry is not None:
+                on_retry(f"{refused}; waiting for the certified status of the earlier copy")
+            must_submit, unknown_since = False, None  # ask for the status; resend once it stays unknown
+            time.sleep(policy.error_delay(errors))
+            errors += 1
+            continue
         except TransientIcError as err:
+            may_have_run = True  # it may have reached the replica before the error
             last_error = f"; last error: {err.message}"
             if on_retry is not None:
                 on_retry(str(err))
@@ -99,14 +128,32 @@ def deliver(client: IcClient, call: SignedCall, *, on_retry: Callable[[str], Non
         polls += 1
 
 
-def _submit(client: IcClient, call: SignedCall) -> RequestStatus | None:
-    """One submission; a refused expiry corrects the client's clock and leaves the fate to the status."""
+class _RefusedResend(IcError):
+    """A resend was refused, but an earlier copy of the envelope may have run: its fate is still open."""
+
+
+def _submit(client: IcClient, call: SignedCall, may_have_run: bool) -> RequestStatus | None:
+    """One submission; a refused expiry corrects the client's clock and leaves the fate to the status.
+    Any other refusal decides the call's fate only if no earlier copy can have reached the replica; an
+    uncertified rejection of a resend is checked against the certified status."""
     try:
         result = client.submit(call)
     except ExpiryRefused:
         client.sync_clock(call.route)
         return None
-    return None if result is None else RequestStatus(**vars(result))
+    except PermanentIcError as err:
+        if not may_have_run:
+            raise
+        raise _RefusedResend(f"resend refused ({err.message})") from err
+    if result is None:
+        return None
+    status = RequestStatus(**vars(result))
+    if status.status == "rejected" and may_have_run:
+        certified = client.request_status(call, patient=False)
+        if certified.status != "rejected":
+            raise _RefusedResend(f"resend rejected ({status.reject_message})")
+        return certified
+    return status
 
 
 def _outcome(call: SignedCall, status: RequestStatus) -> Outcome:

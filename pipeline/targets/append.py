@@ -7,12 +7,21 @@ query where the kind has one; otherwise the only safe restart is the reset call.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pipeline.targets.remote_file import RemoteFile
 
 
 @dataclass
 class AppendFile(RemoteFile):
+    appends: ClassVar[bool] = True
+
+    def held(self) -> int | None:
+        return self.remote_length()
+
+    def idempotent(self, offset: int) -> bool:
+        return False  # a repeat duplicates the bytes
+
     @property
     def can_resume(self) -> bool:
         return self.role.length is not None

@@ -8,6 +8,7 @@ the file back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.targets.calls import CanisterRefused, pick
 from pipeline.targets.remote_file import RemoteFile
@@ -15,6 +16,12 @@ from pipeline.targets.remote_file import RemoteFile
 
 @dataclass
 class OffsetFile(RemoteFile):
+    def held(self) -> int | None:
+        return self.remote_size()
+
+    def idempotent(self, offset: int) -> bool:
+        return offset != 0  # a repeat rewrites the same bytes; offset 0 truncates the file
+
     def remote_size(self) -> int | None:
         """The remote file's size, None when it does not exist."""
         assert self.role.size is not None
@@ -31,6 +38,16 @@ class OffsetFile(RemoteFile):
     def read(self, offset: int, length: int) -> bytes:
         assert self.role.read is not None
         return bytes(self.session.query(self.role.read, remote=self.remote, offset=offset, length=length))
+
+    def details(self) -> Any:
+        """What the canister records about the file (llama_cpp: size and its own sha256), None if
+        the kind has no such query or the canister has no record (e.g. lost in an upgrade)."""
+        if self.role.running_sha is None:
+            return None
+        try:
+            return self.session.query(self.role.running_sha, whole=True, remote=self.remote)
+        except CanisterRefused:
+            return None
 
     def running_sha(self) -> str | None:
         """The canister's own sha256 over the chunks in arrival order (right only for in-order uploads)."""

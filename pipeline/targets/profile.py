@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PrepError, UsageError
+from pipeline.formats.names import DESCRIPTIONS as FORMATS
 from pipeline.ic.candid import ServiceInterface, parse_service
 from pipeline.targets.dialogue import SmokeDialogue, read_dialogue
 from pipeline.targets.tuning import TuneCalls, read_tune
@@ -35,6 +36,7 @@ ADDRESSING = ("offset", "append")
 MAX_REMOTE_NAME = 255
 _KIND_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+LENGTH_AFTER = ("file", "empty")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class CallSpec:
     consumes: tuple[str, ...] = ()  # roles whose heap copy this step uses up (brought back first if kept)
     optional: bool = False  # only some canister versions have the method (see `fallback`)
     fallback: CallSpec | None = None  # what prep calls instead where the method is absent
+    # An after-step that moves the role's bytes: what its length query must report once it ran,
+    # "file" (the whole file) or "empty" (moved out), checked before the next step.
+    length_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class RoleProfile:
     after: tuple[CallSpec, ...] = ()  # steps once this role's bytes are in, in order
     stable: StableCopy | None = None  # append kinds: the bytes survive upgrades once a step stored them
     max_bytes: int | None = None
-    format: str | None = None  # "gguf" enables the architecture check
+    format: str = ""  # what the canister's loader reads (pipeline.formats.validate), checked before sending
     architectures: tuple[str, ...] = ()
     limit_hint: str | None = None
 
@@ -388,6 +393,8 @@ class _Reader:
             raise self.fail(
                 f"{key}.length / {key}.reset", "a length query or a reset call (append addressing)"
             )
+        if data.get("format") not in FORMATS:
+            raise self.fail(f"{key}.format", f"the file format its loader reads: one of {', '.join(FORMATS)}")
         parsed = {c: self.call(data[c], f"{key}.{c}") for c in calls if c in data}
         after = tuple(self.call(s, f"{key}.after[{i}]") for i, s in enumerate(data.get("after", [])))
         stable = (
@@ -395,13 +402,15 @@ class _Reader:
             if "stable" in data
             else None
         )
+        if any(spec.length_after for spec in after) and "length" not in parsed:
+            raise self.fail(f"{key}.after", "no length_after without a length query to check it with")
         return RoleProfile(
             name=data["name"],
             remote=str(data.get("remote", data["name"])),
             after=after,
             stable=stable,
             max_bytes=data.get("max_bytes"),
-            format=data.get("format"),
+            format=data["format"],
             architectures=tuple(data.get("architectures", ())),
             limit_hint=data.get("limit_hint"),
             **parsed,
@@ -431,7 +440,10 @@ class _Reader:
         if not isinstance(data, dict) or not isinstance(data.get("method"), str):
             raise self.fail(f"{key}.method", "a method name")
         known = {"method", "args", "value", "exists", "error_when_some", "probe", "consumes", "optional"}
-        self._no_unknown(data, known | {"fallback"} | extra, f"{key}.")
+        self._no_unknown(data, known | {"fallback", "length_after"} | extra, f"{key}.")
+        length_after = data.get("length_after")
+        if length_after is not None and length_after not in LENGTH_AFTER:
+            raise self.fail(f"{key}.length_after", " or ".join(repr(v) for v in LENGTH_AFTER))
         consumes = data.get("consumes", [])
         if not isinstance(consumes, list) or not all(isinstance(c, str) for c in consumes):
             raise self.fail(f"{key}.consumes", "a list of role names")
@@ -448,6 +460,7 @@ class _Reader:
             consumes=tuple(consumes),
             optional=bool(data.get("optional", False)) or "fallback" in data,
             fallback=self.call(data["fallback"], f"{key}.fallback") if "fallback" in data else None,
+            length_after=length_after,
         )
 
     def _no_unknown(self, data: dict[str, Any], known: set[str], prefix: str) -> None:

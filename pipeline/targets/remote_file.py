@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.targets.profile import CallSpec, RoleProfile
 from pipeline.targets.session import TargetSession
@@ -14,6 +14,16 @@ class RemoteFile:
     session: TargetSession
     role: RoleProfile
     remote: str
+    # Whether a chunk extends the file in arrival order (append) or says where it goes (offset).
+    appends: ClassVar[bool] = False
+
+    def held(self) -> int | None:
+        """The bytes the canister reports holding for this file; None when it holds none or cannot tell."""
+        raise NotImplementedError
+
+    def idempotent(self, offset: int) -> bool:
+        """Whether running the chunk at `offset` twice leaves the same state as running it once."""
+        raise NotImplementedError
 
     @property
     def upload(self) -> CallSpec:

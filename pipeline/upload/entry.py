@@ -12,15 +12,13 @@ from pipeline.errors import PrepError, UsageError
 from pipeline.ic.client import IcClient
 from pipeline.manifest import read_manifest
 from pipeline.recipes import TargetSpec, load_recipe
-from pipeline.targets.append import AppendFile
 from pipeline.targets.interface import fit_to_canister
-from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import TargetProfile, load_profile, remote_name_problem
 from pipeline.targets.session import TargetSession
 from pipeline.upload.budget import BudgetOptions, explain_out_of_cycles
 from pipeline.upload.engine import UploadEngine
 from pipeline.upload.journal import Journal, journal_path
-from pipeline.upload.plan import plan_chunks
+from pipeline.upload.mode import mode_for
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.request import DEFAULT_WINDOW, UploadFile, UploadReport, UploadRequest
 from pipeline.workspace import Workspace
@@ -36,6 +34,10 @@ class UploadOptions:
     check_interface: bool = True
     load: bool = True
     budget: BudgetOptions = BudgetOptions()
+    wait_for_lock: bool = False
+    validate: bool = True
+    restart: bool = False
+    verify: bool = False
 
 
 def adhoc_files(profile: TargetProfile, path: Path, remote: str | None) -> tuple[UploadFile, ...]:
@@ -50,7 +52,7 @@ def adhoc_files(profile: TargetProfile, path: Path, remote: str | None) -> tuple
     problem = None if remote is None else remote_name_problem(remote)
     if problem is not None:
         raise UsageError(f"--remote {remote!r}: {problem}", hint=f"e.g. --remote {profile.roles[0].remote}")
-    if profile.addressing == "append":
+    if mode_for(profile).remote_names_role:
         names = [r.name for r in profile.roles]
         if remote is None and len(names) > 1:
             raise UsageError(
@@ -125,6 +127,10 @@ def run_upload(
         check_interface=options.check_interface,
         run_steps=options.load,
         budget=options.budget,
+        wait_for_lock=options.wait_for_lock,
+        validate=options.validate,
+        restart=options.restart,
+        verify=options.verify,
     )
     with explain_out_of_cycles(canister_id):
         return UploadEngine(client, request, progress, confirm).run()
@@ -140,35 +146,28 @@ def upload_status(
     """Per role: what the journal says and what the canister holds (queries and read_state only)."""
     profile = fit_to_canister(client, canister_id, profile)  # older releases: their fallbacks
     session = TargetSession(client, canister_id, profile, {"principal": client.principal})
+    mode = mode_for(profile)
     module_hash = client.module_hash(canister_id)
     rows = []
     for role in profile.roles:
         remote = (remotes or {}).get(role.name, role.remote)
         journal = Journal(journal_path(workspace_root, client.network.url, canister_id, remote))
         record = journal.record
-        row: dict[str, Any] = {
-            "role": role.name,
-            "remote": remote,
-            "addressing": profile.addressing,
-            "journal": str(journal.path),
-        }
+        driver = mode.driver(session, role, remote)
+        row: dict[str, Any] = {"role": role.name, "remote": remote, "journal": str(journal.path)}
         if record is not None:
-            done = record.done_chunks()
             row.update(
                 size=record.size,
                 local_sha256=record.local_sha256,
-                chunks_done=len(done),
-                chunks_total=len(plan_chunks(record.size, record.chunk_size)),
-                acked_bytes=record.acked_bytes,
                 bytes_complete=record.bytes_complete,
                 in_flight=len(record.inflight),
                 same_code=record.module_hash == (module_hash.hex() if module_hash else None),
+                recorded_view=record.canister_view,
             )
         try:
-            if profile.addressing == "offset":
-                row["canister_bytes"] = OffsetFile(session, role, remote).remote_size()
-            else:
-                row["canister_bytes"] = AppendFile(session, role, remote).remote_length()
+            row.update(mode.status_row(driver, record))
+            if record is not None and record.canister_view is not None:
+                row["canister_agrees"] = not record.view_differs(row["canister_view"])
         except PrepError as err:
             row["canister_error"] = str(err)
         rows.append(row)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from pipeline.atomic import write_atomic
@@ -55,11 +56,85 @@ class FileRecord:
     inflight: dict[str, InFlight] = field(default_factory=dict)
     version: int = JOURNAL_VERSION
 
+    # What the canister reported about the file when the run that completed it ended (sizes,
+    # lengths, its own sha256): a rerun that sees something else does not trust the journal.
+    canister_view: Any = None
+
     def done_chunks(self) -> set[int]:
         return {i for start, end in self.done for i in range(start, end)}
 
-    def set_done_chunks(self, chunks: set[int]) -> None:
+    # ---- transitions (each a `Journal.update` change) -------------------------------------------
+
+    def keep_chunks(self, chunks: set[int]) -> None:
+        """Only `chunks` count as acknowledged (the rest are sent again)."""
         self.done = _ranges(sorted(chunks))
+
+    def forget_chunks(self, chunks: set[int]) -> None:
+        self.keep_chunks(self.done_chunks() - chunks)
+
+    def mark_chunk_done(self, entry: InFlight, appended: bool) -> None:
+        """A chunk's call executed; `appended`: it extended the file in order (append kinds)."""
+        assert entry.chunk is not None
+        self.keep_chunks(self.done_chunks() | {entry.chunk})
+        if appended and entry.offset == self.acked_bytes:
+            self.acked_bytes += entry.length
+
+    def reset_acked(self) -> None:
+        """The canister's copy was reset (append kinds): nothing of it is acknowledged."""
+        self.acked_bytes = 0
+
+    def mark_bytes_complete(self) -> None:
+        self.bytes_complete = True
+
+    def reset_bytes(self) -> None:
+        """Every byte must be sent again (the canister's copy cannot be trusted)."""
+        self.bytes_complete = False
+        self.keep_chunks(set())
+
+    def send_again(self) -> None:
+        """The next run sends the file from its first byte and reruns its steps."""
+        self.bytes_complete = False
+        self.acked_bytes = 0
+        self.steps_done = 0
+        self.loaded = None
+        self.canister_view = None
+
+    def mark_rewritten(self) -> None:
+        """Bytes were sent again after the file was loaded: the load steps must run again."""
+        self.loaded = None
+        self.canister_view = None
+
+    def mark_step_done(self) -> None:
+        self.steps_done += 1
+
+    def rewind_steps(self, to: int) -> None:
+        """Rerun the role's steps from `after[to]` on (they restore the bytes); the load steps too."""
+        self.steps_done = to
+        self.loaded = None
+
+    def adopt_code(self, module_hash: str | None) -> None:
+        """The file is in the canister as this code holds it (after a restore under new code)."""
+        self.module_hash = module_hash
+
+    def mark_loaded(self, key: str) -> None:
+        self.loaded = key
+
+    def record_view(self, view: Any) -> None:
+        self.canister_view = view
+
+    def add_inflight(self, entry: InFlight) -> None:
+        self.inflight[entry.request_id] = entry
+
+    def settle_inflight(
+        self, request_id: str, change: Callable[..., None] | None, args: tuple[Any, ...]
+    ) -> None:
+        self.inflight.pop(request_id, None)
+        if change is not None:
+            change(self, *args)
+
+    def view_differs(self, now: Any) -> bool:
+        """Whether the canister reports something else than when the run that completed the file ended."""
+        return self.canister_view is not None and now != self.canister_view
 
     def same_upload(self, other: FileRecord) -> bool:
         """Whether this record describes the same bytes going to the same place in the same way."""
@@ -98,10 +173,13 @@ class Journal:
         """Begins a fresh record for this file; envelopes of an older record are dropped."""
         for stale in self.envelopes.glob("*.cbor") if self.envelopes.is_dir() else ():
             stale.unlink()
-        self.update(lambda _: None, replace=record)
+        self.update(None, replace=record)
 
-    def update(self, change: Callable[[FileRecord], None], *, replace: FileRecord | None = None) -> None:
-        """Applies `change(record)` and returns once a durable save includes it.
+    def update(
+        self, change: Callable[..., None] | None, *args: Any, replace: FileRecord | None = None
+    ) -> None:
+        """Applies `change(record, *args)` (a FileRecord transition) and returns once a durable save
+        includes it.
 
         Saves are group commits: while one thread writes and fsyncs, the changes of others pile up and
         the next write carries them all, so a window of concurrent chunks costs a few fsyncs, not one each.
@@ -110,7 +188,8 @@ class Journal:
             if replace is not None:
                 self.record = replace
             assert self.record is not None
-            change(self.record)
+            if change is not None:
+                change(self.record, *args)
             self._changes += 1
             mine = self._changes
         with self._save_lock:
@@ -132,7 +211,7 @@ class Journal:
         """
         self.envelopes.mkdir(parents=True, exist_ok=True)
         write_atomic(self.envelopes / f"{entry.request_id}.cbor", envelope, sync=sync_envelope)
-        self.update(lambda r: r.inflight.__setitem__(entry.request_id, entry))
+        self.update(FileRecord.add_inflight, entry)
 
     def envelope(self, request_id: str) -> bytes | None:
         try:
@@ -140,15 +219,10 @@ class Journal:
         except FileNotFoundError:
             return None
 
-    def settle(self, request_id: str, change: Callable[[FileRecord], None] | None = None) -> None:
-        """Removes a call from the in-flight set, applying `change` (e.g. mark its chunk done) atomically."""
-
-        def apply(record: FileRecord) -> None:
-            record.inflight.pop(request_id, None)
-            if change is not None:
-                change(record)
-
-        self.update(apply)
+    def settle(self, request_id: str, change: Callable[..., None] | None = None, *args: Any) -> None:
+        """Removes a call from the in-flight set, applying the transition `change(record, *args)` (e.g.
+        mark its chunk done) in the same save."""
+        self.update(FileRecord.settle_inflight, request_id, change, args)
         (self.envelopes / f"{request_id}.cbor").unlink(missing_ok=True)
 
 

@@ -1,4 +1,4 @@
-"""Uploading to offset-addressed targets (llama_cpp): chunk 0 alone, then a window of concurrent chunks.
+"""Offset addressing (llama_cpp): chunk 0 alone, then a window of concurrent chunks; proof by read-back.
 
 Chunk 0 truncates the remote file, so it lands before any other. The rest go concurrently so several
 land in each block; completeness is proven by reading the file back range by range and resending what
@@ -10,79 +10,151 @@ from __future__ import annotations
 
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pipeline.errors import PrepError
 from pipeline.targets.offset import OffsetFile
+from pipeline.targets.profile import RoleProfile
+from pipeline.targets.remote_file import RemoteFile
+from pipeline.targets.session import TargetSession
 from pipeline.upload.journal import FileRecord, Journal
 from pipeline.upload.plan import Chunk, LocalFile, plan_chunks
-from pipeline.upload.progress import UploadProgress
+from pipeline.upload.reasons import Restart, Why
 from pipeline.upload.sender import Sender
 
 VERIFY_ROUNDS = 3
 
 
 @dataclass
-class OffsetUpload:
-    sender: Sender
-    window: int
+class OffsetMode:
+    """Offset addressing: chunks say where they go; chunk 0 truncates; proof by reading back."""
+
+    name: ClassVar[str] = "offset"
+    remote_names_role: ClassVar[bool] = False
+    window: int = 1
     strict_order: bool = False
 
     @property
-    def progress(self) -> UploadProgress:
-        return self.sender.progress
+    def concurrent(self) -> bool:
+        return not self.strict_order and self.window > 1
+
+    def driver(self, session: TargetSession, role: RoleProfile, remote: str) -> OffsetFile:
+        return OffsetFile(session, role, remote)
+
+    def view(self, driver: RemoteFile) -> Any:
+        assert isinstance(driver, OffsetFile)
+        return {"size": driver.remote_size(), "details": driver.details()}
+
+    def contradiction(self, driver: RemoteFile, record: FileRecord, *, verify: bool) -> Restart | None:
+        """A complete journal is doubted when the canister holds another size (the file was removed or
+        rewritten behind prep's back), reports other file details than at the end of the last run (a
+        chunk written by someone else), or, with --strict-order, another running sha256."""
+        assert isinstance(driver, OffsetFile)
+        if not record.bytes_complete:
+            return None
+        if verify:
+            return Restart(Why.VERIFY_REQUESTED)
+        now = self.view(driver)
+        if now["size"] != record.size:
+            held = f"{now['size'] or 0:,} of {record.size:,} bytes"
+            return Restart(Why.CANISTER_DISAGREES, f"the journal says complete, the canister holds {held}")
+        if record.view_differs(now):
+            return Restart(
+                Why.CANISTER_DISAGREES,
+                f"its record of the file changed since the last run ({_short(record.canister_view)} "
+                f"then, {_short(now)} now)",
+            )
+        if self.strict_order and not self.running_sha_matches(driver, record):
+            return Restart(Why.SHA_DIFFERS)
+        return None
+
+    def reverifies(self, restart: Restart) -> bool:
+        # The file lives in stable memory and survives upgrades and other writers: read it back and
+        # resend only what differs instead of everything.
+        return not restart.why.keeps_nothing
+
+    def status_row(self, driver: RemoteFile, record: FileRecord | None) -> dict[str, Any]:
+        view = self.view(driver)
+        row: dict[str, Any] = {"addressing": self.name, "canister_bytes": view["size"], "canister_view": view}
+        if record is not None:
+            chunks = plan_chunks(record.size, record.chunk_size)
+            done = sum(chunks[i].length for i in record.done_chunks() if i < len(chunks))
+            row.update(
+                chunks_done=len(record.done_chunks()), chunks_total=len(chunks), acknowledged_bytes=done
+            )
+        return row
 
     def send(
-        self, journal: Journal, driver: OffsetFile, local: LocalFile, *, resumed: bool, reverify: bool = False
+        self,
+        sender: Sender,
+        journal: Journal,
+        driver: RemoteFile,
+        local: LocalFile,
+        *,
+        resumed: bool,
+        reverify: bool,
     ) -> None:
+        assert isinstance(driver, OffsetFile)
+        progress = sender.progress
         record = journal.record
         assert record is not None
         chunks = plan_chunks(record.size, record.chunk_size)
         done = record.done_chunks()
         if resumed and done:
             done = self._resume_point(driver, chunks, done)
-            self.progress.event(
+            progress.event(
                 "resume", role=record.role, action="continue", chunks_done=len(done), chunks=len(chunks)
             )
-        journal.update(lambda r: r.set_done_chunks(done))
-        self.progress.begin_file(
-            f"{record.role} → {record.remote}", record.size, sum(chunks[i].length for i in done)
-        )
+        journal.update(FileRecord.keep_chunks, done)
+        already = sum(chunks[i].length for i in done)
+        progress.begin_file(f"{record.role} → {record.remote}", record.size, already)
         try:
             todo = [c for c in chunks if c.index not in done]
             if reverify:
                 todo = self._verify(driver, local, chunks)
                 todo = chunks if any(c.index == 0 for c in todo) else todo
                 kept = {c.index for c in chunks} - {c.index for c in todo}
-                journal.update(lambda r: r.set_done_chunks(kept))
-                self.progress.event(
-                    "verify", role=record.role, ok=not todo, bad_chunks=[c.index for c in todo]
-                )
+                journal.update(FileRecord.keep_chunks, kept)
+                if todo:
+                    journal.update(FileRecord.mark_rewritten)
+                progress.event("verify", role=record.role, ok=not todo, bad_chunks=[c.index for c in todo])
             if todo or not reverify or self.strict_order:
-                self._send_until_verified(journal, driver, local, chunks, todo)
+                self._send_until_verified(sender, journal, driver, local, chunks, todo, read_back=reverify)
         finally:
-            self.progress.end_file()
-        self.progress.event(
-            "verify", role=record.role, ok=True, sha256=record.local_sha256, bytes=record.size
-        )
-        journal.update(lambda r: setattr(r, "bytes_complete", True))
+            progress.end_file()
+        progress.event("verify", role=record.role, ok=True, sha256=record.local_sha256, bytes=record.size)
+        journal.update(FileRecord.mark_bytes_complete)
 
     def _send_until_verified(
-        self, journal: Journal, driver: OffsetFile, local: LocalFile, chunks: list[Chunk], todo: list[Chunk]
+        self,
+        sender: Sender,
+        journal: Journal,
+        driver: OffsetFile,
+        local: LocalFile,
+        chunks: list[Chunk],
+        todo: list[Chunk],
+        *,
+        read_back: bool,
     ) -> None:
-        """Sends `todo`, reads the whole file back, and resends what differs, a few rounds at most."""
+        """Sends `todo`, reads the whole file back, and resends what differs, a few rounds at most.
+        `read_back`: `todo` is what a read-back found different (not what the journal lacks)."""
         record = journal.record
         assert record is not None
         for _round in range(VERIFY_ROUNDS):
-            self._send_chunks(journal, driver, local, todo)
+            nudge = _nudge(chunks, todo) if read_back else None
+            self._send_chunks(sender, journal, driver, local, todo, nudge)
+            read_back = True
             bad = self._verify(driver, local, chunks)
             if not bad and self.strict_order and not self.running_sha_matches(driver, record):
                 bad = chunks  # the canister's running hash restarts only at offset 0: resend in order
             if not bad:
                 break
-            self.progress.event("verify", role=record.role, ok=False, bad_chunks=sorted(c.index for c in bad))
+            sender.progress.event(
+                "verify", role=record.role, ok=False, bad_chunks=sorted(c.index for c in bad)
+            )
             todo = chunks if any(c.index == 0 for c in bad) else bad
             resend = {c.index for c in todo}
-            journal.update(lambda r, resend=resend: r.set_done_chunks(r.done_chunks() - resend))
+            journal.update(FileRecord.forget_chunks, resend)
         else:
             raise PrepError(
                 f"{record.remote} on canister {record.canister_id} still differs from {local.path} "
@@ -100,21 +172,31 @@ class OffsetUpload:
             return set()
         return done
 
-    def _send_chunks(self, journal: Journal, driver: OffsetFile, local: LocalFile, todo: list[Chunk]) -> None:
+    def _send_chunks(
+        self,
+        sender: Sender,
+        journal: Journal,
+        driver: OffsetFile,
+        local: LocalFile,
+        todo: list[Chunk],
+        nudge: Chunk | None = None,
+    ) -> None:
         if not todo:
             return
+        if nudge is not None:
+            sender.send_chunk(journal, driver, local, nudge)
         if todo[0].index == 0 or self.strict_order:
             first, rest = todo[0], todo[1:]
-            self.sender.send_chunk(journal, driver, local, first)
+            sender.send_chunk(journal, driver, local, first)
             if self.strict_order:
                 for chunk in rest:
-                    self.sender.send_chunk(journal, driver, local, chunk)
+                    sender.send_chunk(journal, driver, local, chunk)
                 return
         else:
             rest = todo
         pool = ThreadPoolExecutor(max_workers=self.window, thread_name_prefix="upload")
         try:
-            futures = [pool.submit(self.sender.send_chunk, journal, driver, local, c) for c in rest]
+            futures = [pool.submit(sender.send_chunk, journal, driver, local, c) for c in rest]
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [f for f in finished if f.exception() is not None]
             if failed:
@@ -146,3 +228,22 @@ class OffsetUpload:
         except PrepError:  # no upload details (e.g. lost in an upgrade): the hash cannot match
             return False
         return reported is None or reported.lower() == record.local_sha256
+
+
+def _nudge(chunks: list[Chunk], todo: list[Chunk]) -> Chunk | None:
+    """A chunk to rewrite (with the bytes it already holds) before resending `todo` found by a read-back.
+
+    The canister ignores a chunk at the offset of the one it wrote last (an "immediate repeat"), and
+    the last one written may be the very chunk that now differs (someone else wrote it): writing another
+    chunk first makes the resend count. The shortest good chunk other than chunk 0, which truncates.
+    """
+    if any(c.index == 0 for c in todo):
+        return None
+    resent = {c.index for c in todo}
+    good = [c for c in chunks if c.index != 0 and c.index not in resent]
+    return min(good, key=lambda c: c.length) if good else None
+
+
+def _short(view: Any, limit: int = 160) -> str:
+    text = repr(view)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

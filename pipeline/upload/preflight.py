@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline.errors import PrepError
 from pipeline.fit import check_fit
+from pipeline.formats.validate import validate_file
 from pipeline.ic.client import IcClient
 from pipeline.ic.errors import CallRejected
 from pipeline.manifest import Artifact
@@ -57,6 +58,16 @@ def check_access(session: TargetSession) -> None:
         + (f" and {rule.check.method} refuses it" if rule.check else ""),
         hint="use a controller's identity (--pem / --identity), or have a controller add this principal",
     )
+
+
+def check_formats(profile: TargetProfile, files: Sequence[tuple[str, Path]]) -> dict[str, str]:
+    """Each (role, path) must be in the format its role names (what the canister's loader reads);
+    returns a summary per role. UsageError (exit 2) for a file the canister would reject."""
+    summaries = {}
+    for role_name, path in files:
+        role = profile.role(role_name)
+        summaries[role_name] = validate_file(path, role.format, role=role_name, kind=profile.kind)
+    return summaries
 
 
 def check_files(profile: TargetProfile, files: Sequence[tuple[str, Path, int]]) -> None:

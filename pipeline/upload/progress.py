@@ -80,11 +80,16 @@ def describe_event(event: dict[str, Any]) -> str | None:
             done = event.get("bytes_done", event.get("chunks_done"))
             unit = "bytes" if "bytes_done" in event else "chunks"
             return f"{event['role']}: resuming, {done:,} {unit} already in the canister"
+        if event.get("action") == "reverify":
+            return f"{event['role']}: reading the file back to resend what differs ({event.get('reason')})"
         return f"{event['role']}: starting over ({event.get('reason')})"
     if name == "restart":
         return f"starting over: {event['reason']}"
     if name == "verify" and not event["ok"]:
         return f"{event['role']}: read-back found {len(event['bad_chunks'])} chunk(s) to send again"
+    if name == "waiting":
+        who = f"process {event['holder']}" if event.get("holder") else "another process"
+        return f"waiting for {who}, which is uploading the same file ({event['lock']})"
     if name == "steps_skipped":
         return f"not loading yet: upload {', '.join(event['missing'])} too, then the steps run"
     if name == "step":

@@ -32,6 +32,10 @@ class UploadRequest:
     check_interface: bool = True
     run_steps: bool = True
     budget: BudgetOptions = BudgetOptions()
+    wait_for_lock: bool = False  # another process uploading the same file: wait for it (else fail at once)
+    validate: bool = True  # check each file's format (the role's `format`) before the first byte
+    restart: bool = False  # discard the journals: send every file from its first byte
+    verify: bool = False  # read back what the journal says is complete instead of trusting it
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +17,9 @@ from pipeline.ic.calls import is_retryable
 from pipeline.ic.client import IcClient, SignedCall
 from pipeline.ic.delivery import deliver
 from pipeline.ic.errors import CallExpired, CallRejected
-from pipeline.targets.append import AppendFile
-from pipeline.targets.offset import OffsetFile
+from pipeline.targets.calls import CanisterRefused
 from pipeline.targets.profile import CallSpec, RoleProfile
+from pipeline.targets.remote_file import RemoteFile
 from pipeline.targets.session import TargetSession
 from pipeline.upload.journal import FileRecord, InFlight, Journal
 from pipeline.upload.plan import Chunk, LocalFile
@@ -38,22 +37,17 @@ class Sender:
     report: UploadReport
     _report_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def addressing(self) -> str:
-        return self.session.profile.addressing
-
-    def send_chunk(
-        self, journal: Journal, driver: OffsetFile | AppendFile, local: LocalFile, chunk: Chunk
-    ) -> None:
+    def send_chunk(self, journal: Journal, driver: RemoteFile, local: LocalFile, chunk: Chunk) -> None:
         data = local.read(chunk.offset, chunk.length)
         # Offset chunks other than 0 rewrite the same bytes if repeated: their envelopes need no flush.
-        idempotent = isinstance(driver, OffsetFile) and chunk.index != 0
+        idempotent = driver.idempotent(chunk.offset)
         _, resent = self._exactly_once(
             driver.upload,
             driver.role.name,
             journal,
             piece=chunk,
             sync_envelope=not idempotent,
+            appends=driver.appends,
             **driver.upload_vars(chunk.offset, data),
         )
         with self._report_lock:
@@ -61,7 +55,7 @@ class Sender:
             self.report.chunks_sent += 1
         self.progress.chunk(driver.role.name, chunk.index, chunk.length, resent=resent, offset=chunk.offset)
 
-    def settle_inflight(self, journal: Journal, driver: OffsetFile | AppendFile) -> None:
+    def settle_inflight(self, journal: Journal, driver: RemoteFile) -> None:
         """Finds out what the calls of a killed run did: resend their stored envelopes exactly once.
 
         An entry without a chunk is a journaled after-step (see `run_call`); one that is not the role's
@@ -79,14 +73,7 @@ class Sender:
                 envelope or b"",
                 entry.expiry_ns,
             )
-            executed = False
-            try:
-                if envelope is not None:
-                    outcome = deliver(self.client, call)
-                    self.session.interpret(spec, outcome.reply)
-                    executed = True
-            except (CallExpired, CallRejected, PrepError):
-                executed = False
+            executed = envelope is not None and spec is not None and self._settle_one(spec, call, record.role)
             self.progress.event(
                 "resume",
                 role=record.role,
@@ -95,7 +82,29 @@ class Sender:
                 method=entry.method,
                 executed=executed,
             )
-            journal.settle(entry.request_id, change=mark_done(entry, self.addressing) if executed else None)
+            if executed:
+                journal.settle(entry.request_id, *done_change(entry, driver.appends))
+            else:
+                journal.settle(entry.request_id)
+
+    def _settle_one(self, spec: CallSpec, call: SignedCall, label: str) -> bool:
+        """Whether a killed run's call executed, as proven by its certified status or by its expiry
+        passing unknown. A refused resend proves nothing (see delivery): when neither proof comes,
+        the error propagates and the call stays in the journal for the next run to settle."""
+        try:
+            outcome = deliver(
+                self.client,
+                call,
+                on_retry=lambda why: self.progress.retry(label, why),
+                sent_before=True,
+            )
+        except (CallExpired, CallRejected):
+            return False  # never ran, or ran and was rolled back
+        try:
+            self.session.interpret(spec, outcome.reply)
+        except CanisterRefused:
+            return False  # ran and answered Err: the canister refused it, nothing was done
+        return True
 
     def run_call(self, spec: CallSpec, *, role: str | None, journal: Journal | None = None) -> Any:
         """A query, or an update delivered exactly once (re-signed only when provably unexecuted).
@@ -124,6 +133,7 @@ class Sender:
         *,
         piece: Chunk | None = None,
         sync_envelope: bool = True,
+        appends: bool = False,
         **variables: Any,
     ) -> tuple[Any, bool]:
         """Delivers one update call (a chunk when `piece` is given) and returns (answer, re-signed).
@@ -158,7 +168,7 @@ class Sender:
             except PrepError:
                 _settle(journal, entry)
                 raise
-            _settle(journal, entry, mark_done(entry, self.addressing))
+            _settle(journal, entry, *done_change(entry, appends))
             return answer, resent
         what = f"chunk {piece.index} of {label}" if piece is not None else spec.method
         raise PrepError(
@@ -167,11 +177,9 @@ class Sender:
         )
 
 
-def _settle(
-    journal: Journal | None, entry: InFlight, change: Callable[[FileRecord], None] | None = None
-) -> None:
+def _settle(journal: Journal | None, entry: InFlight, *change: Any) -> None:
     if journal is not None:
-        journal.settle(entry.request_id, change=change)
+        journal.settle(entry.request_id, *change)
 
 
 def pending_step(record: FileRecord, role: RoleProfile, entry: InFlight) -> CallSpec | None:
@@ -182,15 +190,8 @@ def pending_step(record: FileRecord, role: RoleProfile, entry: InFlight) -> Call
     return spec if spec.method == entry.method else None
 
 
-def mark_done(entry: InFlight, addressing: str) -> Callable[[FileRecord], None]:
-    def change(record: FileRecord) -> None:
-        if entry.chunk is None:  # a journaled after-step: the next one ran
-            record.steps_done += 1
-            return
-        done = record.done_chunks()
-        done.add(entry.chunk)
-        record.set_done_chunks(done)
-        if addressing == "append" and entry.offset == record.acked_bytes:
-            record.acked_bytes += entry.length
-
-    return change
+def done_change(entry: InFlight, appends: bool) -> tuple[Any, ...]:
+    """The journal transition (and its arguments) for an executed call: its chunk, or the next step."""
+    if entry.chunk is None:  # a journaled after-step
+        return (FileRecord.mark_step_done,)
+    return FileRecord.mark_chunk_done, entry, appends

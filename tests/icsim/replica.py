@@ -195,6 +195,11 @@ class Replica:
         """Accept a call (its induction fee is charged); an identical request already known is not
         executed again. `target`: the effective canister id (the callee, unless it is `aaaaa-aa`)."""
         model = self.canister(target)
+        with self._lock:
+            # The replica answers a request it knows as that request, whatever the canister's state now.
+            known = self._requests.get(envelope.request_id)
+            if known is not None:
+                return known
         if self.faults.is_out_of_cycles(model.canister_id):
             self.observations.refused()
             raise EnvelopeError(400, f"IC0207: {out_of_cycles_message(model)}")
