@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer
 
 from pipeline.errors import PrepError
+from pipeline.formats.config_json import read_gpt2_config
 from pipeline.llamacpp import generate
 from pipeline.manifest import Artifact
 from pipeline.recipes import SmokeSpec
 from pipeline.trim.forward import Gpt2Numpy
-from pipeline.trim.gpt2 import read_gpt2_config
 
 
 @dataclass(frozen=True)

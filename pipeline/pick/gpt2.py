@@ -8,10 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.errors import PrepError
+from pipeline.formats.config_json import read_gpt2_config
 from pipeline.pick import verdicts
 from pipeline.pick.headers import UnreadableHeader, read_safetensors_header
 from pipeline.pick.verdicts import Candidate, RepoContext
-from pipeline.trim.gpt2 import read_gpt2_config
 
 
 def gpt2_candidates(ctx: RepoContext) -> list[Candidate]:

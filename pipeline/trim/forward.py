@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-from pipeline.trim.gpt2 import PREFIX, Gpt2Config
+from pipeline.formats.config_json import PREFIX, Gpt2Config
 
 _GELU_C = np.float32(np.sqrt(2.0 / np.pi))
 

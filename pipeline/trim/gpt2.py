@@ -21,9 +21,9 @@ import numpy as np
 
 from pipeline.atomic import atomic_writer
 from pipeline.errors import InvalidFile, UsageError
+from pipeline.formats.config_json import PREFIX, Gpt2Config, read_gpt2_config
 from pipeline.formats.safetensors import SafetensorsHeader, SafetensorsTensor, read_safetensors_header
 
-PREFIX = "transformer."
 TRIM_DTYPES = ("f32", "f16")
 SAFETENSORS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -40,43 +40,6 @@ _COPY_BUFFER = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Gpt2Config:
-    vocab_size: int
-    n_positions: int
-    n_embd: int
-    n_layer: int
-    n_head: int
-    layer_norm_epsilon: float
-
-    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every tensor the loader reads, with the shape it insists on (Conv1D weights are (in, out))."""
-        e = self.n_embd
-        shapes = {
-            "wte.weight": (self.vocab_size, e),
-            "wpe.weight": (self.n_positions, e),
-            "ln_f.weight": (e,),
-            "ln_f.bias": (e,),
-        }
-        for i in range(self.n_layer):
-            p = f"h.{i}."
-            shapes |= {
-                p + "ln_1.weight": (e,),
-                p + "ln_1.bias": (e,),
-                p + "attn.c_attn.weight": (e, 3 * e),
-                p + "attn.c_attn.bias": (3 * e,),
-                p + "attn.c_proj.weight": (e, e),
-                p + "attn.c_proj.bias": (e,),
-                p + "ln_2.weight": (e,),
-                p + "ln_2.bias": (e,),
-                p + "mlp.c_fc.weight": (e, 4 * e),
-                p + "mlp.c_fc.bias": (4 * e,),
-                p + "mlp.c_proj.weight": (4 * e, e),
-                p + "mlp.c_proj.bias": (e,),
-            }
-        return {PREFIX + name: shape for name, shape in shapes.items()}
-
-
-@dataclass(frozen=True)
 class TrimResult:
     out_dir: Path
     safetensors: Path
@@ -87,49 +50,6 @@ class TrimResult:
     tensors_kept: int
     tensors_dropped: tuple[str, ...]
     dtype: str
-
-
-def read_gpt2_config(path: Path) -> Gpt2Config:
-    """Reads config.json and checks every field the loader reads, naming the field that is wrong."""
-    try:
-        data: Any = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InvalidFile(f"{path}: cannot read the GPT-2 config ({err})") from err
-    if not isinstance(data, dict):
-        raise InvalidFile(f"{path}: expected a JSON object")
-
-    def positive_int(field: str) -> int:
-        value = data.get(field)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InvalidFile(f"{path}: field {field!r} must be a positive integer, got {value!r}")
-        return value
-
-    config = Gpt2Config(
-        vocab_size=positive_int("vocab_size"),
-        n_positions=positive_int("n_positions"),
-        n_embd=positive_int("n_embd"),
-        n_layer=positive_int("n_layer"),
-        n_head=positive_int("n_head"),
-        layer_norm_epsilon=_positive_float(path, data, "layer_norm_epsilon"),
-    )
-    if config.n_embd % config.n_head:
-        raise InvalidFile(
-            f"{path}: field 'n_embd' ({config.n_embd}) must be a multiple of 'n_head' ({config.n_head})"
-        )
-    n_inner = data.get("n_inner")
-    if n_inner is not None and n_inner != 4 * config.n_embd:
-        raise InvalidFile(
-            f"{path}: field 'n_inner' is {n_inner!r}; the GPT-2 canister needs null or 4*n_embd "
-            f"({4 * config.n_embd})"
-        )
-    return config
-
-
-def _positive_float(path: Path, data: dict[str, Any], field: str) -> float:
-    value = data.get(field)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise InvalidFile(f"{path}: field {field!r} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def trim_gpt2(model_dir: Path, out_dir: Path, dtype: str | None = "f16") -> TrimResult:
