@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,18 +209,14 @@ def _read_back(driver: OffsetFile, local_path: Path, proof: FileProof, window: i
 def _read_chunks(driver: OffsetFile, size: int, window: int) -> Iterator[tuple[Any, bytes]]:
     """The file's ranges in order, read by `window` concurrent queries."""
     chunks = plan_chunks(size, chunk_size_for(driver.session.profile.max_chunk_size, concurrent=True))
-
-    def read(chunk: Any) -> bytes:
-        data = driver.read(chunk.offset, chunk.length)
+    remote = driver.read_ranges([(c.offset, c.length) for c in chunks], window)
+    for chunk, data in zip(chunks, remote, strict=True):
         if len(data) != chunk.length:
             raise PrepError(
                 f"canister {driver.session.canister_id} returned {len(data):,} bytes of {driver.remote} at "
                 f"{chunk.offset:,}, {chunk.length:,} were asked for"
             )
-        return data
-
-    with ThreadPoolExecutor(max_workers=window, thread_name_prefix="verify") as pool:
-        yield from zip(chunks, pool.map(read, chunks), strict=True)
+        yield chunk, data
 
 
 # ---- append kinds: the length query and the journal -----------------------------------------------

@@ -7,6 +7,8 @@ the file back.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,12 @@ class OffsetFile(RemoteFile):
     def read(self, offset: int, length: int) -> bytes:
         assert self.role.read is not None
         return bytes(self.session.query(self.role.read, remote=self.remote, offset=offset, length=length))
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]], window: int) -> Iterator[bytes]:
+        """The bytes of each (offset, length) range, in order, read by `window` concurrent queries (the
+        read-back that proves a file: the upload's and `prep verify --canister`'s)."""
+        with ThreadPoolExecutor(max_workers=window, thread_name_prefix="verify") as pool:
+            yield from pool.map(lambda r: self.read(*r), ranges)
 
     def details(self) -> Any:
         """What the canister records about the file (llama_cpp: size and its own sha256), None if

@@ -212,15 +212,14 @@ class OffsetMode:
         if remote_size is not None and remote_size > local.size:
             return chunks  # a longer stale file: only a restart from chunk 0 truncates it
 
-        def same(chunk: Chunk) -> bool:
-            if remote_size is None or chunk.end > remote_size:
-                return False
-            remote = driver.read(chunk.offset, chunk.length)
-            return len(remote) == chunk.length and local.holds(chunk.offset, remote)
-
-        with ThreadPoolExecutor(max_workers=self.window, thread_name_prefix="verify") as pool:
-            results = list(pool.map(same, chunks))
-        return [c for c, ok in zip(chunks, results, strict=True) if not ok]
+        readable = [c for c in chunks if remote_size is not None and c.end <= remote_size]
+        remote = driver.read_ranges([(c.offset, c.length) for c in readable], self.window)
+        same = {
+            c.offset
+            for c, data in zip(readable, remote, strict=True)
+            if len(data) == c.length and local.holds(c.offset, data)
+        }
+        return [c for c in chunks if c.offset not in same]
 
     def running_sha_matches(self, driver: OffsetFile, record: FileRecord) -> bool:
         try:
