@@ -30,6 +30,7 @@ from pipeline.targets.profile import CallSpec, RoleProfile
 from pipeline.targets.remote_file import RemoteFile
 from pipeline.targets.session import TargetSession
 from pipeline.upload import budget, preflight
+from pipeline.upload.flow import FlowControl
 from pipeline.upload.journal import FileRecord, Journal, journal_path
 from pipeline.upload.lock import FileLocks
 from pipeline.upload.mode import mode_for
@@ -71,7 +72,8 @@ class UploadEngine:
         variables = {**defaults, **request.variables, **base}
         self.session = TargetSession(client, request.canister_id, self.profile, variables)
         self.report = UploadReport(request.canister_id, self.profile.kind)
-        self.sender = Sender(client, self.session, self.progress, self.report)
+        flow = request.flow or FlowControl(request.window)
+        self.sender = Sender(client, self.session, self.progress, self.report, flow)
         self.mode = mode_for(self.profile, window=request.window, strict_order=request.strict_order)
         self._formats: dict[str, str] = {}  # role -> what its format check found
         self._sent: set[str] = set()  # roles whose bytes this run sent (not taken from a journal)

@@ -8,7 +8,8 @@ matches too (and is checked).
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ from pipeline.targets.offset import OffsetFile
 from pipeline.targets.profile import RoleProfile
 from pipeline.targets.remote_file import RemoteFile
 from pipeline.targets.session import TargetSession
+from pipeline.upload.flow import Slot
 from pipeline.upload.journal import FileRecord, Journal
 from pipeline.upload.plan import Chunk, LocalFile, plan_chunks
 from pipeline.upload.reasons import Restart, Why
@@ -194,13 +196,36 @@ class OffsetMode:
                 return
         else:
             rest = todo
-        pool = ThreadPoolExecutor(max_workers=self.window, thread_name_prefix="upload")
+        self._send_concurrently(sender, journal, driver, local, rest)
+
+    def _send_concurrently(
+        self, sender: Sender, journal: Journal, driver: OffsetFile, local: LocalFile, chunks: list[Chunk]
+    ) -> None:
+        """Each chunk is submitted once the flow grants it a slot, so threads follow the window."""
+        failed = threading.Event()
+        futures: list[Future[None]] = []
+        flow = sender.flow
+
+        def finished(future: Future[None], slot: Slot) -> None:
+            if future.cancelled():
+                flow.release(slot)  # never started: send_chunk did not get to release it
+            elif future.exception() is not None:
+                failed.set()
+
+        pool = ThreadPoolExecutor(max_workers=flow.limit, thread_name_prefix="upload")
         try:
-            futures = [pool.submit(sender.send_chunk, journal, driver, local, c) for c in rest]
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in finished if f.exception() is not None]
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
+            for chunk in chunks:
+                slot = flow.acquire(chunk.length)
+                if failed.is_set():
+                    flow.release(slot)
+                    break
+                future = pool.submit(sender.send_chunk, journal, driver, local, chunk, slot)
+                future.add_done_callback(lambda f, s=slot: finished(f, s))
+                futures.append(future)
+            wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in futures if f.done() and f.exception() is not None]
+            if errors:
+                raise errors[0]  # type: ignore[misc]
         finally:
             # On a failure or Ctrl-C, chunks not yet started stay unsent; those in flight finish and are
             # journaled, so the next run knows exactly what landed.

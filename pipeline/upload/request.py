@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.targets.profile import TargetProfile
 from pipeline.upload.budget import BudgetOptions
+from pipeline.upload.flow import FlowControl
 
 DEFAULT_WINDOW = 12  # concurrent chunks in flight for offset targets: several land in each block
 
@@ -36,6 +37,8 @@ class UploadRequest:
     validate: bool = True  # check each file's format (the role's `format`) before the first byte
     restart: bool = False  # discard the journals: send every file from its first byte
     verify: bool = False  # read back what the journal says is complete instead of trusting it
+    # Shared by the canisters of one subnet in a fleet; None: this upload gets its own of `window` calls.
+    flow: FlowControl | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pipeline.targets.calls import CanisterRefused
 from pipeline.targets.profile import CallSpec, RoleProfile
 from pipeline.targets.remote_file import RemoteFile
 from pipeline.targets.session import TargetSession
+from pipeline.upload.flow import FlowControl, Slot
 from pipeline.upload.journal import FileRecord, InFlight, Journal
 from pipeline.upload.plan import Chunk, LocalFile
 from pipeline.upload.progress import UploadProgress
@@ -35,21 +36,30 @@ class Sender:
     session: TargetSession
     progress: UploadProgress
     report: UploadReport
+    flow: FlowControl
     _report_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def send_chunk(self, journal: Journal, driver: RemoteFile, local: LocalFile, chunk: Chunk) -> None:
-        data = local.read(chunk.offset, chunk.length)
-        # Offset chunks other than 0 rewrite the same bytes if repeated: their envelopes need no flush.
-        idempotent = driver.idempotent(chunk.offset)
-        _, resent = self._exactly_once(
-            driver.upload,
-            driver.role.name,
-            journal,
-            piece=chunk,
-            sync_envelope=not idempotent,
-            appends=driver.appends,
-            **driver.upload_vars(chunk.offset, data),
-        )
+    def send_chunk(
+        self, journal: Journal, driver: RemoteFile, local: LocalFile, chunk: Chunk, slot: Slot | None = None
+    ) -> None:
+        """Sends one chunk within the flow's window: in `slot` when the caller already holds one."""
+        slot = slot or self.flow.acquire(chunk.length)
+        try:
+            data = local.read(chunk.offset, chunk.length)
+            # Offset chunks other than 0 rewrite the same bytes if repeated: their envelopes need no flush.
+            idempotent = driver.idempotent(chunk.offset)
+            _, resent = self._exactly_once(
+                driver.upload,
+                driver.role.name,
+                journal,
+                piece=chunk,
+                sync_envelope=not idempotent,
+                appends=driver.appends,
+                **driver.upload_vars(chunk.offset, data),
+            )
+            slot.acknowledged = True
+        finally:
+            self.flow.release(slot)
         with self._report_lock:
             self.report.bytes_sent += chunk.length
             self.report.chunks_sent += 1
