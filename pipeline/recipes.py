@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.atomic import write_atomic
 from pipeline.errors import UsageError
 from pipeline.targets.profile import is_kind_name, known_kinds, load_profile, remote_name_problem
+from pipeline.toml_table import TomlTable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -145,84 +146,7 @@ def _is_pattern(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-class _Table:
-    """A TOML table being validated: tracks which keys were read so the rest can be reported as unknown."""
-
-    def __init__(self, file: Path, prefix: str, data: Any) -> None:
-        self.file = file
-        self.prefix = prefix
-        if not isinstance(data, dict):
-            raise self.error(prefix or "(top level)", "a table", data)
-        self.data: dict[str, Any] = data
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def error(self, dotted: str, expected: str, got: Any = None, *, missing: bool = False) -> UsageError:
-        found = "it is missing" if missing else f"got {got!r}"
-        return UsageError(f"{self.file}: `{dotted}` must be {expected}; {found}", hint=RECIPE_HINT)
-
-    def get(self, name: str, expected: str, check: Any, default: Any = ..., *, required: bool = True) -> Any:
-        self.seen.add(name)
-        if name not in self.data:
-            if default is not ...:
-                return default
-            raise self.error(self.key(name), expected, missing=True)
-        value = self.data[name]
-        if not check(value):
-            raise self.error(self.key(name), expected, value)
-        return value
-
-    def string(self, name: str, default: Any = ...) -> Any:
-        return self.get(name, "a non-empty string", lambda v: isinstance(v, str) and v.strip() != "", default)
-
-    def choice(self, name: str, choices: tuple[str, ...], default: Any = ...) -> Any:
-        return self.get(name, "one of " + ", ".join(choices), lambda v: v in choices, default)
-
-    def positive_int(self, name: str, default: Any = ...) -> Any:
-        return self.get(name, "a positive integer", _is_positive_int, default)
-
-    def string_list(self, name: str) -> tuple[str, ...]:
-        value = self.get(name, "a non-empty list of non-empty strings", _is_string_list)
-        return tuple(value)
-
-    def sub(self, name: str) -> _Table:
-        self.seen.add(name)
-        if name not in self.data:
-            raise self.error(self.key(name), "a table", missing=True)
-        return _Table(self.file, self.key(name), self.data[name])
-
-    def optional_sub(self, name: str) -> _Table | None:
-        self.seen.add(name)
-        return self.sub(name) if name in self.data else None
-
-    def string_map(self, name: str) -> dict[str, str]:
-        table = self.sub(name)
-        result = {k: table.string(k) for k in table.data}
-        if not result:
-            raise table.error(table.prefix, 'a non-empty table of name = "string"', {})
-        return result
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            allowed = ", ".join(sorted(self.seen))
-            raise UsageError(
-                f"{self.file}: unknown key `{self.key(unknown[0])}`",
-                hint=f"allowed keys here: {allowed}",
-            )
-
-
-def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _is_string_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v.strip() for v in value)
-
-
-def _parse_hub_source(table: _Table) -> HubSource:
+def _parse_hub_source(table: TomlTable) -> HubSource:
     repo = table.get(
         "repo", "a repo id like `owner/name`", lambda v: isinstance(v, str) and _REPO_RE.match(v)
     )
@@ -245,7 +169,7 @@ def _parse_hub_source(table: _Table) -> HubSource:
     return HubSource(repo=repo, revision=revision, files=files, sha256=sha256, size=size)
 
 
-def _parse_sha_map(table: _Table) -> dict[str, str]:
+def _parse_sha_map(table: TomlTable) -> dict[str, str]:
     sha_table = table.optional_sub("sha256")
     if sha_table is None:
         return {}
@@ -260,7 +184,7 @@ def _is_sha256(value: Any) -> bool:
     return isinstance(value, str) and bool(_SHA256_RE.match(value))
 
 
-def _parse_url_source(table: _Table) -> UrlSource:
+def _parse_url_source(table: TomlTable) -> UrlSource:
     url = table.get(
         "url",
         "an https:// or http:// URL",
@@ -282,7 +206,7 @@ def _parse_url_source(table: _Table) -> UrlSource:
 
 
 def _parse_source(file: Path, prefix: str, data: Any) -> Source:
-    table = _Table(file, prefix, data)
+    table = TomlTable(file, prefix, data, RECIPE_HINT)
     if "url" in table.data and "repo" in table.data:
         raise UsageError(f"{file}: `{prefix}` must have either `repo` or `url`, not both", hint=RECIPE_HINT)
     if "url" in table.data:
@@ -292,7 +216,7 @@ def _parse_source(file: Path, prefix: str, data: Any) -> Source:
     return _parse_hub_source(table)
 
 
-def _parse_sources(top: _Table) -> tuple[Source, ...]:
+def _parse_sources(top: TomlTable) -> tuple[Source, ...]:
     top.seen.add("source")
     raw = top.data.get("source")
     if raw is None:
@@ -315,7 +239,7 @@ def _fetched_name_matches(name: str, sources: tuple[Source, ...]) -> bool:
     return False
 
 
-def _parse_build(top: _Table, sources: tuple[Source, ...]) -> BuildSpec:
+def _parse_build(top: TomlTable, sources: tuple[Source, ...]) -> BuildSpec:
     table = top.sub("build")
     kind = table.choice("kind", BUILD_KINDS)
     if kind == "passthrough":
@@ -335,7 +259,7 @@ def _parse_build(top: _Table, sources: tuple[Source, ...]) -> BuildSpec:
     return BuildSpec(kind=kind, dtype=dtype)
 
 
-def _parse_target(top: _Table, build: BuildSpec) -> TargetSpec:
+def _parse_target(top: TomlTable, build: BuildSpec) -> TargetSpec:
     table = top.sub("target")
     kind = table.get("kind", "a canister kind: " + ", ".join(known_kinds()), _is_known_kind)
     profile = load_profile(kind)
@@ -397,7 +321,7 @@ def _is_regex(value: Any) -> bool:
 
 def parse_recipe(path: Path, data: dict[str, Any]) -> Recipe:
     """Validates parsed TOML `data` read from `path` into a Recipe."""
-    top = _Table(path, "", data)
+    top = TomlTable(path, "", data, RECIPE_HINT)
     name = top.get(
         "name",
         f"the file's name ({path.stem!r})",
