@@ -34,6 +34,18 @@ UrlOption = Annotated[str | None, typer.Option("--url", help="Replica URL for a 
 CanisterOption = Annotated[
     str, typer.Option("--canister", help="Canister id, or a name from the project's canister_ids.json.")
 ]
+# Commands that work on a fleet take the canister repeatedly, or a fleet file (pipeline.fleet.spec).
+CanistersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--canister",
+        help="Canister id, or a name from the project's canister_ids.json; repeat it for several.",
+    ),
+]
+FleetOption = Annotated[
+    Path | None,
+    typer.Option("--fleet", help="A FLEET.toml listing canisters (README: Fleets); instead of --canister."),
+]
 YesOption = Annotated[bool, typer.Option("--yes", help="Do not ask before a mainnet upload.")]
 PemOption = Annotated[
     Path | None, typer.Option("--pem", help="Identity PEM file (Ed25519 or secp256k1); env PREP_PEM.")
