@@ -151,7 +151,7 @@ def verify_canister(
             f"{module_hash} now): what lived in its heap, the loaded model included, is gone; "
             "run prep upload --bundle again"
         )
-    ready = _probe(session, profile)
+    ready = probe_ready(session, profile)
     if ready is not None and ready != "ok":
         problems.append(f"the canister is not ready: {ready}")
     return CanisterProof(
@@ -186,7 +186,7 @@ def _read_back(driver: OffsetFile, local_path: Path, proof: FileProof, window: i
     digest = hashlib.sha256()
     first_difference: int | None = None
     with LocalFile(local_path) as local:
-        for chunk, data in _read_chunks(driver, held, window):
+        for chunk, data in read_chunks(driver, held, window):
             digest.update(data)
             if first_difference is None and not local.holds(chunk.offset, data):
                 first_difference = chunk.offset
@@ -206,7 +206,7 @@ def _read_back(driver: OffsetFile, local_path: Path, proof: FileProof, window: i
     )
 
 
-def _read_chunks(driver: OffsetFile, size: int, window: int) -> Iterator[tuple[Any, bytes]]:
+def read_chunks(driver: OffsetFile, size: int, window: int) -> Iterator[tuple[Any, bytes]]:
     """The file's ranges in order, read by `window` concurrent queries."""
     chunks = plan_chunks(size, chunk_size_for(driver.session.profile.max_chunk_size, concurrent=True))
     remote = driver.read_ranges([(c.offset, c.length) for c in chunks], window)
@@ -308,7 +308,7 @@ def _loaded_under(records: list[FileRecord], roles: int) -> str | None:
     return hashes.pop() if len(records) == roles and len(hashes) == 1 else None
 
 
-def _probe(session: TargetSession, profile: TargetProfile) -> str | None:
+def probe_ready(session: TargetSession, profile: TargetProfile) -> str | None:
     probes = [s for s in profile.steps if s.probe and session.is_query(s)]
     for spec in probes:
         try:

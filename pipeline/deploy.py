@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def deploy_bundle(
         client,
         canister_id,
         workspace,
-        options or RunOptions(),
+        replace(options or RunOptions(), bundle=str(bundle.path.resolve())),
         on_event,
         confirm,
     )

@@ -53,6 +53,7 @@ class RunOptions:
     check_interface: bool = True
     progress: bool = True  # progress bars and notes on stderr
     budget: BudgetOptions = BudgetOptions()
+    bundle: str | None = None  # the release bundle being deployed, for the upload journal
 
 
 @dataclass
@@ -218,7 +219,9 @@ class StagedRun:
                     hint=f"roles of {self.profile.kind}: {', '.join(r.name for r in self.profile.roles)}",
                 )
             remote = self.target.files.get(role.name, role.remote)
-            files.append(UploadFile(role.name, artifact.path, remote, artifact.sha256))
+            files.append(
+                UploadFile(role.name, artifact.path, remote, artifact.sha256, self.name, self.options.bundle)
+            )
             self.report.artifacts[role.name] = {
                 "path": str(artifact.path),
                 "remote": remote,

@@ -26,6 +26,7 @@ from pipeline.cli import (
     release,
     run,
     smoke,
+    status,
     trim,
     tune,
     upload,
@@ -88,6 +89,7 @@ COMMANDS: tuple[tuple[str, Callable[..., None] | typer.Typer], ...] = (
     ("lock", lock.lock_command),
     ("release", release.release_command),
     ("verify", verify.verify_command),
+    ("status", status.status_command),
 )
 
 for _name, _command in COMMANDS:

@@ -154,6 +154,8 @@ class UploadEngine:
             size=size,
             chunk_size=self._chunk_size,
             module_hash=None,
+            recipe=upload.recipe,
+            bundle=upload.bundle,
         )
 
     def _preflight(self) -> bytes:
@@ -220,6 +222,11 @@ class UploadEngine:
         if restart is not None:
             self._start_over(journal, wanted, restart, announce=previous is not None)
         assert journal.record is not None
+        if upload.recipe is not None and (journal.record.recipe, journal.record.bundle) != (
+            upload.recipe,
+            upload.bundle,
+        ):  # the same bytes, now named by another recipe or bundle: the journal tells the latest
+            journal.update(FileRecord.record_origin, upload.recipe, upload.bundle)
         if not journal.record.bytes_complete:
             self._send(upload, journal, driver, restart)
         self._run_role_steps(journal, role)

@@ -88,7 +88,7 @@ def recipe_files(
             )
         artifact = artifacts[role.name]
         remote = recipe.target.files.get(role.name, role.remote)
-        files.append(UploadFile(role.name, artifact.path, remote, artifact.sha256))
+        files.append(UploadFile(role.name, artifact.path, remote, artifact.sha256, recipe=recipe.name))
     return profile, tuple(files), recipe_variables(recipe.target)
 
 

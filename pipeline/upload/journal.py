@@ -59,6 +59,10 @@ class FileRecord:
     # What the canister reported about the file when the run that completed it ended (sizes,
     # lengths, its own sha256): a rerun that sees something else does not trust the journal.
     canister_view: Any = None
+    # Where the bytes came from, for `prep status`: the recipe's name and the release bundle's folder
+    # (None: not named by the upload, e.g. `prep upload --file`, or a journal written before they were kept).
+    recipe: str | None = None
+    bundle: str | None = None
 
     def done_chunks(self) -> set[int]:
         return {i for start, end in self.done for i in range(start, end)}
@@ -121,6 +125,9 @@ class FileRecord:
 
     def record_view(self, view: Any) -> None:
         self.canister_view = view
+
+    def record_origin(self, recipe: str | None, bundle: str | None) -> None:
+        self.recipe, self.bundle = recipe, bundle
 
     def add_inflight(self, entry: InFlight) -> None:
         self.inflight[entry.request_id] = entry

@@ -19,6 +19,8 @@ class UploadFile:
     path: Path
     remote: str
     sha256: str | None = None  # known from the build manifest; computed when None
+    recipe: str | None = None  # the recipe it was built by, kept in the journal (prep status shows it)
+    bundle: str | None = None  # the release bundle folder it comes from, likewise
 
 
 @dataclass(frozen=True)
