@@ -48,6 +48,8 @@ def cases() -> list[tuple[str, list[str], int]]:
             add(2, "recipes", "--recipes-dir", bad)
             add(2, "lock", "--all", "--recipes-dir", bad)
         add(1, "verify", bad)  # a bundle that does not verify is a failed check
+        add(2, "status", "--fleet", bad, "--network", CLOSED)
+        add(2, "status", "--canister", CANISTER, "--network", CLOSED, "--pem", bad)
         add(2, "kinds", "check", bad)
     for bad in ("folder", "missing"):
         add(2, "upload", "--file", bad, "--kind", "llama_cpp", "--canister", CANISTER, "--network", CLOSED)
@@ -75,6 +77,11 @@ def cases() -> list[tuple[str, list[str], int]]:
     for name in ("nope", "../stories15m", ""):
         add(2, "recipes", "copy", name)
         add(2, "recipes", "show", name)
+    for cycles in ("lots", "-1", "1e400", "", "T", "nan", "0x10"):
+        add(2, "status", "--canister", CANISTER, "--network", CLOSED, "--min-cycles", cycles)
+    add(2, "status", "--network", CLOSED)  # no canister named
+    add(2, "status", "--canister", CANISTER, "--fleet", "text.txt", "--network", CLOSED)
+    add(2, "status", "--canister", "not a canister!", "--network", CLOSED, "--anonymous")
     for command in ("upload", "smoke", "run", "tune"):
         add(2, command, "stories15m")  # --canister is required
     return found

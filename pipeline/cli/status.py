@@ -3,6 +3,7 @@ the recipe and bundle they came from), with the canisters that drift from the ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -70,7 +71,8 @@ def status_command(
     members = fleet_of(canister or [], fleet).members
     options = StatusOptions(Workspace.default().root, read_back=read_back, min_cycles=threshold)
     with ExitStack() as clients:
-        targets = [_target(m, network, url, (pem, identity, anonymous), clients) for m in members]
+        signer = (pem, identity, anonymous)
+        targets = [_target(m, network, url, signer, clients, _label(m, members, network)) for m in members]
         states = collect_status(targets, options)
     verdict = judge(states)
     Output(json=json_output).result(status_json(states, verdict), status_text(states, verdict))
@@ -84,6 +86,7 @@ def _target(
     url: str | None,
     signer: tuple[Path | None, str | None, bool],
     clients: ExitStack,
+    label: str,
 ) -> StatusTarget:
     """The member's own network and identity where the fleet file gives them, else the command line's."""
     from pipeline.fleet.status import StatusTarget
@@ -99,6 +102,12 @@ def _target(
     client = clients.enter_context(connect(member.network or network, None if own_network else url, who))
     canister_id = canister_on(client.network, member.canister)
     if member.recipe is None:
-        return StatusTarget(member.canister, canister_id, client)
+        return StatusTarget(label, canister_id, client)
     target = load_recipe(member.recipe).target
-    return StatusTarget(member.canister, canister_id, client, load_profile(target.kind), dict(target.files))
+    return StatusTarget(label, canister_id, client, load_profile(target.kind), dict(target.files))
+
+
+def _label(member: FleetMember, members: Sequence[FleetMember], network: str) -> str:
+    """How the canister is named in the table: as given, with its network when it is listed twice."""
+    twice = sum(m.canister == member.canister for m in members) > 1
+    return f"{member.canister}@{member.network or network}" if twice else member.canister

@@ -73,7 +73,9 @@ def fleet_of(canisters: Sequence[str], fleet_file: Path | None) -> Fleet:
     if fleet_file is not None:
         return load_fleet(fleet_file)
     if not canisters:
-        raise UsageError("name a canister: --canister ID_OR_NAME (repeatable) or --fleet FLEET.toml")
+        raise UsageError(
+            "name a canister: --canister ID_OR_NAME (repeatable) or --fleet FLEET.toml", hint=FLEET_HINT
+        )
     members = tuple(FleetMember(_canister_text(c, "--canister")) for c in canisters)
     _refuse_duplicates(members, "--canister")
     return Fleet(members)
@@ -108,7 +110,7 @@ def _read(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise UsageError(f"fleet file {path} does not exist", hint=FLEET_HINT) from None
     except OSError as err:
-        raise UsageError(f"cannot read fleet file {path}: {err.strerror or err}") from None
+        raise UsageError(f"cannot read fleet file {path}: {err.strerror or err}", hint=FLEET_HINT) from None
     if len(raw) > MAX_FLEET_FILE_BYTES:
         raise UsageError(f"{path}: over {MAX_FLEET_FILE_BYTES:,} bytes; that is not a fleet file")
     try:

@@ -297,15 +297,16 @@ def _judge_journal(
     if record.canister_view is None:
         file.unproven.append("the journal recorded no view of the canister at the end of the upload")
         return
-    if not record.view_differs(view):
-        file.sha256, file.sha256_from = record.local_sha256, JOURNAL
-        return
     if record.module_hash != state.module_hash:
+        # New code may have rewritten or dropped the file and its record; only the bytes can tell.
         if not read_back:
             file.unproven.append(
-                "the canister's code changed since the upload (its file record went with the heap); "
-                "--read-back proves the bytes"
+                f"its sha256: the canister's code changed since the upload (module hash "
+                f"{_abbrev(record.module_hash)} then); --read-back proves the bytes"
             )
+        return
+    if not record.view_differs(view):
+        file.sha256, file.sha256_from = record.local_sha256, JOURNAL
         return
     file.problems.append(
         f"does not match its journal: the canister reports {_short(view)}, "
@@ -319,6 +320,10 @@ def _read_back(driver: OffsetFile, size: int, window: int) -> str:
     for _, data in read_chunks(driver, size, window):
         digest.update(data)
     return digest.hexdigest()
+
+
+def _abbrev(text: str | None) -> str:
+    return "none" if text is None else text[:12]
 
 
 def _short(view: Any) -> str:
