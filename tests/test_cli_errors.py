@@ -77,7 +77,7 @@ def cases() -> list[tuple[str, list[str], int]]:
     for name in ("nope", "../stories15m", ""):
         add(2, "recipes", "copy", name)
         add(2, "recipes", "show", name)
-    for cycles in ("lots", "-1", "1e400", "", "T", "nan", "0x10"):
+    for cycles in ("lots", "-1", "1e400", "", "T", "nan", "0x10", "1,5T"):
         add(2, "status", "--canister", CANISTER, "--network", CLOSED, "--min-cycles", cycles)
     add(2, "status", "--network", CLOSED)  # no canister named
     add(2, "status", "--canister", CANISTER, "--fleet", "text.txt", "--network", CLOSED)

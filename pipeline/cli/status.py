@@ -58,8 +58,11 @@ def status_command(
     """Show every canister of a fleet side by side and flag drift: a module hash or model file that
     differs from the majority, a model not loaded, low cycles, an unreachable canister.
 
-    Exit 0 when all agree and are well, 1 when anything drifts, 2 for bad input. Read-only: queries,
-    read_state and (for a controller) canister_status. Upload journals come from $PREP_WORKDIR (./work).
+    Exit 0 when all agree and are well, 1 when anything drifts, 2 for bad input.
+
+    Read-only: queries, read_state and (for a controller) canister_status.
+
+    The upload journals (what was sent, from which recipe) come from $PREP_WORKDIR (default ./work).
     """
     from pipeline.fleet.drift import judge
     from pipeline.fleet.spec import fleet_of

@@ -20,6 +20,7 @@ and a canister that cannot be read becomes a row with its error.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -138,7 +139,10 @@ def _read_canister(target: StatusTarget, options: StatusOptions, state: Canister
     state.controller = client.principal in (controllers or ())
     status = canister_status(client, cid) if state.controller else None
     if status is None:
-        state.notes.append("cycles and memory: not a controller (only controllers may read canister_status)")
+        state.notes.append(
+            "cycles and memory: not a controller (only controllers may read canister_status; "
+            "sign with --pem or --identity of a controller)"
+        )
     else:
         _take_status(state, status)
     if state.module_hash is None:
@@ -341,7 +345,9 @@ CYCLES_SUFFIXES = {"T": 10**12, "B": 10**9, "M": 10**6}
 
 def parse_cycles(text: str, option: str = "--min-cycles") -> int:
     """A cycles amount as written on a command line: 2000000000000, 2_000_000_000_000, 2T or 1.5T."""
-    cleaned = text.strip().replace("_", "").replace(",", "")
+    cleaned = text.strip().replace("_", "")
+    if re.fullmatch(r"\d{1,3}(,\d{3})+[TtBbMm]?", cleaned):  # thousands separators; "1,5T" is refused
+        cleaned = cleaned.replace(",", "")
     scale = CYCLES_SUFFIXES.get(cleaned[-1:].upper(), 1) if cleaned else 1
     number = cleaned[:-1] if scale != 1 else cleaned
     try:
