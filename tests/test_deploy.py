@@ -67,6 +67,15 @@ def test_a_bundle_deploys_and_the_canister_is_proven_to_hold_it(
         assert sent["path"] == str(bundle / artifact["file"]) and sent["remote"] == artifact["remote"]
         assert sent["sha256"] == artifact["sha256"]
 
+    # prep status names the recipe and the bundle the files came from (the upload journal keeps them).
+    status = deploy_world.prep("status", *deploy_world.target_args(kind), "--json")
+    assert status.code == 0, status.stdout + status.stderr
+    (row,) = status.result["canisters"]
+    assert {(f["remote"], f["sha256"], f["sha256_from"], f["recipe"], f["bundle"]) for f in row["files"]} == {
+        (a["remote"], a["sha256"], "journal", manifest["recipe"]["name"], str(bundle.resolve()))
+        for a in manifest["artifacts"]
+    }
+
     checked = verify(deploy_world, kind, bundle)
     assert checked.code == 0, checked.stderr
     proof = checked.result

@@ -298,6 +298,13 @@ def _judge_journal(
             f"its upload did not finish (journal {record.size:,} bytes): run prep upload again"
         )
         return
+    if record.canister_view is None and view is None and not file.size_shown:
+        # The kind reports nothing about its files (icpp_llama2): the journal is all there is.
+        file.sha256, file.sha256_from = record.local_sha256, JOURNAL
+        file.unproven.append(
+            "that it is still there: the canister reports nothing to compare the journal with"
+        )
+        return
     if record.canister_view is None:
         file.unproven.append("the journal recorded no view of the canister at the end of the upload")
         return
