@@ -23,7 +23,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,11 @@ from pipeline.upload.journal import FileRecord, Journal, journal_path
 from pipeline.upload.plan import chunk_size_for
 from pipeline.upload.request import DEFAULT_WINDOW
 
-MAX_PARALLEL_CANISTERS = 8  # each canister's reads are themselves concurrent (the read-back's window)
+# Each canister mostly waits (canister_status is an update call: a block and its certification), so
+# many are asked at once; the read-back's queries are shared out so that at most FLEET_READS_IN_FLIGHT
+# chunks (~1.9 MB each) are in flight across the fleet.
+MAX_PARALLEL_CANISTERS = 16
+FLEET_READS_IN_FLIGHT = 48
 JOURNAL, READ_BACK, UNKNOWN = "journal", "read back", "unknown"
 
 
@@ -112,8 +116,9 @@ class StatusOptions:
 def collect_status(targets: Sequence[StatusTarget], options: StatusOptions) -> list[CanisterState]:
     """One state per target, in order; canisters are read concurrently."""
     workers = max(1, min(MAX_PARALLEL_CANISTERS, len(targets)))
+    each = replace(options, window=min(options.window, max(2, FLEET_READS_IN_FLIGHT // workers)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="status") as pool:
-        return list(pool.map(lambda t: canister_state(t, options), targets))
+        return list(pool.map(lambda t: canister_state(t, each), targets))
 
 
 def canister_state(target: StatusTarget, options: StatusOptions) -> CanisterState:
@@ -145,6 +150,7 @@ def _read_canister(target: StatusTarget, options: StatusOptions, state: Canister
         )
     else:
         _take_status(state, status)
+        state.min_cycles = options.min_cycles
     if state.module_hash is None:
         return
     records = _journal_records(options.workspace_root, client.network.url, cid)
@@ -163,10 +169,8 @@ def _read_canister(target: StatusTarget, options: StatusOptions, state: Canister
     ready = probe_ready(session, profile)
     if ready is not None:
         state.ready, state.ready_detail = ready == "ok", "" if ready == "ok" else ready
-    if status is not None:
-        state.min_cycles = options.min_cycles
-        if state.min_cycles is None:
-            state.min_cycles = status.freezing_reserve + _reload_cost(profile, state.files)
+    if status is not None and state.min_cycles is None:
+        state.min_cycles = status.freezing_reserve + _reload_cost(profile, state.files)
 
 
 def _take_status(state: CanisterState, status: CanisterStatus) -> None:
