@@ -39,6 +39,7 @@ CanistersOption = Annotated[
     list[str] | None,
     typer.Option(
         "--canister",
+        metavar="ID_OR_NAME",
         help="Canister id, or a name from the project's canister_ids.json; repeat it for several.",
     ),
 ]
