@@ -35,7 +35,7 @@ from pipeline.targets.session import TargetSession
 from pipeline.upload import preflight
 from pipeline.upload.journal import FileRecord, Journal, journal_path
 from pipeline.upload.plan import LocalFile, chunk_size_for, plan_chunks
-from pipeline.upload.request import DEFAULT_WINDOW
+from pipeline.upload.request import READ_WINDOW
 
 PROVEN, CONSISTENT, UNPROVEN, DIFFERS = "proven", "consistent", "unproven", "differs"
 # What a llama2.c canister (icpp_llama2) says about the model it loaded: the fields of model.bin's header.
@@ -106,7 +106,7 @@ def verify_canister(
     canister_id: str,
     workspace_root: Path,
     *,
-    window: int = DEFAULT_WINDOW,
+    window: int = READ_WINDOW,
     check_interface: bool = True,
 ) -> CanisterProof:
     """Compares the canister with the (already verified) bundle; never sends an update call.

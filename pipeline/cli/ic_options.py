@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # pipeline.upload.request.DEFAULT_WINDOW, written out so that --help need not import the upload stack
 # (tests/test_cli.py checks that the two agree).
-DEFAULT_WINDOW = 12
+DEFAULT_WINDOW = 64
 
 NetworkOption = Annotated[
     str,
@@ -55,7 +55,15 @@ IdentityOption = Annotated[
     str | None, typer.Option("--identity", help="dfx identity name (~/.config/dfx/identity/NAME).")
 ]
 AnonymousOption = Annotated[bool, typer.Option("--anonymous", help="Sign nothing: the anonymous principal.")]
-WindowOption = Annotated[int, typer.Option("--window", min=1, max=64, help="Chunks in flight at once.")]
+WindowOption = Annotated[
+    int,
+    typer.Option(
+        "--window",
+        min=1,
+        max=64,
+        help="Most chunks in flight; below it the window adapts to the measured rate and latency.",
+    ),
+]
 IgnoreCyclesOption = Annotated[
     bool, typer.Option("--ignore-cycles", help="Upload even when the balance looks too low for the estimate.")
 ]

@@ -167,12 +167,20 @@ def upload_command(
     out.result(
         {"canister": canister_id, "kind": report.kind, "files": report.files, "steps": report.steps,
          "bytes_sent": report.bytes_sent, "chunks_sent": report.chunks_sent,
-         "chunks_resent": report.chunks_resent, "seconds": round(report.seconds, 3), "cycles": report.cycles},
+         "chunks_resent": report.chunks_resent, "seconds": round(report.seconds, 3), "cycles": report.cycles,
+         "flow": report.flow},
         f"uploaded {', '.join(f['remote'] for f in report.files)} to {report.kind} canister {canister_id}: "
         f"{report.bytes_sent:,} bytes sent in {report.seconds:.1f} s ({rate:.1f} MB/s)"
+        + _window_text(report.flow)
         + (f"; ran {', '.join(report.steps)}" if report.steps else "")
         + _cycles_text(report.cycles),
     )  # fmt: skip
+
+
+def _window_text(flow: dict[str, Any] | None) -> str:
+    if not flow or not flow.get("peak_window"):
+        return ""
+    return f", window {flow['peak_window']} (adaptive)"
 
 
 def _cycles_text(cycles: dict[str, Any] | None) -> str:

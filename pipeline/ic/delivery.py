@@ -22,6 +22,7 @@ from pipeline.ic.errors import (
     ExpiryRefused,
     GaveUp,
     IcError,
+    Overloaded,
     PermanentIcError,
     TransientIcError,
 )
@@ -45,11 +46,13 @@ def deliver(
     call: SignedCall,
     *,
     on_retry: Callable[[str], None] | None = None,
+    on_overload: Callable[[], None] | None = None,
     sent_before: bool = False,
 ) -> Outcome:
     """Submits `call` and returns its certified outcome, resending the same envelope as needed.
 
     `sent_before`: an earlier process may have submitted this envelope (a journaled call being settled).
+    `on_overload`: told each time a submission is refused for load (then retried like any transient error).
 
     Raises CallRejected for a certified reject, CallExpired when it provably never executed,
     GaveUp when its fate cannot be learned long after its expiry, PermanentIcError for failures no
@@ -73,7 +76,7 @@ def deliver(
                 if must_submit and client.clock.now_ns() < call.expiry_ns - EXPIRY_MARGIN_NS:
                     must_submit = False
                     unknown_since = None
-                    result = _submit(client, call, may_have_run)
+                    result = _submit(client, call, may_have_run, on_overload)
                     may_have_run = True
                     if result is not None:
                         return _outcome(call, result)
@@ -132,12 +135,19 @@ class _RefusedResend(IcError):
     """A resend was refused, but an earlier copy of the envelope may have run: its fate is still open."""
 
 
-def _submit(client: IcClient, call: SignedCall, may_have_run: bool) -> RequestStatus | None:
+def _submit(
+    client: IcClient, call: SignedCall, may_have_run: bool, on_overload: Callable[[], None] | None
+) -> RequestStatus | None:
     """One submission; a refused expiry corrects the client's clock and leaves the fate to the status.
     Any other refusal decides the call's fate only if no earlier copy can have reached the replica; an
-    uncertified rejection of a resend is checked against the certified status."""
+    uncertified rejection of a resend is checked against the certified status. A refusal for load is
+    reported to `on_overload` (only submissions: a status read refused for load adds no ingress)."""
     try:
         result = client.submit(call)
+    except Overloaded:
+        if on_overload is not None:
+            on_overload()
+        raise
     except ExpiryRefused:
         client.sync_clock(call.route)
         return None

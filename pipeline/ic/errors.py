@@ -13,6 +13,11 @@ class TransientIcError(IcError):
     """Worth retrying with the same signed envelope: transport errors, timeouts, 5xx, 429."""
 
 
+class Overloaded(TransientIcError):
+    """The replica or a boundary node refused the request for load (HTTP 429 or 503, e.g. a full
+    ingress pool): nothing was accepted; send less, later."""
+
+
 class PermanentIcError(IcError):
     """Retrying cannot help: bad request, unknown canister or method, not authorised, expired."""
 

@@ -14,7 +14,7 @@ from icp_principal import Principal
 
 from pipeline.ic.calls import CallResult, RequestStatus
 from pipeline.ic.certificate import lookup_nat, lookup_text, plain
-from pipeline.ic.errors import ExpiryRefused, MalformedReply, PermanentIcError, TransientIcError
+from pipeline.ic.errors import ExpiryRefused, MalformedReply, Overloaded, PermanentIcError, TransientIcError
 from pipeline.ic.transport import WireResponse
 
 MAX_PRINCIPALS = 1000
@@ -26,7 +26,9 @@ def raise_for_http_status(response: WireResponse, where: str) -> None:
     if status < 400:
         return
     text = response.text.strip()[:500] or response.reason_phrase
-    if status >= 500 or status == 429:
+    if status in (429, 503):
+        raise Overloaded(f"{where}: HTTP {status}: {text}")
+    if status >= 500:
         raise TransientIcError(f"{where}: HTTP {status}: {text}")
     lowered = text.lower()
     if status == 400 and "expir" in lowered:

@@ -37,7 +37,7 @@ from pipeline.upload.mode import mode_for
 from pipeline.upload.plan import LocalFile, chunk_size_for, plan_chunks
 from pipeline.upload.progress import UploadProgress
 from pipeline.upload.reasons import Restart, Why
-from pipeline.upload.request import DEFAULT_WINDOW, UploadFile, UploadReport, UploadRequest
+from pipeline.upload.request import DEFAULT_WINDOW, READ_WINDOW, UploadFile, UploadReport, UploadRequest
 from pipeline.upload.sender import Sender
 
 __all__ = ["DEFAULT_WINDOW", "UploadEngine", "UploadFile", "UploadReport", "UploadRequest"]
@@ -72,9 +72,10 @@ class UploadEngine:
         variables = {**defaults, **request.variables, **base}
         self.session = TargetSession(client, request.canister_id, self.profile, variables)
         self.report = UploadReport(request.canister_id, self.profile.kind)
-        flow = request.flow or FlowControl(request.window)
-        self.sender = Sender(client, self.session, self.progress, self.report, flow)
-        self.mode = mode_for(self.profile, window=request.window, strict_order=request.strict_order)
+        self.flow = request.flow or FlowControl(request.window)
+        self.sender = Sender(client, self.session, self.progress, self.report, self.flow)
+        reads = min(request.window, READ_WINDOW)
+        self.mode = mode_for(self.profile, window=reads, strict_order=request.strict_order)
         self._formats: dict[str, str] = {}  # role -> what its format check found
         self._sent: set[str] = set()  # roles whose bytes this run sent (not taken from a journal)
         self._chunk_size = chunk_size_for(self.profile.max_chunk_size, concurrent=self.mode.concurrent)
@@ -110,6 +111,7 @@ class UploadEngine:
         self._record_views(module_hash)
         self.report.seconds = time.monotonic() - started
         self.report.chunks_resent = self.progress.resent
+        self.report.flow = self.flow.stats()
         self.report.cycles = budget.finish(
             self.client, self.request.canister_id, cycles, loaded=self.request.run_steps
         )
@@ -119,6 +121,7 @@ class UploadEngine:
             chunks_sent=self.report.chunks_sent,
             chunks_resent=self.report.chunks_resent,
             seconds=round(self.report.seconds, 3),
+            flow=self.report.flow,
         )
         return self.report
 

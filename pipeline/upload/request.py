@@ -10,7 +10,10 @@ from pipeline.targets.profile import TargetProfile
 from pipeline.upload.budget import BudgetOptions
 from pipeline.upload.flow import FlowControl
 
-DEFAULT_WINDOW = 12  # concurrent chunks in flight for offset targets: several land in each block
+# Upper bound of the chunks in flight for offset targets; the window adapts below it (upload.congestion).
+DEFAULT_WINDOW = 64
+# Concurrent read-back queries: queries take no block space, so they need no adaptive window.
+READ_WINDOW = 12
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class UploadRequest:
     validate: bool = True  # check each file's format (the role's `format`) before the first byte
     restart: bool = False  # discard the journals: send every file from its first byte
     verify: bool = False  # read back what the journal says is complete instead of trusting it
-    # Shared by the canisters of one subnet in a fleet; None: this upload gets its own of `window` calls.
+    # Shared by the canisters of one subnet in a fleet; None: this upload gets its own, of at most `window`.
     flow: FlowControl | None = None
 
 
@@ -54,3 +57,4 @@ class UploadReport:
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
     cycles: dict[str, int | None] | None = None  # estimated, before, after, spent (budget.Budget.summary)
+    flow: dict[str, Any] | None = None  # the window reached and what it was sized from (FlowControl.stats)

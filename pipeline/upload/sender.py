@@ -159,7 +159,12 @@ class Sender:
             if journal is not None:
                 journal.add_inflight(entry, call.envelope, sync_envelope=sync_envelope)
             try:
-                outcome = deliver(self.client, call, on_retry=lambda why: self.progress.retry(label, why))
+                outcome = deliver(
+                    self.client,
+                    call,
+                    on_retry=lambda why: self.progress.retry(label, why),
+                    on_overload=self.flow.overloaded,
+                )
             except CallExpired as err:
                 _settle(journal, entry)
                 self.progress.retry(label, str(err))

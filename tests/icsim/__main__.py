@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.icsim.canisters.llama_cpp_releases import INTERFACES as LLAMA_CPP_INTERFACES
 from tests.icsim.project import write_project
+from tests.icsim.replica import DEFAULT_INGRESS_POOL_BYTES
 from tests.icsim.sim import IcSim
 from tests.icsim.system import DEFAULT_CYCLES
 
@@ -42,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--cycles", type=int, default=DEFAULT_CYCLES, help="each canister's starting balance")
     parser.add_argument(
+        "--ingress-pool-bytes", type=int, default=DEFAULT_INGRESS_POOL_BYTES, metavar="B",
+        help="a subnet refuses new calls (HTTP 503, overloaded) while this many bytes wait for a block",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-jitter", type=float, default=0.0, metavar="S",
+        help="each call's latency is drawn uniformly from --latency ± S",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latency draws")
+    parser.add_argument(
         "--project", type=Path, metavar="DIR",
         help="write dfx.json, .dfx/local/canister_ids.json and identity.pem into DIR, so that prep run there "
         "with --network local --canister KIND --pem identity.pem talks to this emulator",
@@ -51,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--subnets and --canisters-per-subnet must be at least 1")
     if not 0.0 <= args.background_load <= 0.9:
         parser.error("--background-load must be within 0..0.9")
+    if args.ingress_pool_bytes < 1 or args.latency_jitter < 0:
+        parser.error("--ingress-pool-bytes must be positive and --latency-jitter not negative")
     sim = IcSim(
         block_interval=args.block_interval,
         block_ingress_bytes=args.block_ingress_bytes,
@@ -63,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         canisters_per_subnet=args.canisters_per_subnet,
         background_load=args.background_load,
         cycles=args.cycles,
+        ingress_pool_bytes=args.ingress_pool_bytes,
+        latency_jitter=args.latency_jitter,
+        seed=args.seed,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

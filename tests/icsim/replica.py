@@ -4,6 +4,7 @@ certified state (signed by the subnet's key, with the root key's delegation unle
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from collections import deque
@@ -27,6 +28,11 @@ MAX_MESSAGES_PER_BLOCK = 1000
 UPDATE_THREADS_PER_SUBNET = 4  # canisters of one subnet executing at the same time (FACTS.md §2)
 TERMINAL = ("replied", "rejected")
 FORGET_AFTER_EXPIRY_NS = 5 * 60 * 1_000_000_000
+DEFAULT_INGRESS_POOL_BYTES = 64 * 1024 * 1024
+# What the replica answers (HTTP 503) while its ingress pool is over its threshold
+# (dfinity/ic rs/http_endpoints/public/src/call.rs, IngressValidator::validate_ingress_message).
+OVERLOADED_STATUS = 503
+OVERLOADED_MESSAGE = "Service is overloaded, try again later."
 
 
 @dataclass
@@ -35,10 +41,16 @@ class BlockConfig:
     ingress_bytes: int = 4 * 1024 * 1024
     latency: float = 0.0
     background_load: float = 0.0  # share of every block's ingress taken by other users' messages
+    # New calls are refused for load while this many bytes wait for a block (the subnet's ingress pool).
+    ingress_pool_bytes: int = DEFAULT_INGRESS_POOL_BYTES
+    latency_jitter: float = 0.0  # each call's latency is drawn from latency ± this (seeded, uniform)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.background_load <= 0.9:
             raise ValueError(f"background_load must be within 0..0.9, not {self.background_load}")
+        if self.ingress_pool_bytes < 1 or self.latency_jitter < 0:
+            raise ValueError("ingress_pool_bytes must be positive and latency_jitter not negative")
 
     @property
     def our_bytes(self) -> int:
@@ -67,6 +79,8 @@ class Observations:
 
     updates: list[ExecutedUpdate] = field(default_factory=list)
     refused_for_cycles: int = 0
+    refused_for_load: int = 0  # calls answered "overloaded" because the ingress pool was full
+    peak_queued_bytes: int = 0  # most bytes left waiting after a block took its share (any subnet)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def executed(self, update: ExecutedUpdate) -> None:
@@ -77,11 +91,21 @@ class Observations:
         with self._lock:
             self.refused_for_cycles += 1
 
+    def overloaded(self) -> None:
+        with self._lock:
+            self.refused_for_load += 1
+
+    def queued_after_block(self, nbytes: int) -> None:
+        with self._lock:
+            self.peak_queued_bytes = max(self.peak_queued_bytes, nbytes)
+
 
 @dataclass(frozen=True)
 class BlockStats:
     messages: int
     ingress_bytes: int
+    queued_bytes: int = 0  # what was left waiting for later blocks
+    at: float = 0.0  # monotonic time the block was made
 
 
 @dataclass
@@ -145,6 +169,8 @@ class Replica:
         self._lock = threading.Condition()
         self._requests: dict[bytes, RequestRecord] = {}
         self._queue: deque[RequestRecord] = deque()
+        self._queued_bytes = 0
+        self._latency_draws = random.Random(blocks.seed * 1000 + subnet.index)
         self._running = False
         self._thread: threading.Thread | None = None
         self.block_log: list[BlockStats] = []
@@ -175,6 +201,7 @@ class Replica:
         with self._lock:
             lost = list(self._queue)
             self._queue.clear()
+            self._queued_bytes = 0
             for record in lost:
                 self._requests.pop(record.request_id, None)
                 record.finished.set()
@@ -207,6 +234,9 @@ class Replica:
             known = self._requests.get(envelope.request_id)
             if known is not None:
                 return known
+            if self._queued_bytes + size > self.blocks.ingress_pool_bytes:
+                self.observations.overloaded()
+                raise EnvelopeError(OVERLOADED_STATUS, OVERLOADED_MESSAGE)
             if envelope.canister_id != MANAGEMENT_CANISTER:
                 self._charge_induction(model, envelope)
             record = RequestRecord(
@@ -215,6 +245,7 @@ class Replica:
             )  # fmt: skip
             self._requests[record.request_id] = record
             self._queue.append(record)
+            self._queued_bytes += size
             self._lock.notify_all()
             return record
 
@@ -265,9 +296,11 @@ class Replica:
                 if not self._running:
                     return
                 batch = self._take_block()
+                left = self._queued_bytes
             started = time.monotonic()
+            self.observations.queued_after_block(left)
             self._execute_block(batch)
-            self.block_log.append(BlockStats(len(batch), sum(r.size for r in batch)))
+            self.block_log.append(BlockStats(len(batch), sum(r.size for r in batch), left, started))
             next_block = started + self.blocks.interval
 
     def _next_tick(self, epoch: float, next_block: float) -> float:
@@ -289,6 +322,7 @@ class Replica:
                 break
             batch.append(self._queue.popleft())
             total += size
+            self._queued_bytes -= size
         return batch
 
     def _execute_block(self, batch: list[RequestRecord]) -> None:
@@ -333,11 +367,17 @@ class Replica:
             )
         )  # fmt: skip
         # visible_at first: a reader seeing the terminal status must also see when it becomes certified.
-        record.visible_at = time.monotonic() + self.blocks.latency
+        record.visible_at = time.monotonic() + self._latency()
         record.reply, record.reject, record.arg = reply, reject, b""
         record.status = "rejected" if reject is not None else "replied"
         self.executed += 1
         record.finished.set()
+
+    def _latency(self) -> float:
+        jitter = self.blocks.latency_jitter
+        if not jitter:
+            return self.blocks.latency
+        return max(0.0, self.blocks.latency + self._latency_draws.uniform(-jitter, jitter))
 
     def _run(self, model: CanisterModel, record: RequestRecord, ctx: CallContext) -> bytes:
         """Execute one update (call locked): management calls act on `model`; a canister's own calls pay

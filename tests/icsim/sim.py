@@ -19,7 +19,13 @@ from tests.icsim.certify import RootKey
 from tests.icsim.faults import Faults
 from tests.icsim.identity import write_dev_identity
 from tests.icsim.principal import canister_id, from_text, to_text
-from tests.icsim.replica import BlockConfig, ExecutedUpdate, Observations, Replica
+from tests.icsim.replica import (
+    DEFAULT_INGRESS_POOL_BYTES,
+    BlockConfig,
+    ExecutedUpdate,
+    Observations,
+    Replica,
+)
 from tests.icsim.server import IcHttpServer
 from tests.icsim.subnet import CANISTERS_PER_SUBNET_RANGE, SubnetInfo, delegation
 from tests.icsim.system import DEFAULT_CYCLES
@@ -61,6 +67,9 @@ class IcSim:
         background_load: float = 0.0,
         cycles: int = DEFAULT_CYCLES,
         range_encoding: str = "both",
+        ingress_pool_bytes: int = DEFAULT_INGRESS_POOL_BYTES,
+        latency_jitter: float = 0.0,
+        seed: int = 0,
     ) -> None:
         if subnets < 1 or canisters_per_subnet < 1:
             raise ValueError("subnets and canisters_per_subnet must be at least 1")
@@ -74,7 +83,15 @@ class IcSim:
         self.faults = Faults()
         # An older llama_cpp_canister release's interface instead of the current one (llama_cpp_releases.py).
         kinds = (LLAMA_CPP_INTERFACES[llama_cpp_interface], *CANISTER_KINDS[1:])
-        self.blocks = BlockConfig(block_interval, block_ingress_bytes, latency, background_load)
+        self.blocks = BlockConfig(
+            block_interval,
+            block_ingress_bytes,
+            latency,
+            background_load,
+            ingress_pool_bytes,
+            latency_jitter,
+            seed,
+        )
         self.observations = Observations()
         registry = [SubnetInfo.create(i, self.root_key_pair, range_encoding) for i in range(subnets)]
         replicas = []
@@ -203,6 +220,16 @@ class IcSim:
     def refused_for_cycles(self) -> int:
         """Calls refused with IC0207 (at ingress or before execution)."""
         return self.observations.refused_for_cycles
+
+    @property
+    def refused_for_load(self) -> int:
+        """New calls refused "overloaded" (HTTP 503) because an ingress pool was over `ingress_pool_bytes`."""
+        return self.observations.refused_for_load
+
+    @property
+    def peak_queued_bytes(self) -> int:
+        """The most bytes any subnet left waiting after a block took its share."""
+        return self.observations.peak_queued_bytes
 
 
 def _raw(principal: str | bytes) -> bytes:
