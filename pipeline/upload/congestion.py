@@ -1,0 +1,232 @@
+"""How many calls a subnet can usefully hold in flight, learned from acknowledgements as TCP BBR does.
+
+A subnet takes at most one block of ingress per block interval; a call beyond what fills the next
+blocks only waits in the subnet's ingress pool (and a full pool refuses new calls). So the window aims
+at the bandwidth-delay product, the delivery rate (acknowledged bytes per second, max-filtered) times
+the round trip without queueing (min-filtered), plus a headroom of about 1.5 s of delivery so that
+every block finds enough waiting to fill it while replies come back unevenly.
+
+Phases: `startup` doubles the window every round trip until a queue shows (the recent round trips
+exceed the minimum by a block's worth) or the rate stops rising; then `cruise` holds the target. Every
+`PROBE_EVERY_S` a `probe` round queues `PROBE_EXTRA_S` more, so freed capacity (other users leaving
+the blocks) raises the measured rate and with it the window; before the minimum round trip ages out of
+its filter, a `drain` round holds the bare product so the queue empties and the minimum is measured
+afresh (else the standing queue would creep into it). An overload answer cuts the window by
+`BACKOFF` and caps it, the cap growing back by one call per round trip.
+
+Pure: it is fed times, byte counts and round trips, so tests drive it with synthetic acknowledgements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+INITIAL_WINDOW = 4  # calls before anything is measured: two mainnet blocks of 1.9 MB chunks
+MIN_WINDOW = 2
+HEADROOM_S = 1.5  # delivery time queued beyond the product: ~1.5 blocks on mainnet (one per second)
+RATE_SPAN_MIN_S = 3.0  # a rate sample covers at least this long (blocks come ~1/s, acks in bursts)
+RATE_FILTER_S = 10.0  # the rate is the highest sample this recent
+RTT_FILTER_S = 60.0  # the minimum round trip is the lowest sample this recent
+DRAIN_AFTER_S = 45.0  # a minimum this old is measured afresh by a drain round
+PROBE_EVERY_S = 10.0
+PROBE_EXTRA_S = 1.0  # a probe round queues this much more delivery time
+QUEUE_SIGNAL = 0.25  # startup ends when the recent minimum exceeds the minimum by this share of it...
+QUEUE_SIGNAL_MIN_S = 0.5  # ...or by this, whichever is more
+RECENT_SAMPLES = 4  # the "recent minimum" is over this many round trips
+FULL_PIPE_GROWTH = 1.25  # startup also ends after FULL_PIPE_ROUNDS rounds without this much more rate
+FULL_PIPE_ROUNDS = 3
+BACKOFF = 0.7
+MIN_ROUND_S = 0.2
+
+
+@dataclass
+class WindowedExtreme:
+    """The minimum (or maximum) of the samples of the last `span_s` seconds (a monotonic deque)."""
+
+    span_s: float
+    keep_max: bool = False
+    _samples: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def add(self, now: float, value: float) -> None:
+        while self._samples and self._dominated(self._samples[-1][1], value):
+            self._samples.pop()
+        self._samples.append((now, value))
+        self._expire(now)
+
+    def value(self, now: float) -> float | None:
+        self._expire(now)
+        return self._samples[0][1] if self._samples else None
+
+    def age(self, now: float) -> float:
+        """Seconds since the current extreme was sampled."""
+        self._expire(now)
+        return now - self._samples[0][0] if self._samples else 0.0
+
+    def _dominated(self, old: float, new: float) -> bool:
+        return old <= new if self.keep_max else old >= new
+
+    def _expire(self, now: float) -> None:
+        while len(self._samples) > 1 and self._samples[0][0] < now - self.span_s:
+            self._samples.popleft()
+
+
+@dataclass
+class AdaptiveWindow:
+    """The window (in calls) for one subnet; `limit` is a hard upper bound (e.g. from `--window`)."""
+
+    limit: int
+    initial: int = INITIAL_WINDOW
+    phase: str = "startup"
+    overloads: int = 0
+    peak: int = 0
+    _window: float = 0.0
+    _cap: float = math.inf  # after an overload: grows back by one call per round
+    _min_rtt: WindowedExtreme = field(default_factory=lambda: WindowedExtreme(RTT_FILTER_S))
+    _rate: WindowedExtreme = field(default_factory=lambda: WindowedExtreme(RATE_FILTER_S, keep_max=True))
+    _recent_rtts: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
+    _acks: deque[tuple[float, int]] = field(default_factory=deque)
+    _acked_in_span: int = 0
+    _first_send: float | None = None
+    _call_bytes: float = 0.0
+    _phase_since: float = -math.inf
+    _round_start: float = -math.inf  # startup: when the current round began, and its rate then
+    _round_rate: float = 0.0
+    _flat_rounds: int = 0
+    _last_probe: float = -math.inf
+    _last_drain: float = -math.inf
+    _last_backoff: float = -math.inf
+    _last_cap_growth: float = -math.inf
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"a window holds at least one call, not {self.limit}")
+        self._window = float(max(self.initial, 1))
+        self.peak = self.window
+
+    @property
+    def window(self) -> int:
+        return max(1, min(self.limit, int(min(self._window, self._cap))))
+
+    def min_rtt(self, now: float) -> float | None:
+        return self._min_rtt.value(now)
+
+    def rate(self, now: float) -> float:
+        """Acknowledged bytes per second (max-filtered); 0 before the first acknowledgement."""
+        return self._rate.value(now) or 0.0
+
+    def acknowledged(self, now: float, nbytes: int, rtt: float) -> None:
+        """One call's outcome was certified `rtt` seconds after its slot was granted."""
+        rtt = max(rtt, 1e-6)
+        sent = now - rtt
+        self._first_send = sent if self._first_send is None else min(self._first_send, sent)
+        self._call_bytes = nbytes if not self._call_bytes else 0.9 * self._call_bytes + 0.1 * nbytes
+        self._min_rtt.add(now, rtt)
+        self._recent_rtts.append(rtt)
+        self._sample_rate(now, nbytes)
+        if self.phase == "startup":
+            self._window += 1  # one more per acknowledged call: the window doubles each round trip
+            if self._pipe_full(now):
+                self._enter("cruise", now)
+        else:
+            self._schedule(now)
+        self._grow_cap(now)
+        self.peak = max(self.peak, self.window)
+
+    def overloaded(self, now: float) -> None:
+        """The replica refused a call for load: back off once per round, whatever the count of refusals."""
+        self.overloads += 1
+        if now - self._last_backoff < self._round(now):
+            return
+        self._last_backoff = self._last_cap_growth = now
+        self._cap = max(MIN_WINDOW, min(self._window, self._cap) * BACKOFF)
+        if self.phase == "startup":
+            self._enter("cruise", now)
+
+    def target(self, now: float) -> int:
+        """The product of rate and minimum round trip, plus the phase's headroom, in calls."""
+        rtt = self._min_rtt.value(now)
+        if rtt is None or not self._call_bytes:
+            return self.initial
+        headroom_s = {"drain": 0.0, "probe": HEADROOM_S + PROBE_EXTRA_S}.get(self.phase, HEADROOM_S)
+        calls = self.rate(now) * (rtt + headroom_s) / self._call_bytes
+        return max(MIN_WINDOW, math.ceil(calls))
+
+    def stats(self, now: float) -> dict[str, object]:
+        rtt = self._min_rtt.value(now)
+        return {
+            "window": self.window,
+            "peak_window": self.peak,
+            "phase": self.phase,
+            "min_rtt_s": None if rtt is None else round(rtt, 3),
+            "rate_bytes_s": round(self.rate(now)),
+            "overloads": self.overloads,
+        }
+
+    # ---- the schedule -----------------------------------------------------------------------------
+
+    def _schedule(self, now: float) -> None:
+        in_phase = now - self._phase_since
+        if self.phase == "probe" and in_phase >= self._round(now):
+            self._enter("cruise", now)
+        elif self.phase == "drain" and in_phase >= self._round(now) + HEADROOM_S:
+            self._enter("cruise", now)  # the queue of the headroom has emptied and a round has passed
+        elif self.phase == "cruise":
+            stale = self._min_rtt.age(now) >= DRAIN_AFTER_S
+            if stale and now - self._last_drain >= RTT_FILTER_S - DRAIN_AFTER_S:
+                self._last_drain = now
+                self._enter("drain", now)
+            elif now - self._last_probe >= PROBE_EVERY_S:
+                self._last_probe = now
+                self._enter("probe", now)
+        self._window = float(self.target(now))
+
+    def _enter(self, phase: str, now: float) -> None:
+        if self.phase == "startup":
+            self._last_probe = now
+        self.phase = phase
+        self._phase_since = now
+        self._window = float(self.target(now))
+
+    def _pipe_full(self, now: float) -> bool:
+        """Startup is over once a queue shows in the round trips, or the rate stopped rising."""
+        if self._window >= self.limit:
+            return True
+        base = self._min_rtt.value(now)
+        assert base is not None
+        queued = min(self._recent_rtts) - base >= max(QUEUE_SIGNAL * base, QUEUE_SIGNAL_MIN_S)
+        if len(self._recent_rtts) == RECENT_SAMPLES and queued and self._window > self.target(now):
+            return True
+        if now - self._round_start < self._round(now):
+            return False
+        rate = self.rate(now)
+        self._flat_rounds = self._flat_rounds + 1 if rate < self._round_rate * FULL_PIPE_GROWTH else 0
+        self._round_rate = max(self._round_rate, rate)
+        self._round_start = now
+        return self._flat_rounds >= FULL_PIPE_ROUNDS
+
+    def _round(self, now: float) -> float:
+        return max(self._min_rtt.value(now) or 0.0, MIN_ROUND_S)
+
+    def _grow_cap(self, now: float) -> None:
+        if self._cap == math.inf:
+            return
+        rounds = int((now - self._last_cap_growth) / self._round(now))
+        if rounds >= 1:
+            self._cap += rounds
+            self._last_cap_growth = now
+            if self._cap >= self.limit:
+                self._cap = math.inf
+
+    def _sample_rate(self, now: float, nbytes: int) -> None:
+        """Bytes acknowledged over the last span (at least RATE_SPAN_MIN_S, a round trip when longer)."""
+        span = max(RATE_SPAN_MIN_S, self._min_rtt.value(now) or 0.0)
+        self._acks.append((now, nbytes))
+        self._acked_in_span += nbytes
+        while self._acks and self._acks[0][0] <= now - span:
+            self._acked_in_span -= self._acks.popleft()[1]
+        assert self._first_send is not None
+        elapsed = min(span, now - self._first_send)
+        if elapsed > 0:
+            self._rate.add(now, self._acked_in_span / elapsed)
