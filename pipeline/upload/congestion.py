@@ -2,17 +2,22 @@
 
 A subnet takes at most one block of ingress per block interval; a call beyond what fills the next
 blocks only waits in the subnet's ingress pool (and a full pool refuses new calls). So the window aims
-at the bandwidth-delay product, the delivery rate (acknowledged bytes per second, max-filtered) times
-the round trip without queueing (min-filtered), plus a headroom of about 1.5 s of delivery so that
-every block finds enough waiting to fill it while replies come back unevenly.
+at the bandwidth-delay product, the delivery rate (acknowledged bytes per second) times the round trip
+without queueing (the minimum seen), plus a headroom: `HEADROOM_S` of delivery kept waiting, about 1.5
+blocks on mainnet, so that every block finds enough to fill it while replies come back unevenly.
 
-Phases: `startup` doubles the window every round trip until a queue shows (the recent round trips
-exceed the minimum by a block's worth) or the rate stops rising; then `cruise` holds the target. Every
-`PROBE_EVERY_S` a `probe` round queues `PROBE_EXTRA_S` more, so freed capacity (other users leaving
-the blocks) raises the measured rate and with it the window; before the minimum round trip ages out of
-its filter, a `drain` round holds the bare product so the queue empties and the minimum is measured
-afresh (else the standing queue would creep into it). An overload answer cuts the window by
-`BACKOFF` and caps it, the cap growing back by one call per round trip.
+The round trip varies per call, so the product is not computed from the minimum alone (it would leave
+blocks unfilled whenever replies come late): the queue is measured instead, as the lowest of the latest
+round trips minus the minimum, and the window is steered (a share of the difference per round trip)
+until that queue is the headroom. At the fixed point the window is rate x (round trip + headroom).
+
+Phases: `startup` grows by one call per acknowledgement (doubling per round trip) while no queue
+shows and the rate keeps rising, then jumps to the target; `cruise` steers; every `PROBE_EVERY_S` a
+`probe` round aims at `PROBE_EXTRA_S` more queue, so freed capacity (other users leaving the blocks)
+shows as a higher rate and a shorter queue and the window follows; before the minimum round trip ages
+out of its filter, a `drain` round removes the queue so the minimum is measured afresh (else the standing
+queue would creep into it). An overload answer cuts the window by `BACKOFF` and caps it; the cap grows
+back by one call per round trip.
 
 Pure: it is fed times, byte counts and round trips, so tests drive it with synthetic acknowledgements.
 """
@@ -25,16 +30,18 @@ from dataclasses import dataclass, field
 
 INITIAL_WINDOW = 4  # calls before anything is measured: two mainnet blocks of 1.9 MB chunks
 MIN_WINDOW = 2
-HEADROOM_S = 1.5  # delivery time queued beyond the product: ~1.5 blocks on mainnet (one per second)
-RATE_SPAN_MIN_S = 3.0  # a rate sample covers at least this long (blocks come ~1/s, acks in bursts)
-RATE_FILTER_S = 10.0  # the rate is the highest sample this recent
-RTT_FILTER_S = 60.0  # the minimum round trip is the lowest sample this recent
-DRAIN_AFTER_S = 45.0  # a minimum this old is measured afresh by a drain round
+HEADROOM_S = 1.5  # delivery time kept waiting for a block: ~1.5 blocks on mainnet (one per second)
+STEER_GAIN = 0.5  # share of the queue's distance from the headroom corrected per round trip
+RATE_SPAN_MIN_S = 4.0  # a rate sample covers at least this long (blocks come ~1/s, acks in bursts)...
+RATE_SPAN_RTTS = 2.0  # ...and at least this many minimum round trips
+RTT_FILTER_S = 120.0  # the minimum round trip is the lowest sample this recent
+DRAIN_AFTER_S = 100.0  # a minimum this old is measured afresh by a drain round (it costs some fill)
 PROBE_EVERY_S = 10.0
-PROBE_EXTRA_S = 1.0  # a probe round queues this much more delivery time
-QUEUE_SIGNAL = 0.25  # startup ends when the recent minimum exceeds the minimum by this share of it...
-QUEUE_SIGNAL_MIN_S = 0.5  # ...or by this, whichever is more
-RECENT_SAMPLES = 4  # the "recent minimum" is over this many round trips
+PROBE_EXTRA_S = 1.0  # a probe round aims at this much more queue
+QUEUE_SAMPLES = 8  # the queue is the lowest of this many latest round trips minus the minimum
+STARTUP_SAMPLES = 2  # startup ends when the lowest of this many latest shows a queue of...
+QUEUE_SIGNAL = 0.25  # ...this share of the minimum round trip...
+QUEUE_SIGNAL_MIN_S = 0.5  # ...or this, whichever is more
 FULL_PIPE_GROWTH = 1.25  # startup also ends after FULL_PIPE_ROUNDS rounds without this much more rate
 FULL_PIPE_ROUNDS = 3
 BACKOFF = 0.7
@@ -84,14 +91,14 @@ class AdaptiveWindow:
     _window: float = 0.0
     _cap: float = math.inf  # after an overload: grows back by one call per round
     _min_rtt: WindowedExtreme = field(default_factory=lambda: WindowedExtreme(RTT_FILTER_S))
-    _rate: WindowedExtreme = field(default_factory=lambda: WindowedExtreme(RATE_FILTER_S, keep_max=True))
-    _recent_rtts: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
+    _latest_rtts: deque[float] = field(default_factory=lambda: deque(maxlen=QUEUE_SAMPLES))
     _acks: deque[tuple[float, int]] = field(default_factory=deque)
     _acked_in_span: int = 0
+    _rate: float = 0.0
     _first_send: float | None = None
     _call_bytes: float = 0.0
     _phase_since: float = -math.inf
-    _round_start: float = -math.inf  # startup: when the current round began, and its rate then
+    _round_start: float = -math.inf  # startup: when the current round began, and the best rate then
     _round_rate: float = 0.0
     _flat_rounds: int = 0
     _last_probe: float = -math.inf
@@ -112,9 +119,16 @@ class AdaptiveWindow:
     def min_rtt(self, now: float) -> float | None:
         return self._min_rtt.value(now)
 
-    def rate(self, now: float) -> float:
-        """Acknowledged bytes per second (max-filtered); 0 before the first acknowledgement."""
-        return self._rate.value(now) or 0.0
+    def rate(self) -> float:
+        """Acknowledged bytes per second over the latest span; 0 before the first acknowledgement."""
+        return self._rate
+
+    def queue_s(self, now: float, samples: int = QUEUE_SAMPLES) -> float:
+        """How long the latest calls waited beyond the minimum round trip (the subnet's queue)."""
+        base = self._min_rtt.value(now)
+        if base is None:
+            return 0.0
+        return max(0.0, min(list(self._latest_rtts)[-samples:]) - base)
 
     def acknowledged(self, now: float, nbytes: int, rtt: float) -> None:
         """One call's outcome was certified `rtt` seconds after its slot was granted."""
@@ -123,14 +137,19 @@ class AdaptiveWindow:
         self._first_send = sent if self._first_send is None else min(self._first_send, sent)
         self._call_bytes = nbytes if not self._call_bytes else 0.9 * self._call_bytes + 0.1 * nbytes
         self._min_rtt.add(now, rtt)
-        self._recent_rtts.append(rtt)
+        self._latest_rtts.append(rtt)
         self._sample_rate(now, nbytes)
         if self.phase == "startup":
             self._window += 1  # one more per acknowledged call: the window doubles each round trip
             if self._pipe_full(now):
                 self._enter("cruise", now)
+                # The rate still lags the growth: scale by the round trips instead (what the window
+                # holds per second stays the same when the queue shrinks to the headroom).
+                base = self._min_rtt.value(now) or 0.0
+                self._window *= (base + HEADROOM_S) / (base + self.queue_s(now, STARTUP_SAMPLES))
         else:
             self._schedule(now)
+        self._window = max(float(MIN_WINDOW), min(self._window, float(self.limit)))
         self._grow_cap(now)
         self.peak = max(self.peak, self.window)
 
@@ -141,17 +160,9 @@ class AdaptiveWindow:
             return
         self._last_backoff = self._last_cap_growth = now
         self._cap = max(MIN_WINDOW, min(self._window, self._cap) * BACKOFF)
+        self._window = min(self._window, self._cap)
         if self.phase == "startup":
             self._enter("cruise", now)
-
-    def target(self, now: float) -> int:
-        """The product of rate and minimum round trip, plus the phase's headroom, in calls."""
-        rtt = self._min_rtt.value(now)
-        if rtt is None or not self._call_bytes:
-            return self.initial
-        headroom_s = {"drain": 0.0, "probe": HEADROOM_S + PROBE_EXTRA_S}.get(self.phase, HEADROOM_S)
-        calls = self.rate(now) * (rtt + headroom_s) / self._call_bytes
-        return max(MIN_WINDOW, math.ceil(calls))
 
     def stats(self, now: float) -> dict[str, object]:
         rtt = self._min_rtt.value(now)
@@ -160,7 +171,8 @@ class AdaptiveWindow:
             "peak_window": self.peak,
             "phase": self.phase,
             "min_rtt_s": None if rtt is None else round(rtt, 3),
-            "rate_bytes_s": round(self.rate(now)),
+            "queue_s": round(self.queue_s(now), 3) if rtt is not None else None,
+            "rate_bytes_s": round(self._rate),
             "overloads": self.overloads,
         }
 
@@ -170,39 +182,54 @@ class AdaptiveWindow:
         in_phase = now - self._phase_since
         if self.phase == "probe" and in_phase >= self._round(now):
             self._enter("cruise", now)
-        elif self.phase == "drain" and in_phase >= self._round(now) + HEADROOM_S:
-            self._enter("cruise", now)  # the queue of the headroom has emptied and a round has passed
+        elif self.phase == "drain":
+            if in_phase >= self._round(now) + HEADROOM_S:
+                self._enter("cruise", now)  # the headroom's queue has emptied and a round has passed
+            return  # hold the drained window meanwhile
         elif self.phase == "cruise":
             stale = self._min_rtt.age(now) >= DRAIN_AFTER_S
             if stale and now - self._last_drain >= RTT_FILTER_S - DRAIN_AFTER_S:
                 self._last_drain = now
                 self._enter("drain", now)
-            elif now - self._last_probe >= PROBE_EVERY_S:
+                self._window = self._unqueued(now)
+                return
+            if now - self._last_probe >= PROBE_EVERY_S:
                 self._last_probe = now
                 self._enter("probe", now)
-        self._window = float(self.target(now))
+        self._steer(now)
+
+    def _steer(self, now: float) -> None:
+        """Moves the window by a share of the queue's distance from its aim, spread over a round's acks."""
+        aim_s = HEADROOM_S + (PROBE_EXTRA_S if self.phase == "probe" else 0.0)
+        per_round = STEER_GAIN * self._calls(aim_s - self.queue_s(now))
+        self._window += per_round / max(self._window, 1.0)
+
+    def _unqueued(self, now: float) -> float:
+        """The window less what waits in the queue: the calls the round trip itself holds."""
+        return max(float(MIN_WINDOW), self._window - self._calls(self.queue_s(now)))
+
+    def _calls(self, seconds: float) -> float:
+        """How many calls the subnet delivers in `seconds` at the measured rate."""
+        return self._rate * seconds / self._call_bytes if self._call_bytes else 0.0
 
     def _enter(self, phase: str, now: float) -> None:
         if self.phase == "startup":
             self._last_probe = now
         self.phase = phase
         self._phase_since = now
-        self._window = float(self.target(now))
 
     def _pipe_full(self, now: float) -> bool:
         """Startup is over once a queue shows in the round trips, or the rate stopped rising."""
         if self._window >= self.limit:
             return True
-        base = self._min_rtt.value(now)
-        assert base is not None
-        queued = min(self._recent_rtts) - base >= max(QUEUE_SIGNAL * base, QUEUE_SIGNAL_MIN_S)
-        if len(self._recent_rtts) == RECENT_SAMPLES and queued and self._window > self.target(now):
+        signal = max(QUEUE_SIGNAL * (self._min_rtt.value(now) or 0.0), QUEUE_SIGNAL_MIN_S)
+        if len(self._latest_rtts) >= STARTUP_SAMPLES and self.queue_s(now, STARTUP_SAMPLES) >= signal:
             return True
         if now - self._round_start < self._round(now):
             return False
-        rate = self.rate(now)
-        self._flat_rounds = self._flat_rounds + 1 if rate < self._round_rate * FULL_PIPE_GROWTH else 0
-        self._round_rate = max(self._round_rate, rate)
+        grew = self._rate >= self._round_rate * FULL_PIPE_GROWTH
+        self._flat_rounds = 0 if grew else self._flat_rounds + 1
+        self._round_rate = max(self._round_rate, self._rate)
         self._round_start = now
         return self._flat_rounds >= FULL_PIPE_ROUNDS
 
@@ -220,8 +247,9 @@ class AdaptiveWindow:
                 self._cap = math.inf
 
     def _sample_rate(self, now: float, nbytes: int) -> None:
-        """Bytes acknowledged over the last span (at least RATE_SPAN_MIN_S, a round trip when longer)."""
-        span = max(RATE_SPAN_MIN_S, self._min_rtt.value(now) or 0.0)
+        """Bytes acknowledged over the latest span (at least RATE_SPAN_MIN_S, two round trips when
+        longer): long enough that replies arriving unevenly (latency varies per call) average out."""
+        span = max(RATE_SPAN_MIN_S, RATE_SPAN_RTTS * (self._min_rtt.value(now) or 0.0))
         self._acks.append((now, nbytes))
         self._acked_in_span += nbytes
         while self._acks and self._acks[0][0] <= now - span:
@@ -229,4 +257,4 @@ class AdaptiveWindow:
         assert self._first_send is not None
         elapsed = min(span, now - self._first_send)
         if elapsed > 0:
-            self._rate.add(now, self._acked_in_span / elapsed)
+            self._rate = self._acked_in_span / elapsed
