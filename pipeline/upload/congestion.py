@@ -3,8 +3,8 @@
 A subnet takes at most one block of ingress per block interval; a call beyond what fills the next
 blocks only waits in the subnet's ingress pool (and a full pool refuses new calls). So the window aims
 at the bandwidth-delay product, the delivery rate (acknowledged bytes per second) times the round trip
-without queueing (the minimum seen), plus a headroom: `HEADROOM_S` of delivery kept waiting, about 1.5
-blocks on mainnet, so that every block finds enough to fill it while replies come back unevenly.
+without queueing (the minimum seen), plus a headroom: `HEADROOM_S` of delivery kept waiting, so that
+every block finds enough to fill it while replies come back unevenly (about 1.5-2 blocks on mainnet).
 
 The round trip varies per call, so the product is not computed from the minimum alone (it would leave
 blocks unfilled whenever replies come late): the queue is measured instead, as the lowest of the latest
@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 
 INITIAL_WINDOW = 4  # calls before anything is measured: two mainnet blocks of 1.9 MB chunks
 MIN_WINDOW = 2
-HEADROOM_S = 1.5  # delivery time kept waiting for a block: ~1.5 blocks on mainnet (one per second)
+# Delivery time kept waiting beyond the pipe, as the least-waiting recent calls see it: calls arrive
+# unevenly, so on average ~1.5-2 blocks wait (blocks come ~1/s on mainnet), and each block finds enough.
+HEADROOM_S = 1.0
 STEER_GAIN = 0.5  # share of the queue's distance from the headroom corrected per round trip
 RATE_SPAN_MIN_S = 4.0  # a rate sample covers at least this long (blocks come ~1/s, acks in bursts)...
 RATE_SPAN_RTTS = 2.0  # ...and at least this many minimum round trips
@@ -191,7 +193,8 @@ class AdaptiveWindow:
             if stale and now - self._last_drain >= RTT_FILTER_S - DRAIN_AFTER_S:
                 self._last_drain = now
                 self._enter("drain", now)
-                self._window = self._unqueued(now)
+                # the bare product of the minimum: no more than the pipe holds, so the queue empties
+                self._window = self._calls(self._min_rtt.value(now) or 0.0)
                 return
             if now - self._last_probe >= PROBE_EVERY_S:
                 self._last_probe = now
@@ -203,10 +206,6 @@ class AdaptiveWindow:
         aim_s = HEADROOM_S + (PROBE_EXTRA_S if self.phase == "probe" else 0.0)
         per_round = STEER_GAIN * self._calls(aim_s - self.queue_s(now))
         self._window += per_round / max(self._window, 1.0)
-
-    def _unqueued(self, now: float) -> float:
-        """The window less what waits in the queue: the calls the round trip itself holds."""
-        return max(float(MIN_WINDOW), self._window - self._calls(self.queue_s(now)))
 
     def _calls(self, seconds: float) -> float:
         """How many calls the subnet delivers in `seconds` at the measured rate."""

@@ -82,6 +82,12 @@ class FlowControl:
             self._control.overloaded(self._clock())
 
     @property
+    def waiting(self) -> int:
+        """Callers blocked in `acquire`."""
+        with self._changed:
+            return len(self._waiting)
+
+    @property
     def in_flight(self) -> int:
         with self._changed:
             return self._in_flight
