@@ -9,9 +9,10 @@ call at a time, each waited for) on a sample of a few calls at each latency, in 
 How it counts: "steady" is the rate at which the middle 60% of the file's chunks were acknowledged (from
 the 20% to the 80% acknowledgement: past the startup of the window, before the tail); "whole" is from the
 first chunk sent to the last acknowledged (it includes chunk 0 sent alone and two round trips no window
-can hide). The ceiling is our share of block ingress per second: 4 MiB/s x (1 - background load); with
-1.9 MB chunks two fit in a 4 MiB block (90.6% of it), one in half of one. "queued" is what the subnet
-left waiting after each block took its share, in blocks: the steady 90th percentile and the peak.
+can hide). The ceiling is our share of block ingress per second: 4 MiB/s x (1 - background load); the
+~1 MB chunks of a concurrent upload tile half a block (pipeline/upload/plan.py). "queued" is what the subnet
+left waiting after each block took its share, in 4 MiB blocks: the steady 90th percentile (middle 60% of
+the blocks) and the peak (startup included).
 
     .venv/bin/python -m bench.upload [--size-mb 150] [--latency S] [--background-load F] [--window N]
                                      [--jitter S] [--pool-mib M] [--baseline-calls 4]
@@ -125,23 +126,25 @@ def run_cell(args: argparse.Namespace, model: Path, tmp: Path, latency: float, l
         steady, whole, flow = ours(sim, model, workspace, args.window)
         per_block = sim.blocks.our_bytes
         middle = sim.replica.block_log[len(sim.replica.block_log) // 5 : 4 * len(sim.replica.block_log) // 5]
-        queued = sorted(b.queued_bytes / per_block for b in middle) or [0.0]
+        queued = sorted(b.queued_bytes / BLOCK_INGRESS_BYTES for b in middle) or [0.0]
         cell = Cell(
             latency, load, steady, whole, per_block / BLOCK_INTERVAL_S, flow,
-            queued[int(0.9 * (len(queued) - 1))], sim.peak_queued_bytes / per_block, sim.refused_for_load,
+            queued[int(0.9 * (len(queued) - 1))], sim.peak_queued_bytes / BLOCK_INGRESS_BYTES,
+            sim.refused_for_load,
         )  # fmt: skip
         if load == 0.0 and args.baseline_calls:
             cell.baseline = baseline(sim, model, args.baseline_calls)
     return cell
 
 
-def show(cells: list[Cell], window: int | None) -> None:
-    mode = f"fixed window {window}" if window else f"adaptive window (at most {DEFAULT_WINDOW})"
-    print(f"ours: {mode}; blocks {BLOCK_INTERVAL_S:.0f} s, {BLOCK_INGRESS_BYTES:,} B")
-    print(
-        "latency  load  steady MB/s  % ceiling  whole MB/s  % ceiling  window peak/final  min rtt  "
-        "queued p90/peak  refused  baseline MB/s  ratio"
-    )
+def show(cells: list[Cell], window: int | None, *, header: bool = True) -> None:
+    if header:
+        mode = f"fixed window {window}" if window else f"adaptive window (at most {DEFAULT_WINDOW})"
+        print(f"ours: {mode}; blocks {BLOCK_INTERVAL_S:.0f} s, {BLOCK_INGRESS_BYTES:,} B", flush=True)
+        print(
+            "latency  load  steady MB/s  % ceiling  whole MB/s  % ceiling  window peak/final  min rtt  "
+            "queued p90/peak  refused  baseline MB/s  ratio"
+        )
     baselines = {c.latency: c.baseline for c in cells if c.baseline}
     for c in cells:
         base = baselines.get(c.latency)
@@ -152,7 +155,8 @@ def show(cells: list[Cell], window: int | None) -> None:
             f"{c.flow.get('peak_window', c.flow.get('window')):>11}/{c.flow.get('window'):<5}  "
             f"{'-' if rtt is None else f'{rtt:.2f} s':>7}  {c.queued_p90:7.1f}/{c.queued_peak:<7.1f}  "
             f"{c.refused:7d}  {'-' if base is None else f'{base / 1e6:.2f}':>13}  "
-            f"{'-' if base is None else f'{c.steady / base:.1f}x':>5}"
+            f"{'-' if base is None else f'{c.steady / base:.1f}x':>5}",
+            flush=True,
         )
 
 
@@ -177,7 +181,8 @@ def main() -> None:
         for latency in latencies:
             for load in loads:
                 cells.append(run_cell(args, model, Path(tmp), latency, load))
-                print(f"... latency {latency} s, load {load}: done", flush=True)
+                show(cells[-1:], args.window, header=len(cells) == 1)
+    print()
     show(cells, args.window)
 
 

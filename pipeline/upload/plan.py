@@ -11,8 +11,11 @@ from pathlib import Path
 CYCLES_PER_MESSAGE = 1_200_000
 CYCLES_PER_BYTE = 2_000
 # A block takes at most 4 MiB of ingress (FACTS.md §2). Concurrent chunks that tile a block fill it;
-# two 1.9 MB chunks leave 10% of every block empty, three 1.4 MB chunks leave almost nothing.
+# two 1.9 MB chunks leave 10% of every block empty. Other users' messages take part of most blocks, so
+# chunks tile half a block: four ~1 MB chunks fill an empty block and two the half a busy one leaves
+# (three 1.4 MB chunks fill an empty block too, but only one fits in half of one: a third left empty).
 BLOCK_INGRESS_BYTES = 4 * 1024 * 1024
+TILE_BYTES = BLOCK_INGRESS_BYTES // 2
 # What a signed envelope adds to its chunk: sender key, signature, nonce, expiry, method, Candid header
 # and the other record fields (about 350 B with Ed25519; generous for secp256k1 and long file names).
 ENVELOPE_OVERHEAD_BYTES = 1024
@@ -40,11 +43,11 @@ def plan_chunks(size: int, chunk_size: int) -> list[Chunk]:
 
 def chunk_size_for(max_chunk_size: int, *, concurrent: bool) -> int:
     """The chunk size to send with: the profile's maximum for one-at-a-time uploads (fewest round trips);
-    for concurrent ones, the largest size at which a whole number of messages fills a block."""
+    for concurrent ones, the largest size at which a whole number of messages fills half a block."""
     if not concurrent:
         return max_chunk_size
-    per_block = -(-BLOCK_INGRESS_BYTES // (max_chunk_size + ENVELOPE_OVERHEAD_BYTES))
-    return min(max_chunk_size, BLOCK_INGRESS_BYTES // per_block - ENVELOPE_OVERHEAD_BYTES)
+    per_tile = -(-TILE_BYTES // (max_chunk_size + ENVELOPE_OVERHEAD_BYTES))
+    return min(max_chunk_size, TILE_BYTES // per_tile - ENVELOPE_OVERHEAD_BYTES)
 
 
 def estimated_cycles(total_bytes: int, messages: int) -> int:
