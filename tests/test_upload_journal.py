@@ -88,12 +88,15 @@ def test_concurrent_updates_are_all_saved(tmp_path: Path) -> None:
     assert saved is not None and saved.done == [[0, 100]] and saved.inflight == {}
 
 
-def test_concurrent_chunks_tile_a_block() -> None:
-    # Two 1.9 MB messages leave a tenth of every block empty; three smaller ones fill it.
-    assert BLOCK_INGRESS_BYTES // (chunk_size_for(1_900_000, concurrent=True) + ENVELOPE_OVERHEAD_BYTES) == 3
+def test_concurrent_chunks_tile_a_block_and_its_half() -> None:
+    # Two 1.9 MB messages leave a tenth of every block empty; four smaller ones fill it, and two of them
+    # fill the half of a block that other users' messages leave.
+    message = chunk_size_for(1_900_000, concurrent=True) + ENVELOPE_OVERHEAD_BYTES
+    assert (BLOCK_INGRESS_BYTES // message, BLOCK_INGRESS_BYTES // 2 // message) == (4, 2)
     for max_chunk in (1_900_000, 1_000_000, 65_536):
         chunk = chunk_size_for(max_chunk, concurrent=True)
         message = chunk + ENVELOPE_OVERHEAD_BYTES
         assert chunk <= max_chunk
-        assert BLOCK_INGRESS_BYTES % message < message // 100  # a whole number of messages fills a block
+        for room in (BLOCK_INGRESS_BYTES, BLOCK_INGRESS_BYTES // 2):
+            assert room % message < message // 100  # a whole number of messages fills the room
     assert chunk_size_for(1_900_000, concurrent=False) == 1_900_000  # one at a time: fewest round trips

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.targets.profile import load_profile
 from tests.fixtures_upload import LLAMA_CHUNK, kind_with_chunk_size, sha256, write_gguf
 from tests.icsim import IcSim
 from tests.test_upload_cli import prep_args, run_prep
@@ -66,7 +67,8 @@ def test_a_second_process_fails_at_once_or_waits_and_the_file_is_sent_once(
     events = [json.loads(line) for line in waited_out.splitlines()]
     assert events[-1]["bytes_sent"] == 0
     canister = icsim.canister(kind)
-    chunk = LLAMA_CHUNK if kind == "llama_cpp" else 16_384
+    # --window 1 sends one chunk at a time, at the profile's largest size
+    chunk = load_profile("llama_cpp").max_chunk_size if kind == "llama_cpp" else 16_384
     assert canister.counters.calls[method] == -(-model.stat().st_size // chunk)  # every chunk sent once
     if kind == "llama_cpp":
         assert sha256(canister.file_bytes("models/model.gguf")) == sha256(model.read_bytes())
