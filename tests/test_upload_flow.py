@@ -9,9 +9,16 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import pytest
+
+from pipeline.ic.errors import Overloaded
+from pipeline.ic.replies import raise_for_http_status
+from pipeline.ic.transport import WireResponse
 from pipeline.upload.congestion import BACKOFF, INITIAL_WINDOW, AdaptiveWindow
 from pipeline.upload.flow import FlowControl
 from pipeline.upload.plan import chunk_size_for, plan_chunks
+from tests.fixtures_icsim import call_envelope, dev_identity, upload_arg
 from tests.fixtures_upload import EngineRun, kind_with_chunk_size, write_gguf
 from tests.icsim import IcSim
 
@@ -245,3 +252,24 @@ def test_a_full_ingress_pool_backs_the_window_off_and_every_chunk_runs_once(tmp_
         assert any("overloaded" in e["reason"] for e in run.named("retry"))
         assert sorted(chunk_offsets(sim)) == planned_offsets(model)  # type: ignore[type-var]  # each once
         assert sim.canister("llama_cpp").file_bytes("models/model.gguf") == model.read_bytes()
+
+
+def test_refusals_for_load_are_typed() -> None:
+    for status in (429, 503):
+        response = WireResponse(status, "", b"Service is overloaded, try again later.")
+        with pytest.raises(Overloaded, match=f"HTTP {status}: Service is overloaded"):
+            raise_for_http_status(response, "http://replica/api/v4/canister/x/call")
+
+
+def test_a_full_pool_refuses_new_calls_but_answers_known_ones() -> None:
+    with IcSim(block_interval=30.0, ingress_pool_bytes=150_000) as sim:  # no block comes during the test
+        identity = dev_identity(sim)
+        url = f"{sim.url}/api/v2/canister/{sim.canister_ids['llama_cpp']}/call"
+        canister = sim.canister_ids["llama_cpp"]
+        chunks = [upload_arg("m", bytes(100_000), offset) for offset in (0, 100_000)]
+        envelopes = [call_envelope(identity, canister, "file_upload_chunk", arg)[1] for arg in chunks]
+        assert httpx.post(url, content=envelopes[0]).status_code == 202
+        refused = httpx.post(url, content=envelopes[1])
+        assert (refused.status_code, refused.text) == (503, "Service is overloaded, try again later.")
+        assert httpx.post(url, content=envelopes[0]).status_code == 202  # a resend: still that request
+        assert sim.refused_for_load == 1 and sim.updates == []
