@@ -273,3 +273,38 @@ def test_a_full_pool_refuses_new_calls_but_answers_known_ones() -> None:
         assert (refused.status_code, refused.text) == (503, "Service is overloaded, try again later.")
         assert httpx.post(url, content=envelopes[0]).status_code == 202  # a resend: still that request
         assert sim.refused_for_load == 1 and sim.updates == []
+
+
+def test_canisters_of_one_subnet_share_one_window(tmp_path: Path) -> None:
+    kind = kind_with_chunk_size("llama_cpp", tmp_path / "kind", SMALL)
+    model = write_gguf(tmp_path / "model.gguf", 30 * SMALL + 5)
+    flow = FlowControl(16)
+    sim = IcSim(
+        block_interval=0.05, block_ingress_bytes=2 * SMALL + 4096, latency=0.05, canisters_per_subnet=2
+    )
+    with sim:
+        fleet = [h.principal for h in sim.hosted if h.kind == "llama_cpp"]
+        runs = [EngineRun(sim, tmp_path / f"work{n}") for n in range(2)]
+        reports = []
+
+        def upload(run: EngineRun, canister: str) -> None:
+            reports.append(
+                run(
+                    kind,
+                    [("model", model, "models/model.gguf")],
+                    canister=canister,
+                    run_steps=False,
+                    flow=flow,
+                )
+            )
+
+        threads = [threading.Thread(target=upload, args=pair) for pair in zip(runs, fleet, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert [r.bytes_sent for r in reports] == [model.stat().st_size] * 2
+        assert flow.in_flight == 0 and flow.stats()["peak_window"] > INITIAL_WINDOW and flow.peak <= 16
+        assert sim.refused_for_load == 0
+        for canister in fleet:
+            assert sim.canister(canister).file_bytes("models/model.gguf") == model.read_bytes()
