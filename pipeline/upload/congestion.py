@@ -51,15 +51,14 @@ MIN_ROUND_S = 0.2
 
 
 @dataclass
-class WindowedExtreme:
-    """The minimum (or maximum) of the samples of the last `span_s` seconds (a monotonic deque)."""
+class WindowedMin:
+    """The minimum of the samples of the last `span_s` seconds (a monotonic deque)."""
 
     span_s: float
-    keep_max: bool = False
     _samples: deque[tuple[float, float]] = field(default_factory=deque)
 
     def add(self, now: float, value: float) -> None:
-        while self._samples and self._dominated(self._samples[-1][1], value):
+        while self._samples and self._samples[-1][1] >= value:
             self._samples.pop()
         self._samples.append((now, value))
         self._expire(now)
@@ -72,9 +71,6 @@ class WindowedExtreme:
         """Seconds since the current extreme was sampled."""
         self._expire(now)
         return now - self._samples[0][0] if self._samples else 0.0
-
-    def _dominated(self, old: float, new: float) -> bool:
-        return old <= new if self.keep_max else old >= new
 
     def _expire(self, now: float) -> None:
         while len(self._samples) > 1 and self._samples[0][0] < now - self.span_s:
@@ -92,7 +88,7 @@ class AdaptiveWindow:
     peak: int = 0
     _window: float = 0.0
     _cap: float = math.inf  # after an overload: grows back by one call per round
-    _min_rtt: WindowedExtreme = field(default_factory=lambda: WindowedExtreme(RTT_FILTER_S))
+    _min_rtt: WindowedMin = field(default_factory=lambda: WindowedMin(RTT_FILTER_S))
     _latest_rtts: deque[float] = field(default_factory=lambda: deque(maxlen=QUEUE_SAMPLES))
     _acks: deque[tuple[float, int]] = field(default_factory=deque)
     _acked_in_span: int = 0
@@ -117,13 +113,6 @@ class AdaptiveWindow:
     @property
     def window(self) -> int:
         return max(1, min(self.limit, int(min(self._window, self._cap))))
-
-    def min_rtt(self, now: float) -> float | None:
-        return self._min_rtt.value(now)
-
-    def rate(self) -> float:
-        """Acknowledged bytes per second over the latest span; 0 before the first acknowledgement."""
-        return self._rate
 
     def queue_s(self, now: float, samples: int = QUEUE_SAMPLES) -> float:
         """How long the latest calls waited beyond the minimum round trip (the subnet's queue)."""
@@ -247,7 +236,9 @@ class AdaptiveWindow:
 
     def _sample_rate(self, now: float, nbytes: int) -> None:
         """Bytes acknowledged over the latest span (at least RATE_SPAN_MIN_S, two round trips when
-        longer): long enough that replies arriving unevenly (latency varies per call) average out."""
+        longer): long enough that replies arriving unevenly (latency varies per call) average out. Not
+        max-filtered as BBR does: with uneven replies the highest of such samples overstates the rate
+        (by up to twice the latency's spread over the span), and the steering tolerates the dips."""
         span = max(RATE_SPAN_MIN_S, RATE_SPAN_RTTS * (self._min_rtt.value(now) or 0.0))
         self._acks.append((now, nbytes))
         self._acked_in_span += nbytes
