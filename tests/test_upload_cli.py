@@ -64,6 +64,8 @@ def test_adhoc_upload_emits_json_events_and_loads(
     assert kinds[:2] == ["budget", "plan"] and kinds.count("chunk") == 3  # budget: cycles and heap checked
     assert {"verify", "step", "done", "result"} <= set(kinds)
     assert events[-1]["steps"] == ["load_model", "set_max_tokens", "ready"]
+    flow = events[-1]["flow"]  # the window the upload reached and what sized it
+    assert flow["adaptive"] and flow["peak_window"] >= flow["window"] >= 2 and flow["min_rtt_s"] > 0
     assert sha256(icsim.canister("llama_cpp").file_bytes("models/model.gguf")) == sha256(model.read_bytes())
 
 

@@ -178,7 +178,7 @@ def upload_command(
 
 
 def _window_text(flow: dict[str, Any] | None) -> str:
-    if not flow or not flow.get("peak_window"):
+    if not flow or not flow.get("adaptive"):
         return ""
     return f", window {flow['peak_window']} (adaptive)"
 
