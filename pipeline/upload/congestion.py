@@ -28,7 +28,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-INITIAL_WINDOW = 4  # calls before anything is measured: two mainnet blocks of 1.9 MB chunks
+INITIAL_WINDOW = 4  # calls before anything is measured: one 4 MiB block of ~1 MB chunks
 MIN_WINDOW = 2
 # Delivery time kept waiting beyond the pipe, as the least-waiting recent calls see it: calls arrive
 # unevenly, so on average ~1.5-2 blocks wait (blocks come ~1/s on mainnet), and each block finds enough.
