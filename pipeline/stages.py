@@ -29,6 +29,7 @@ from pipeline.targets.profile import TargetProfile, load_profile
 from pipeline.upload.budget import BudgetOptions
 from pipeline.upload.engine import DEFAULT_WINDOW, UploadFile, UploadReport
 from pipeline.upload.entry import UploadOptions, recipe_variables, run_upload
+from pipeline.upload.flow import FlowControl
 from pipeline.upload.progress import UploadProgress
 from pipeline.workspace import Workspace, write_json_atomic
 
@@ -54,6 +55,7 @@ class RunOptions:
     progress: bool = True  # progress bars and notes on stderr
     budget: BudgetOptions = BudgetOptions()
     bundle: str | None = None  # the release bundle being deployed, for the upload journal
+    flow: FlowControl | None = None  # shared by a subnet's canisters in a fleet (UploadRequest.flow)
 
 
 @dataclass
@@ -289,6 +291,7 @@ class StagedRun:
             check_interface=self.options.check_interface,
             load=load,
             budget=self.options.budget,
+            flow=self.options.flow,
         )
         progress = UploadProgress(record, bar=None if self.options.progress else False)
         return run_upload(

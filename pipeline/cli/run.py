@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipeline.cli.bundle import BundleOption, deploy_bundle_command
+from pipeline.cli.fleet import OnlyOption, chosen_fleet, is_single, run_fleet_command
 from pipeline.cli.ic_options import (
     DEFAULT_WINDOW,
     AnonymousOption,
-    CanisterOption,
+    CanistersOption,
+    FleetOption,
     IdentityOption,
     IgnoreCyclesOption,
     NetworkOption,
@@ -27,11 +29,21 @@ from pipeline.cli.ic_options import (
 )
 from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
+from pipeline.events import EventSink
+
+if TYPE_CHECKING:
+    from pipeline.fleet.members import FleetTarget
+    from pipeline.fleet.scheduler import Work
+    from pipeline.fleet.spec import Fleet
+    from pipeline.manifest import Artifact
+    from pipeline.stages import RunOptions
 
 
 def run_command(
-    canister: CanisterOption,
+    canister: CanistersOption = None,
     recipe_name: Annotated[str | None, typer.Argument(help="Recipe name or path to a recipe .toml.")] = None,
+    fleet: FleetOption = None,
+    only: OnlyOption = None,
     network: NetworkOption = "local",
     url: UrlOption = None,
     pem: PemOption = None,
@@ -54,7 +66,8 @@ def run_command(
     wasm_memory_limit: WasmMemoryLimitOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Fetch, build, upload, load and smoke-test a recipe; a rerun skips what is already done."""
+    """Fetch, build, upload, load and smoke-test a recipe (into one canister or a fleet); a rerun skips
+    what is already done."""
     from pipeline.recipes import load_recipe
     from pipeline.stages import RunOptions, run_recipe
     from pipeline.upload.memory import keep_chunk_buffers
@@ -62,6 +75,26 @@ def run_command(
 
     out = Output(json=json_output)
     keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
+    chosen = chosen_fleet(canister, fleet, only)
+    if not is_single(chosen):
+        if bundle is not None:
+            raise UsageError("--bundle deploys into one --canister", hint="run it per canister")
+        options = RunOptions(
+            locked=locked,
+            strict_order=strict_order,
+            window=window,
+            check_interface=not no_interface_check,
+            progress=not json_output,
+            budget=budget_options(ignore_cycles, wasm_memory_limit),
+        )
+        run_fleet_command(
+            chosen,
+            lambda targets: _fleet_run(chosen, targets, recipe_name, options, out),
+            network=network, url=url, signer=(pem, identity, anonymous), only=only, window=window,
+            out=out, yes=yes,
+        )  # fmt: skip
+        return
+    canister_name = chosen.members[0].canister
     if (recipe_name is None) == (bundle is None):
         raise UsageError("give a RECIPE or --bundle dist/RECIPE", hint="prep run --help shows both forms")
     if bundle is not None:
@@ -72,7 +105,7 @@ def run_command(
             network=network,
             url=url,
             identity=(pem, identity, anonymous),
-            canister=canister,
+            canister=canister_name,
             strict_order=strict_order,
             window=window,
             check_interface=not no_interface_check,
@@ -92,13 +125,9 @@ def run_command(
         budget=budget_options(ignore_cycles, wasm_memory_limit),
     )
 
-    def on_event(event: dict[str, Any]) -> None:
-        out.event(event)
-        if not json_output and event.get("event") == "stage" and event.get("status") != "started":
-            out.info(_stage_line(event))
-
+    on_event = _stage_narrator(out)
     with connect(network, url, choose_identity(pem, identity, anonymous)) as client:
-        canister_id = canister_on(client.network, canister)
+        canister_id = canister_on(client.network, canister_name)
         report = run_recipe(
             recipe,
             client,
@@ -109,6 +138,44 @@ def run_command(
             confirm=mainnet_confirmation(out, yes),
         )
     out.result(report.to_json(), report.summary())
+
+
+def _stage_narrator(out: Output) -> EventSink:
+    def on_event(event: dict[str, Any]) -> None:
+        out.event(event)
+        if not out.json and event.get("event") == "stage" and event.get("status") != "started":
+            out.info(_stage_line(event))
+
+    return on_event
+
+
+def _fleet_run(
+    fleet: Fleet, targets: list[FleetTarget], recipe_name: str | None, options: RunOptions, out: Output
+) -> Work:
+    """Fetches and builds each recipe the fleet uses once, here; each canister then uploads, loads and
+    smokes in its own thread."""
+    from pipeline.fleet.jobs import recipe_name_for, run_job
+    from pipeline.recipes import load_recipe
+    from pipeline.stages import StagedRun
+    from pipeline.workspace import Workspace
+
+    workspace = Workspace.default()
+    recipes = {name: load_recipe(name) for name in {recipe_name_for(m, recipe_name) for m in fleet.members}}
+    built: dict[str, dict[str, Artifact]] = {}
+    for target in targets:
+        recipe = recipes[recipe_name_for(target.member, recipe_name)]
+        if recipe.name not in built:
+            prepare = StagedRun(
+                recipe.name, recipe.target, target.client, target.canister_id, workspace, options,
+                _stage_narrator(out), None,
+            )  # fmt: skip
+            built[recipe.name] = prepare.fetch_and_build(recipe)
+    return run_job(
+        lambda member: recipes[recipe_name_for(member, recipe_name)],
+        lambda recipe: built[recipe.name],
+        workspace,
+        options,
+    )
 
 
 def _stage_line(event: dict[str, Any]) -> str:

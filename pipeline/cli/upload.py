@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pipeline.cli.bundle import BundleOption, deploy_bundle_command
+from pipeline.cli.fleet import OnlyOption, chosen_fleet, is_single, run_fleet_command
 from pipeline.cli.ic_options import (
     DEFAULT_WINDOW,
     AnonymousOption,
-    CanisterOption,
+    CanistersOption,
+    FleetOption,
     IdentityOption,
     IgnoreCyclesOption,
     NetworkOption,
@@ -30,10 +32,17 @@ from pipeline.cli.output import JsonFlag, Output
 from pipeline.errors import UsageError
 from pipeline.events import EventSink
 
+if TYPE_CHECKING:
+    from pipeline.fleet.scheduler import Work
+    from pipeline.fleet.spec import Fleet
+    from pipeline.upload.entry import UploadOptions
+
 
 def upload_command(
-    canister: CanisterOption,
+    canister: CanistersOption = None,
     recipe: Annotated[str | None, typer.Argument(help="Recipe whose built files to upload.")] = None,
+    fleet: FleetOption = None,
+    only: OnlyOption = None,
     network: NetworkOption = "local",
     url: UrlOption = None,
     pem: PemOption = None,
@@ -83,7 +92,7 @@ def upload_command(
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Upload model files into a canister: resumable, exactly once, verified, then loaded.
+    """Upload model files into a canister (or a fleet of them): resumable, exactly once, verified, loaded.
 
     Progress is journaled in $PREP_WORKDIR/.journal/ (default ./work): rerun the same command to resume.
     """
@@ -95,6 +104,30 @@ def upload_command(
 
     out = Output(json=json_output)
     keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
+    chosen = chosen_fleet(canister, fleet, only)
+    if not is_single(chosen):
+        if bundle is not None or status:
+            raise UsageError("--bundle and --status work on one --canister", hint="run them per canister")
+        options = UploadOptions(
+            workspace_root=Workspace.default().root,
+            strict_order=strict_order,
+            window=window,
+            check_interface=not no_interface_check,
+            load=not no_load,
+            budget=budget_options(ignore_cycles, wasm_memory_limit),
+            wait_for_lock=wait,
+            validate=not no_validate,
+            restart=restart,
+            verify=verify,
+        )
+        run_fleet_command(
+            chosen,
+            lambda _targets: _fleet_upload(chosen, recipe, (file, kind, remote), options),
+            network=network, url=url, signer=(pem, identity, anonymous), only=only, window=window,
+            out=out, yes=yes,
+        )  # fmt: skip
+        return
+    canister_name = chosen.members[0].canister
     if [recipe is not None, file is not None, bundle is not None].count(True) != 1:
         raise UsageError(
             "give a RECIPE, --bundle dist/RECIPE or --file PATH --kind KIND",
@@ -108,7 +141,7 @@ def upload_command(
             network=network,
             url=url,
             identity=(pem, identity, anonymous),
-            canister=canister,
+            canister=canister_name,
             strict_order=strict_order,
             window=window,
             check_interface=not no_interface_check,
@@ -131,7 +164,7 @@ def upload_command(
         profile, variables = load_profile(kind), {}
         files = adhoc_files(profile, file, remote)
     client = connect(network, url, choose_identity(pem, identity, anonymous))
-    canister_id = canister_on(client.network, canister)
+    canister_id = canister_on(client.network, canister_name)
     with client:
         if status:
             remotes = {f.role: f.remote for f in files}
@@ -181,6 +214,39 @@ def _window_text(flow: dict[str, Any] | None) -> str:
     if not flow or not flow.get("adaptive"):
         return ""
     return f", window {flow['peak_window']} (adaptive)"
+
+
+def _fleet_upload(
+    fleet: Fleet,
+    recipe: str | None,
+    adhoc: tuple[Path | None, str | None, str | None],
+    options: UploadOptions,
+) -> Work:
+    """The upload each canister of the fleet gets: its recipe's build (the fleet file may name one per
+    canister), or the one --file."""
+    from pipeline.fleet.jobs import recipe_upload_plans, upload_job
+    from pipeline.targets.profile import load_profile
+    from pipeline.upload.entry import adhoc_files
+    from pipeline.workspace import Workspace
+
+    file, kind, remote = adhoc
+    if file is None:
+        if kind is not None or remote is not None:
+            raise UsageError(
+                "--kind and --remote go with --file", hint="a recipe names its kind and remote files"
+            )
+        workspace = Workspace(options.workspace_root)
+        return upload_job(recipe_upload_plans(fleet.members, recipe, workspace), options)
+    if recipe is not None or fleet.recipes:
+        raise UsageError(
+            "--file uploads one file to every canister: drop the RECIPE (and `recipe` in the fleet file)",
+            hint="prep upload --help shows the forms",
+        )
+    if kind is None:
+        raise UsageError("--file needs --kind", hint="e.g. --kind llama_cpp")
+    profile = load_profile(kind)
+    plan = (profile, adhoc_files(profile, file, remote), {})
+    return upload_job(lambda _member: plan, options)
 
 
 def _cycles_text(cycles: dict[str, Any] | None) -> str:

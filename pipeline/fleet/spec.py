@@ -74,7 +74,8 @@ def fleet_of(canisters: Sequence[str], fleet_file: Path | None) -> Fleet:
         return load_fleet(fleet_file)
     if not canisters:
         raise UsageError(
-            "name a canister: --canister ID_OR_NAME (repeatable) or --fleet FLEET.toml", hint=FLEET_HINT
+            "name a canister: --canister ID_OR_NAME (repeatable) or --fleet FLEET.toml",
+            hint="e.g. --canister rrkah-fqaaa-aaaaa-aaaaq-cai, or a name from canister_ids.json",
         )
     members = tuple(FleetMember(_canister_text(c, "--canister")) for c in canisters)
     _refuse_duplicates(members, "--canister")

@@ -17,6 +17,7 @@ from pipeline.targets.profile import TargetProfile, load_profile, remote_name_pr
 from pipeline.targets.session import TargetSession
 from pipeline.upload.budget import BudgetOptions, explain_out_of_cycles
 from pipeline.upload.engine import UploadEngine
+from pipeline.upload.flow import FlowControl
 from pipeline.upload.journal import Journal, journal_path
 from pipeline.upload.mode import mode_for
 from pipeline.upload.progress import UploadProgress
@@ -38,6 +39,7 @@ class UploadOptions:
     validate: bool = True
     restart: bool = False
     verify: bool = False
+    flow: FlowControl | None = None  # shared by a subnet's canisters in a fleet (UploadRequest.flow)
 
 
 def adhoc_files(profile: TargetProfile, path: Path, remote: str | None) -> tuple[UploadFile, ...]:
@@ -131,6 +133,7 @@ def run_upload(
         validate=options.validate,
         restart=options.restart,
         verify=options.verify,
+        flow=options.flow,
     )
     with explain_out_of_cycles(canister_id):
         return UploadEngine(client, request, progress, confirm).run()
