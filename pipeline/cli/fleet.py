@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 
 from pipeline.cli.output import Output
@@ -46,6 +45,7 @@ def is_single(fleet: Fleet) -> bool:
 
 
 def run_fleet_command(
+    ctx: typer.Context,
     fleet: Fleet,
     make_work: Callable[[list[FleetTarget]], Work],
     *,
@@ -78,7 +78,7 @@ def run_fleet_command(
         )
         view.close()
     failed = [row.canister for row in report.failed]
-    retry = retry_command(failed, from_file=fleet.path is not None) if failed else None
+    retry = retry_command(ctx, failed, from_file=fleet.path is not None) if failed else None
     out.result(report.to_json() | {"retry_command": retry}, report.table())
     if failed:
         for row in report.failed:
@@ -107,24 +107,24 @@ def fleet_confirmation(out: Output, yes: bool) -> Callable[[dict[str, Any]], boo
     return ask
 
 
-def retry_command(failed: list[str], *, from_file: bool) -> str:
+def retry_command(ctx: typer.Context, failed: list[str], *, from_file: bool) -> str:
     """This very command for the failed canisters only: `--only` each with a fleet file (its per-canister
-    settings stay), else `--canister` each; every other option as given."""
-    ctx = click.get_current_context()
+    settings stay), else `--canister` each; every other option as given (read back from the parsed
+    parameters: click keeps no copy of the words typed)."""
     words = ctx.command_path.split()
     options: list[str] = []
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
         if param.name in ("canister", "only") or value is None or value == param.default:
             continue
-        if isinstance(param, click.Argument):
+        if param.param_type_name == "argument":
             words.append(str(value))
-        elif isinstance(param, click.Option) and param.is_flag:
+        elif getattr(param, "is_flag", False):
             options.append(param.opts[0])  # a flag differs from its default (False) only when given
-        elif isinstance(param, click.Option) and param.multiple:
+        elif param.multiple:
             for item in value:
                 options += [param.opts[0], str(item)]
-        elif isinstance(param, click.Option):
+        else:
             options += [param.opts[0], str(value)]
     for name in failed:
         options += ["--only" if from_file else "--canister", name]

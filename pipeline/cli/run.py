@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 
 def run_command(
+    ctx: typer.Context,
     canister: CanistersOption = None,
     recipe_name: Annotated[str | None, typer.Argument(help="Recipe name or path to a recipe .toml.")] = None,
     fleet: FleetOption = None,
@@ -88,6 +89,7 @@ def run_command(
             budget=budget_options(ignore_cycles, wasm_memory_limit),
         )
         run_fleet_command(
+            ctx,
             chosen,
             lambda targets: _fleet_run(chosen, targets, recipe_name, options, out),
             network=network, url=url, signer=(pem, identity, anonymous), only=only, window=window,

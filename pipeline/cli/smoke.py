@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 
 def smoke_command(
+    ctx: typer.Context,
     canister: CanistersOption = None,
     recipe: Annotated[str | None, typer.Argument(help="Recipe whose target and prompt to use.")] = None,
     fleet: FleetOption = None,
@@ -72,6 +73,7 @@ def smoke_command(
     if not is_single(chosen):
         request_of = _fleet_requests(chosen, recipe, kind, prompt, max_tokens, variables)
         run_fleet_command(
+            ctx,
             chosen, lambda _targets: smoke_job(request_of),
             network=network, url=url, signer=(pem, identity, anonymous), only=only, window=1,
             out=out, yes=True,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 
 def upload_command(
+    ctx: typer.Context,
     canister: CanistersOption = None,
     recipe: Annotated[str | None, typer.Argument(help="Recipe whose built files to upload.")] = None,
     fleet: FleetOption = None,
@@ -121,6 +122,7 @@ def upload_command(
             verify=verify,
         )
         run_fleet_command(
+            ctx,
             chosen,
             lambda _targets: _fleet_upload(chosen, recipe, (file, kind, remote), options),
             network=network, url=url, signer=(pem, identity, anonymous), only=only, window=window,

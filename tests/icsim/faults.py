@@ -32,7 +32,7 @@ class Faults:
         self._drops: list[_Armed] = []
         self._errors: list[_Armed] = []
         self._delays: list[_Armed] = []
-        self._traps: dict[tuple[bytes, str], int] = {}
+        self._traps: dict[tuple[bytes, str], list[int]] = {}  # (canister, method) -> [nth, times]
         self._out_of_cycles: set[bytes] = set()
         self._forgeries: list[_Armed] = []
         self.fired: dict[str, int] = {"drop": 0, "http_error": 0, "delay": 0, "trap": 0, "forge": 0}
@@ -59,11 +59,12 @@ class Faults:
         with self._lock:
             self._forgeries.append(_Armed(n, method=method))
 
-    def trap_on_call(self, canister_id: str | bytes, method: str, nth: int = 1) -> None:
-        """Make the nth call of `method` on that canister (from now on) trap instead of running."""
+    def trap_on_call(self, canister_id: str | bytes, method: str, nth: int = 1, times: int = 1) -> None:
+        """Make the nth call of `method` on that canister (from now on) trap instead of running, and the
+        `times - 1` calls after it too (a trap that a client's retries meet again)."""
         raw = canister_id if isinstance(canister_id, bytes) else from_text(canister_id)
         with self._lock:
-            self._traps[(raw, method)] = nth
+            self._traps[(raw, method)] = [nth, times]
 
     def out_of_cycles(self, canister_id: str | bytes, exhausted: bool = True) -> None:
         """Make the canister refuse messages (IC0207) until called again with exhausted=False."""
@@ -122,12 +123,17 @@ class Faults:
     def take_trap(self, canister_id: bytes, method: str) -> bool:
         with self._lock:
             key = (canister_id, method)
-            if key not in self._traps:
+            armed = self._traps.get(key)
+            if armed is None:
                 return False
-            self._traps[key] -= 1
-            if self._traps[key] > 0:
+            armed[0] -= 1
+            if armed[0] > 0:
                 return False
-            del self._traps[key]
+            armed[1] -= 1
+            if armed[1] > 0:
+                armed[0] = 1
+            else:
+                del self._traps[key]
             self.fired["trap"] += 1
             return True
 
