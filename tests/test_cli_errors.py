@@ -38,6 +38,9 @@ def cases() -> list[tuple[str, list[str], int]]:
         add(2, "upload", "--file", "model.gguf", "--kind", "llama_cpp", "--canister", CANISTER, "--pem", bad)
         add(2, "smoke", "--kind", "llama_cpp", "--prompt", "hi", "--canister", CANISTER, "--pem", bad)
         add(2, "run", "stories15m", "--network", CLOSED, "--canister", CANISTER, "--pem", bad)
+        add(2, "upload", "--file", "model.gguf", "--kind", "llama_cpp", "--network", CLOSED, "--fleet", bad)
+        add(2, "smoke", "--kind", "llama_cpp", "--prompt", "hi", "--network", CLOSED, "--fleet", bad)
+        add(2, "run", "stories15m", "--network", CLOSED, "--fleet", bad)
         add(2, "fetch", bad)
         add(2, "build", f"./{bad}")
         add(2, "release", f"./{bad}")
@@ -84,6 +87,10 @@ def cases() -> list[tuple[str, list[str], int]]:
     add(2, "status", "--canister", "not a canister!", "--network", CLOSED, "--anonymous")
     for command in ("upload", "smoke", "run", "tune"):
         add(2, command, "stories15m")  # --canister is required
+    for command in ("upload", "smoke", "run"):
+        add(2, command, "stories15m", "--canister", CANISTER, "--canister", CANISTER)  # listed twice
+        add(2, command, "stories15m", "--canister", CANISTER, "--only", CANISTER)  # --only needs --fleet
+        add(2, command, "stories15m", "--canister", CANISTER, "--fleet", "text.txt")  # not both
     return found
 
 

@@ -91,7 +91,10 @@ def load_fleet(path: Path) -> Fleet:
     if not listed:
         raise UsageError(f"{path}: lists no canister", hint="add a [[canister]] table with an id or a name")
     if len(listed) > MAX_MEMBERS:
-        raise UsageError(f"{path}: lists {len(listed):,} canisters; at most {MAX_MEMBERS} are supported")
+        raise UsageError(
+            f"{path}: lists {len(listed):,} canisters; at most {MAX_MEMBERS} are supported",
+            hint="split the fleet into several files",
+        )
     members = []
     for index, data in enumerate(listed):
         table = TomlTable(path, f"canister[{index}]", data, FLEET_HINT)
@@ -113,7 +116,9 @@ def _read(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise UsageError(f"cannot read fleet file {path}: {err.strerror or err}", hint=FLEET_HINT) from None
     if len(raw) > MAX_FLEET_FILE_BYTES:
-        raise UsageError(f"{path}: over {MAX_FLEET_FILE_BYTES:,} bytes; that is not a fleet file")
+        raise UsageError(
+            f"{path}: over {MAX_FLEET_FILE_BYTES:,} bytes; that is not a fleet file", hint=FLEET_HINT
+        )
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -144,7 +149,10 @@ def _member_keys(table: TomlTable, path: Path) -> dict[str, Any]:
         found["pem"] = (path.parent / Path(table.string("pem")).expanduser()).resolve()
     table.seen.update(("network", "identity", "recipe", "pem"))
     if "identity" in found and "pem" in found:
-        raise UsageError(f"{path}: `{table.prefix or 'top level'}` sets both `identity` and `pem`; keep one")
+        raise UsageError(
+            f"{path}: `{table.prefix or 'top level'}` sets both `identity` and `pem`",
+            hint="keep one: they both say who signs",
+        )
     target = table.optional_sub("target")
     if target is not None:
         overrides = {}
