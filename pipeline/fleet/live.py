@@ -25,6 +25,7 @@ class _Line:
     sent: int = 0
     state: str = "waiting"
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
 
 
 class FleetView:
@@ -68,9 +69,9 @@ class FleetView:
         elif name == "verify":
             line.state = "verifying"
         elif name == "finished":
-            line.state = "ok"
+            line.state, line.ended = "ok", time.monotonic()
         elif name == "failed":
-            line.state = f"FAILED: {event['reason']}"
+            line.state, line.ended = f"FAILED: {event['reason']}", time.monotonic()
         if self._live:
             return
         text = (
@@ -97,7 +98,7 @@ class FleetView:
     def _row(line: _Line, width: int, now: float) -> str:
         share = line.sent / line.total if line.total else 0.0
         filled = min(BAR_WIDTH, int(share * BAR_WIDTH))
-        rate = line.sent / max(now - line.started, 1e-9) / 1e6
+        rate = line.sent / max((line.ended or now) - line.started, 1e-9) / 1e6
         return (
             f"{line.name:<{width}} {line.subnet[:11]:<11} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
             f"{share:4.0%} {line.sent / 1e6:9.1f} MB {rate:6.2f} MB/s  {line.state}"
