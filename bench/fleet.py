@@ -130,13 +130,25 @@ def fleet_of(sim: IcSim) -> list[str]:
     return [h.principal for h in sim.hosted if h.kind == "llama_cpp"]
 
 
-def measure(sim: IcSim, model: Path, tmp: Path, sample_mb: int) -> None:
+def peak_rss(sim: IcSim, canisters: Sequence[str], tmp: Path, size_mb: int) -> float:
+    """Peak RSS of a prep uploading a `size_mb` file into `canisters` (RSS depends on the chunks in
+    flight, not on the file's size: a smaller file keeps the bench short)."""
+    model = write_gguf(tmp / f"rss-{len(canisters)}.gguf", size_mb * 1_000_000)
+    run = prep_upload(sim, model, canisters, tmp / f"work-rss-{len(canisters)}", "--remote", model.name)
+    assert run.code == 0, "prep failed"
+    return run.peak_rss_mb
+
+
+def measure(sim: IcSim, model: Path, tmp: Path, sample_mb: int, rss_mb: int) -> None:
     canisters = fleet_of(sim)
     size = model.stat().st_size
     ceiling = SUBNETS * BLOCK_INGRESS_BYTES / BLOCK_INTERVAL_S / 1e6
-    one = prep_upload(sim, model, canisters[:1], tmp / "work-one", "--remote", "models/one.gguf")
+    subnet_0 = [c for c in canisters if sim.subnet_of(c) == sim.subnet_principal(0)]
+    rss = {
+        n: peak_rss(sim, group, tmp, rss_mb) for n, group in ((1, canisters[:1]), (len(subnet_0), subnet_0))
+    }
     fleet = prep_upload(sim, model, canisters, tmp / "work-fleet")
-    assert one.code == 0 and fleet.code == 0, "prep failed"
+    assert fleet.code == 0, "prep failed"
     identical = all_identical(sim, canisters, model)
     sample = sample_mb * 1_000_000
     sample_s = serial_loop_sample(sim, canisters, model, sample)
@@ -163,8 +175,9 @@ def measure(sim: IcSim, model: Path, tmp: Path, sample_mb: int) -> None:
     )
     print(f"ratio serial loop / fleet whole run: {serial_s / fleet.seconds:.1f}x (target >= 20x)")
     print(
-        f"peak RSS of prep: 1 canister {one.peak_rss_mb:.0f} MB, "
-        f"{len(canisters)} canisters {fleet.peak_rss_mb:.0f} MB"
+        f"peak RSS of prep: 1 canister {rss[1]:.0f} MB, {len(subnet_0)} on one subnet "
+        f"{rss[len(subnet_0)]:.0f} MB ({rss_mb} MB file); {len(canisters)} on {SUBNETS} subnets "
+        f"{fleet.peak_rss_mb:.0f} MB ({size / 1e6:.0f} MB file)"
     )
     print(f"every canister byte-identical: {identical}")
 
@@ -207,6 +220,7 @@ def main() -> None:
     )
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--sample-mb", type=int, default=4, help="serial loop: bytes timed per canister")
+    parser.add_argument("--rss-mb", type=int, default=20, help="file size of the 1- and 4-canister RSS runs")
     parser.add_argument("--latency", type=float, default=4.0, help="seconds from execution to reply")
     parser.add_argument("--kill-mid", action="store_true", help="kill -9 one subnet's prep half-way, rerun")
     args = parser.parse_args()
@@ -224,7 +238,7 @@ def main() -> None:
         if args.kill_mid:
             kill_mid(sim, model, Path(tmp))
         else:
-            measure(sim, model, Path(tmp), args.sample_mb)
+            measure(sim, model, Path(tmp), args.sample_mb, args.rss_mb)
 
 
 if __name__ == "__main__":

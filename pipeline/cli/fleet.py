@@ -62,7 +62,9 @@ def run_fleet_command(
     from pipeline.fleet.live import FleetView
     from pipeline.fleet.members import CommandLine, Signer, clients_for, resolve_fleet
     from pipeline.fleet.scheduler import run_fleet
+    from pipeline.upload.memory import share_arenas_across_a_fleet
 
+    share_arenas_across_a_fleet()  # the command owns the process: it decides, as for keep_chunk_buffers
     line = CommandLine(network, url, Signer(*signer))
     with clients_for(fleet) as clients:
         targets, unreachable = resolve_fleet(fleet, line, clients, only or ())
