@@ -9,8 +9,9 @@ first `--sample-mb` MB of each canister and extrapolated to the whole model (the
 Printed: the fleet's aggregate MB/s and its share of the sum of the 3 subnets' ceilings, over the bytes
 phase (first plan to last chunk acknowledged) and over the whole run (process start to exit, including
 the read-back verification and the load); the ratio to the serial loop (targets >= 85%, >= 20x); and the
-peak RSS of prep for 1 canister vs 12 (each canister reads its chunks with pread from the page cache:
-the file is read from disk once, and only chunks in flight are held, bounded by the subnets' windows).
+peak RSS of prep for 1 canister, 4 on one subnet and 12 on 3 subnets with a smaller file (each canister
+reads its chunks with pread from the page cache: the file is read from disk once and never held; chunks
+in flight are bounded by the subnets' windows).
 
 `--kill-mid` instead runs one prep process per subnet, kill -9s one of them half-way through its chunks,
 reruns it, and checks that every canister ends byte-identical to the model.
@@ -175,9 +176,10 @@ def measure(sim: IcSim, model: Path, tmp: Path, sample_mb: int, rss_mb: int) -> 
     )
     print(f"ratio serial loop / fleet whole run: {serial_s / fleet.seconds:.1f}x (target >= 20x)")
     print(
-        f"peak RSS of prep: 1 canister {rss[1]:.0f} MB, {len(subnet_0)} on one subnet "
-        f"{rss[len(subnet_0)]:.0f} MB ({rss_mb} MB file); {len(canisters)} on {SUBNETS} subnets "
-        f"{fleet.peak_rss_mb:.0f} MB ({size / 1e6:.0f} MB file)"
+        f"peak RSS of prep with a {rss_mb} MB file: 1 canister {rss[1]:.0f} MB, "
+        f"{len(subnet_0)} on one subnet "
+        f"{rss[len(subnet_0)]:.0f} MB, {len(canisters)} on {SUBNETS} subnets {rss[len(canisters)]:.0f} MB; "
+        f"the {size / 1e6:.0f} MB fleet run: {fleet.peak_rss_mb:.0f} MB"
     )
     print(f"every canister byte-identical: {identical}")
 
