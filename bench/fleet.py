@@ -145,9 +145,7 @@ def measure(sim: IcSim, model: Path, tmp: Path, sample_mb: int, rss_mb: int) -> 
     size = model.stat().st_size
     ceiling = SUBNETS * BLOCK_INGRESS_BYTES / BLOCK_INTERVAL_S / 1e6
     subnet_0 = [c for c in canisters if sim.subnet_of(c) == sim.subnet_principal(0)]
-    rss = {
-        n: peak_rss(sim, group, tmp, rss_mb) for n, group in ((1, canisters[:1]), (len(subnet_0), subnet_0))
-    }
+    rss = {len(group): peak_rss(sim, group, tmp, rss_mb) for group in (canisters[:1], subnet_0, canisters)}
     fleet = prep_upload(sim, model, canisters, tmp / "work-fleet")
     assert fleet.code == 0, "prep failed"
     identical = all_identical(sim, canisters, model)
