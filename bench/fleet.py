@@ -77,6 +77,9 @@ def prep_upload(
     started = time.monotonic()
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    peaks: list[int] = []
+    watch = threading.Thread(target=watch_peak_rss, args=(proc.pid, peaks), daemon=True)
+    watch.start()
     first_plan = last_chunk = started
     chunks = 0
     for line in proc.stdout:
@@ -91,13 +94,27 @@ def prep_upload(
         elif event["event"] == "result":
             run.bytes_sent = event["bytes_sent"]
         run.events.append(event)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    run.code = proc.returncode
+    run.code = proc.wait()
+    watch.join()
     run.seconds = time.monotonic() - started
     run.bytes_phase_s = last_chunk - first_plan
-    run.peak_rss_mb = usage.ru_maxrss / 1024
+    run.peak_rss_mb = peaks[-1] / 1024 if peaks else 0.0
     return run
+
+
+def watch_peak_rss(pid: int, peaks: list[int]) -> None:
+    """Appends the process's VmHWM (kB) until it exits. Not ru_maxrss: on Linux a child's counts the
+    forked copy of this (large) process from before its exec."""
+    while True:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        found = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+        if not found:  # a zombie: it has exited
+            return
+        peaks.append(int(found[0]))
+        time.sleep(0.05)
 
 
 def serial_loop_sample(sim: IcSim, canisters: Sequence[str], model: Path, sample: int) -> float:
@@ -138,6 +155,14 @@ def peak_rss(sim: IcSim, canisters: Sequence[str], tmp: Path, size_mb: int) -> f
     run = prep_upload(sim, model, canisters, tmp / f"work-rss-{len(canisters)}", "--remote", model.name)
     assert run.code == 0, "prep failed"
     return run.peak_rss_mb
+
+
+def rss_only(sim: IcSim, tmp: Path, rss_mb: int) -> None:
+    canisters = fleet_of(sim)
+    subnet_0 = [c for c in canisters if sim.subnet_of(c) == sim.subnet_principal(0)]
+    for group in (canisters[:1], subnet_0, canisters):
+        peak = peak_rss(sim, group, tmp, rss_mb)
+        print(f"peak RSS of prep, {len(group)} canister(s), {rss_mb} MB file: {peak:.0f} MB")
 
 
 def measure(sim: IcSim, model: Path, tmp: Path, sample_mb: int, rss_mb: int) -> None:
@@ -223,6 +248,7 @@ def main() -> None:
     parser.add_argument("--rss-mb", type=int, default=20, help="file size of the 1- and 4-canister RSS runs")
     parser.add_argument("--latency", type=float, default=4.0, help="seconds from execution to reply")
     parser.add_argument("--kill-mid", action="store_true", help="kill -9 one subnet's prep half-way, rerun")
+    parser.add_argument("--rss-only", action="store_true", help="only the peak RSS runs (1, 4, 12 canisters)")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -237,6 +263,8 @@ def main() -> None:
         model = write_gguf(Path(tmp) / "bench.gguf", args.size_mb * 1_000_000)
         if args.kill_mid:
             kill_mid(sim, model, Path(tmp))
+        elif args.rss_only:
+            rss_only(sim, Path(tmp), args.rss_mb)
         else:
             measure(sim, model, Path(tmp), args.sample_mb, args.rss_mb)
 

@@ -141,7 +141,7 @@ def test_kill_9_mid_fleet_then_a_rerun_finishes_every_canister_without_executing
         assert events[-1]["bytes_sent"] < 4 * model.stat().st_size  # it resumed
 
 
-def test_prep_run_with_a_fleet_file_builds_once_then_uploads_loads_and_smokes_each(
+def test_prep_run_with_a_fleet_file_builds_once_then_uploads_loads_and_smokes_each_and_smoke_asks_again(
     tiny_world: TinyWorld, fleet_sim: IcSim, tmp_path: Path
 ) -> None:
     recipe = tiny_world.recipes_dir / "smollm2-135m.toml"
@@ -171,6 +171,13 @@ def test_prep_run_with_a_fleet_file_builds_once_then_uploads_loads_and_smokes_ea
         assert hashlib.sha256(fleet_sim.canister(row["canister_id"]).file_bytes(REMOTE)).hexdigest() == built
     assert fleet_sim.canister(second).max_tokens["max_tokens_update"] == 3  # its own override
     assert fleet_sim.canister(first).max_tokens["max_tokens_update"] != 3
+    smoked = subprocess.run(
+        [sys.executable, "-m", "pipeline", "smoke", "--fleet", str(fleet_file), "--json"],
+        env=dict(os.environ), capture_output=True, text=True, timeout=300, cwd=PROJECT,
+    )  # fmt: skip
+    assert smoked.returncode == 0, smoked.stderr
+    answers = json.loads(smoked.stdout.splitlines()[-1])["canisters"]
+    assert len(answers) == 4 and all(row["ok"] and row["answer"] for row in answers)
 
 
 @pytest.mark.parametrize(

@@ -69,16 +69,17 @@ def run_fleet_command(
     with clients_for(fleet) as clients:
         targets, unreachable = resolve_fleet(fleet, line, clients, only or ())
         work = make_work(targets)
-        view = FleetView(targets)
+        view = None if out.json else FleetView(targets)
         report = run_fleet(
             targets,
             unreachable,
             work,
             window=window,
-            on_event=out.event if out.json else view,
+            on_event=view or out.event,
             ask=fleet_confirmation(out, yes),
         )
-        view.close()
+        if view is not None:
+            view.close()
     failed = [row.canister for row in report.failed]
     retry = retry_command(ctx, failed, from_file=fleet.path is not None) if failed else None
     out.result(report.to_json() | {"retry_command": retry}, report.table())

@@ -44,7 +44,7 @@ def upload_job(plan_of: Callable[[FleetMember], UploadPlan], options: UploadOpti
             profile,
             target.canister_id,
             files,
-            replace(options, flow=job.flow),
+            replace(options, flow=job.flow, window=min(options.window, job.read_window)),
             variables=variables_with_overrides(variables, target.member),
             progress=UploadProgress(job.emit, bar=False),
             confirm=job.confirm,
@@ -80,7 +80,7 @@ def run_job(
             target.client,
             target.canister_id,
             workspace,
-            replace(options, flow=job.flow, progress=False),
+            replace(options, flow=job.flow, window=min(options.window, job.read_window), progress=False),
             job.emit,
             job.confirm,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +26,18 @@ from pipeline.upload.flow import FlowControl
 
 @dataclass(frozen=True)
 class Assignment:
-    """What one canister's work gets: its subnet's flow, an event sink that tags every event with the
+    """What one canister's work gets: its subnet's flow (its chunk calls), its share of the subnet's
+    window for its read-back queries, which no flow covers, an event sink that tags every event with the
     canister and its subnet, its row to fill in, and the fleet's one mainnet question."""
 
     flow: FlowControl
+    read_window: int
     emit: EventSink
     row: CanisterRow
     confirm: Ask
 
 
+MIN_READ_WINDOW = 2  # an upload with a window of 1 would go in strict order, one call at a time
 Work = Callable[[FleetTarget, Assignment], None]
 
 
@@ -49,6 +53,7 @@ def run_fleet(
     """`work(target, assignment)` fills the row and raises PrepError when the canister fails."""
     started = time.monotonic()
     flows = {subnet: FlowControl(window) for subnet in dict.fromkeys(t.subnet for t in targets)}
+    on_subnet = Counter(t.subnet for t in targets)
     mainnet = {t.canister_id for t in targets if t.client.network.is_mainnet}
     question = OneQuestion(mainnet, ask or (lambda _totals: False))
     emit = _serialized(on_event)
@@ -59,8 +64,15 @@ def run_fleet(
     for target in targets:
         row = CanisterRow(target.name, target.canister_id, target.subnet)
         rows.append(row)
+        # Peak memory grows with the chunks in flight: chunk calls are bounded per subnet by its flow, and
+        # read-backs (a canister's concurrent queries) by this share of the window (bench/fleet.py).
+        read_window = max(MIN_READ_WINDOW, -(-window // on_subnet[target.subnet]))
         assignment = Assignment(
-            flows[target.subnet], _tagged(emit, target), row, question.confirm_for(target.canister_id)
+            flows[target.subnet],
+            read_window,
+            _tagged(emit, target),
+            row,
+            question.confirm_for(target.canister_id),
         )
         thread = threading.Thread(
             target=_run_one, args=(work, target, assignment, question), name=f"fleet-{target.name}"
