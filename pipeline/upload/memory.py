@@ -19,8 +19,8 @@ _M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024  # above any chunk or envelope (2 MiB message limit)
 TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024  # free memory an arena keeps before returning it
 # A fleet runs a pool of threads per canister; glibc gives threads up to 8 arenas per core, each keeping
-# TRIM_THRESHOLD_BYTES. Two arenas keep a 12-canister fleet's peak RSS within ~25% of one canister's
-# (measured with bench/fleet.py's RSS runs; ~+65% with glibc's default).
+# TRIM_THRESHOLD_BYTES; the more canisters, the more arenas and the more memory kept. Two arenas keep
+# it to what two hold (bench/fleet.py --rss-only measures the fleet's peak RSS).
 FLEET_ARENAS = 2
 
 _done = False
