@@ -3,7 +3,7 @@
 
 Blocks every 1 s with at most 4 MiB of ingress per subnet, 4 s from execution to a certified reply, a
 100 MB GGUF. prep runs as its own process (`python -m pipeline upload --canister ... x12 --json`), as a
-user runs it, with its fixed window shared by each subnet's canisters. The baseline is the operators'
+user runs it, with one adaptive window shared by each subnet's canisters. The baseline is the operators'
 way: one canister after another, sequential 2,000,000-byte calls each waited for; it is timed on the
 first `--sample-mb` MB of each canister and extrapolated to the whole model (the output says so).
 Printed: the fleet's aggregate MB/s and its share of the sum of the 3 subnets' ceilings, over the bytes
