@@ -212,3 +212,14 @@ def test_hostile_fleet_files_are_refused_naming_the_file_and_the_key(
 def test_only_needs_a_fleet_file(tmp_path: Path) -> None:
     done = prep_in_process("smoke", "--kind", "llama_cpp", "--prompt", "hi", "--canister", "a", "--only", "a")
     assert done.code == 2 and "--only picks canisters of a --fleet file" in done.stderr
+
+
+def test_a_file_every_canister_refuses_is_bad_input_not_a_retry(
+    fleet_sim: IcSim, tmp_path: Path, prep_env: dict[str, str]
+) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all" * 1000)
+    code, _, stderr = run_prep(upload_args(fleet_sim, junk), prep_env)
+    assert code == 2, stderr
+    assert "junk.gguf is not a GGUF model" in stderr and "retry just those" not in stderr
+    assert not [u for u in fleet_sim.updates if u.method == "file_upload_chunk"]

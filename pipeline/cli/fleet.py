@@ -86,6 +86,9 @@ def run_fleet_command(
     if failed:
         for row in report.failed:
             out.info(f"failed: {row.canister}: {row.reason}")
+        if all(row.bad_input for row in report.failed):
+            # The same bad input (a file, an option) fails every canister: a retry cannot help.
+            raise UsageError(report.failed[0].reason, hint="fix it and run the same command again")
         raise PrepError(
             f"{len(failed)} of {len(report.rows)} canisters failed: {', '.join(failed)}",
             hint=f"fix the reasons above, then retry just those: {retry}",

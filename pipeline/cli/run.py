@@ -77,17 +77,17 @@ def run_command(
     out = Output(json=json_output)
     keep_chunk_buffers()  # a process-wide allocator setting: the command, which owns the process, decides
     chosen = chosen_fleet(canister, fleet, only)
+    options = RunOptions(
+        locked=locked,
+        strict_order=strict_order,
+        window=window,
+        check_interface=not no_interface_check,
+        progress=not json_output,
+        budget=budget_options(ignore_cycles, wasm_memory_limit),
+    )
     if not is_single(chosen):
         if bundle is not None:
             raise UsageError("--bundle deploys into one --canister", hint="run it per canister")
-        options = RunOptions(
-            locked=locked,
-            strict_order=strict_order,
-            window=window,
-            check_interface=not no_interface_check,
-            progress=not json_output,
-            budget=budget_options(ignore_cycles, wasm_memory_limit),
-        )
         run_fleet_command(
             ctx,
             chosen,
@@ -118,14 +118,6 @@ def run_command(
     assert recipe_name is not None
     workspace = Workspace.default()
     recipe = load_recipe(recipe_name)
-    options = RunOptions(
-        locked=locked,
-        strict_order=strict_order,
-        window=window,
-        check_interface=not no_interface_check,
-        progress=not json_output,
-        budget=budget_options(ignore_cycles, wasm_memory_limit),
-    )
 
     on_event = _stage_narrator(out)
     with connect(network, url, choose_identity(pem, identity, anonymous)) as client:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import PrepError
+from pipeline.errors import PrepError, UsageError
 from pipeline.events import EventSink
 from pipeline.fleet.confirm import Ask, OneQuestion
 from pipeline.fleet.members import FleetTarget, Unreachable
@@ -96,6 +96,7 @@ def _run_one(work: Work, target: FleetTarget, assignment: Assignment, question: 
         row.ok = True
     except PrepError as err:
         row.reason = err.message.splitlines()[0]
+        row.bad_input = isinstance(err, UsageError)
     except Exception as err:  # a bug must not take the other canisters down with it
         row.reason = f"unexpected {type(err).__name__}: {err}"
     finally:

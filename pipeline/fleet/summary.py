@@ -19,6 +19,7 @@ class CanisterRow:
     subnet: str
     ok: bool = False
     reason: str = ""
+    bad_input: bool = False  # it failed on what the user gave (a UsageError), not on the canister
     bytes_sent: int = 0
     upload_seconds: float = 0.0
     files: list[dict[str, Any]] = field(default_factory=list)  # role, remote, size, sha256 (verified)
