@@ -24,6 +24,7 @@ OnlyOption = Annotated[
     list[str] | None,
     typer.Option(
         "--only",
+        metavar="ID_OR_NAME",
         help="With --fleet: only these canisters of the file (name or id as listed; repeatable).",
     ),
 ]
