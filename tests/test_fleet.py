@@ -100,6 +100,9 @@ def test_one_canister_out_of_cycles_and_one_trapping_on_load_fail_alone_and_the_
     assert sorted(events[-2]["failed"]) == sorted([dry, trapping])  # the result, then the error event
     assert f"failed: {dry}: canister {dry} ran out of cycles during the upload" in stderr
     assert f"failed: {trapping}: load_model on {trapping} was rejected" in stderr
+    rows = {row["canister_id"]: row for row in events[-2]["canisters"]}
+    assert 0 < rows[dry]["bytes_sent"] < model.stat().st_size  # what it sent before its cycles ran out
+    assert rows[trapping]["bytes_sent"] == model.stat().st_size
     for cid in (ok_a, ok_b, trapping):
         assert fleet_sim.canister(cid).file_bytes(REMOTE) == model.read_bytes()
     retry = shlex.split(stderr.split("retry just those: ")[1].splitlines()[0])

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from pipeline.errors import UsageError
+from pipeline.errors import PrepError, UsageError
 from pipeline.fleet.members import FleetTarget
 from pipeline.fleet.scheduler import Assignment, Work
 from pipeline.fleet.spec import FleetMember
@@ -39,16 +39,29 @@ def variables_with_overrides(variables: dict[str, Any], member: FleetMember) -> 
 def upload_job(plan_of: Callable[[FleetMember], UploadPlan], options: UploadOptions) -> Work:
     def work(target: FleetTarget, job: Assignment) -> None:
         profile, files, variables = plan_of(target.member)
-        report = run_upload(
-            target.client,
-            profile,
-            target.canister_id,
-            files,
-            replace(options, flow=job.flow, window=min(options.window, job.read_window)),
-            variables=variables_with_overrides(variables, target.member),
-            progress=UploadProgress(job.emit, bar=False),
-            confirm=job.confirm,
-        )
+        sent = 0
+
+        def counted(event: dict[str, Any]) -> None:
+            # A failed upload returns no report: its row still says what this run sent before it failed.
+            nonlocal sent
+            if event["event"] == "chunk":
+                sent += event["bytes"]
+            job.emit(event)
+
+        try:
+            report = run_upload(
+                target.client,
+                profile,
+                target.canister_id,
+                files,
+                replace(options, flow=job.flow, window=min(options.window, job.read_window)),
+                variables=variables_with_overrides(variables, target.member),
+                progress=UploadProgress(counted, bar=False),  # its events come one at a time
+                confirm=job.confirm,
+            )
+        except PrepError:
+            job.row.bytes_sent = sent
+            raise
         job.row.add_upload(report)
 
     return work
