@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pipeline.cli.output import Output
-from pipeline.errors import PrepError
 
 if TYPE_CHECKING:
     from pipeline.ic.client import IcClient
@@ -87,14 +86,9 @@ def choose_identity(
     pem: Path | None, identity: str | None, anonymous: bool, *, default_anonymous: bool = False
 ) -> IcIdentity:
     """The identity the options name; with `default_anonymous`, none named or configured is anonymous."""
-    from pipeline.ic.identity import anonymous_identity, load_identity
+    from pipeline.ic.identity import load_identity
 
-    if default_anonymous and not (pem or identity or anonymous):
-        try:
-            return load_identity()
-        except PrepError:  # nothing configured: reading public state needs no signature
-            return anonymous_identity()
-    return load_identity(pem=pem, identity=identity, anonymous=anonymous)
+    return load_identity(pem=pem, identity=identity, anonymous=anonymous, default_anonymous=default_anonymous)
 
 
 def connect(network: str, url: str | None, identity: IcIdentity) -> IcClient:

@@ -4,8 +4,6 @@ the recipe and bundle they came from), with the canisters that drift from the ma
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import ExitStack
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,14 +17,13 @@ from pipeline.cli.ic_options import (
     PemOption,
     UrlOption,
     canister_on,
-    choose_identity,
-    connect,
 )
 from pipeline.cli.output import JsonFlag, Output
 
 if TYPE_CHECKING:
     from pipeline.fleet.spec import FleetMember
     from pipeline.fleet.status import StatusTarget
+    from pipeline.ic.client import IcClient
 
 
 def status_command(
@@ -65,17 +62,19 @@ def status_command(
     The upload journals (what was sent, from which recipe) come from $PREP_WORKDIR (default ./work).
     """
     from pipeline.fleet.drift import judge
+    from pipeline.fleet.members import CommandLine, Signer, clients_for
     from pipeline.fleet.spec import fleet_of
     from pipeline.fleet.status import StatusOptions, collect_status, parse_cycles
     from pipeline.fleet.status_report import status_json, status_text
     from pipeline.workspace import Workspace
 
     threshold = parse_cycles(min_cycles) if min_cycles is not None else None
-    members = fleet_of(canister or [], fleet).members
+    chosen = fleet_of(canister or [], fleet)
     options = StatusOptions(Workspace.default().root, read_back=read_back, min_cycles=threshold)
-    with ExitStack() as clients:
-        signer = (pem, identity, anonymous)
-        targets = [_target(m, network, url, signer, clients, _label(m, members, network)) for m in members]
+    line = CommandLine(network, url, Signer(pem, identity, anonymous, default_anonymous=True))
+    with clients_for(chosen) as clients:
+        members = chosen.members
+        targets = [_target(m, clients.for_member(m, line), _label(m, members, network)) for m in members]
         states = collect_status(targets, options)
     verdict = judge(states)
     Output(json=json_output).result(status_json(states, verdict), status_text(states, verdict))
@@ -83,26 +82,12 @@ def status_command(
         raise typer.Exit(verdict.exit_code)
 
 
-def _target(
-    member: FleetMember,
-    network: str,
-    url: str | None,
-    signer: tuple[Path | None, str | None, bool],
-    clients: ExitStack,
-    label: str,
-) -> StatusTarget:
-    """The member's own network and identity where the fleet file gives them, else the command line's."""
+def _target(member: FleetMember, client: IcClient, label: str) -> StatusTarget:
+    """The member on its client (its own network and identity where the fleet file gives them)."""
     from pipeline.fleet.status import StatusTarget
     from pipeline.recipes import load_recipe
     from pipeline.targets.profile import load_profile
 
-    pem, identity, anonymous = signer
-    if member.pem is not None or member.identity is not None:
-        who = choose_identity(member.pem, member.identity, False)
-    else:
-        who = choose_identity(pem, identity, anonymous, default_anonymous=True)
-    own_network = member.network is not None
-    client = clients.enter_context(connect(member.network or network, None if own_network else url, who))
     canister_id = canister_on(client.network, member.canister)
     if member.recipe is None:
         return StatusTarget(label, canister_id, client)

@@ -28,6 +28,7 @@ class Signer:
     pem: Path | None = None
     identity: str | None = None
     anonymous: bool = False
+    default_anonymous: bool = False  # a read-only command: nobody named or configured signs anonymously
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Clients:
     def __init__(self, connections: int) -> None:
         self._connections = connections
         self._clients: dict[tuple[str, str], IcClient] = {}
-        self._identities: dict[tuple[str | None, str | None, bool], IcIdentity] = {}
+        self._identities: dict[tuple[str | None, str | None, bool, bool], IcIdentity] = {}
 
     def for_member(self, member: FleetMember, line: CommandLine) -> IcClient:
         network = _network_of(member, line)
@@ -82,12 +83,15 @@ class Clients:
 
     def _identity_of(self, member: FleetMember, signer: Signer) -> IcIdentity:
         if member.pem is not None or member.identity is not None:
-            key = (str(member.pem) if member.pem else None, member.identity, False)
+            key = (str(member.pem) if member.pem else None, member.identity, False, False)
         else:
-            key = (str(signer.pem) if signer.pem else None, signer.identity, signer.anonymous)
+            pem = str(signer.pem) if signer.pem else None
+            key = (pem, signer.identity, signer.anonymous, signer.default_anonymous)
         if key not in self._identities:
-            pem, identity, anonymous = key
-            self._identities[key] = load_identity(pem=pem, identity=identity, anonymous=anonymous)
+            pem, identity, anonymous, default_anonymous = key
+            self._identities[key] = load_identity(
+                pem=pem, identity=identity, anonymous=anonymous, default_anonymous=default_anonymous
+            )
         return self._identities[key]
 
     def close(self) -> None:

@@ -53,9 +53,19 @@ def anonymous_identity() -> IcIdentity:
 
 
 def load_identity(
-    pem: Path | str | None = None, identity: str | None = None, anonymous: bool = False
+    pem: Path | str | None = None,
+    identity: str | None = None,
+    anonymous: bool = False,
+    *,
+    default_anonymous: bool = False,
 ) -> IcIdentity:
-    """The identity the user chose: --anonymous, --pem, --identity, $PREP_PEM, else dfx's default."""
+    """The identity the user chose: --anonymous, --pem, --identity, $PREP_PEM, else dfx's default; with
+    `default_anonymous`, none named or configured is anonymous (reading public state needs no signature)."""
+    if default_anonymous and not (pem or identity or anonymous):
+        try:
+            return load_identity()
+        except PrepError:
+            return anonymous_identity()
     chosen = [
         name
         for name, value in (("--pem", pem), ("--identity", identity), ("--anonymous", anonymous))
